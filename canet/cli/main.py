@@ -1,0 +1,55 @@
+"""The ``canet`` command: one sub-command per module in :mod:`canet.cli`.
+
+Each command module exposes ``add_parser(subparsers)`` (registers its
+sub-parser and sets ``func``) and keeps its real work in a plain function of
+the package, so that everything the CLI does can also be called from Python.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from canet import __version__
+from canet.errors import CanetError
+
+# Modules of canet.cli that register sub-commands, in the order --help lists them.
+COMMAND_MODULES: tuple[str, ...] = (
+    "models_cmds",  # list-models, import-checkpoint
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="canet",
+        description="CA-Net: semi-supervised 3D segmentation (Trans-V generator + DAM discriminator).",
+    )
+    parser.add_argument("--version", action="version", version=f"canet {__version__}")
+    sub = parser.add_subparsers(title="commands", dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        module = importlib.import_module(f"canet.cli.{name}")
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``canet`` console script; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except CanetError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,25 @@
+"""User-facing errors.
+
+Anything a user can cause (bad path, bad shape, bad config value, unknown name)
+raises :class:`CanetError` with a one-line message. The command-line entry
+point prints ``error: <message>`` and exits with status 2; it never shows a
+traceback for these.
+"""
+
+from __future__ import annotations
+
+
+class CanetError(Exception):
+    """An error caused by user input, reported as one line without a traceback."""
+
+
+class ConfigError(CanetError, ValueError):
+    """A configuration key or value is invalid."""
+
+
+class DataError(CanetError):
+    """A dataset, volume or label file is missing or malformed."""
+
+
+class CheckpointError(CanetError):
+    """A checkpoint file is missing, unreadable or of a foreign format."""
