@@ -18,6 +18,9 @@ from canet.errors import CanetError
 # Modules of canet.cli that register sub-commands, in the order --help lists them.
 COMMAND_MODULES: tuple[str, ...] = (
     "models_cmds",  # list-models, import-checkpoint
+    "data_cmds",  # check-data, prepare-la, make-synthetic
+    "train_cmds",  # train, demo
+    "eval_cmds",  # evaluate, predict, score, report
 )
 
 

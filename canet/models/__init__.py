@@ -1,5 +1,24 @@
-"""Networks of CA-Net: the V-Net and Trans-V generators and the DAM discriminator."""
+"""Networks of CA-Net: the V-Net and Trans-V generators and the DAM discriminator.
 
+Importing this package registers every model: ``vnet``, ``canet`` (Trans-V) and
+``dam``. :mod:`canet.models.original` imports checkpoints of the authors' code.
+"""
+
+# Importing the model modules registers "dam", "canet" and "vnet".
+from canet.models.common import SegOutput, out_channels
+from canet.models.dam import DAM, SqueezeExcite
 from canet.models.registry import create_model, list_models, register_model
+from canet.models.transvnet import TransVNet
+from canet.models.vnet import VNet
 
-__all__ = ["create_model", "list_models", "register_model"]
+__all__ = [
+    "DAM",
+    "SegOutput",
+    "SqueezeExcite",
+    "TransVNet",
+    "VNet",
+    "create_model",
+    "list_models",
+    "out_channels",
+    "register_model",
+]

@@ -1,0 +1,186 @@
+"""LA-lite: a reduced protocol on the real LA data that finishes on a 2-core CPU.
+
+The paper's protocol (6000 iterations at 112x112x80) takes days on a CPU. LA-lite
+keeps the real data and the real splits but shrinks everything else:
+
+* every LA volume is downsampled 2x per axis (image trilinear, label nearest) and
+  written, in the LA layout, under ``WORK/data`` (made once, reused afterwards);
+* patch 64x64x32, batch 2 labeled + 2 unlabeled (the supervised baseline: 2 labeled),
+  16 labeled cases (the first 16 of train.list) and the other 64 unlabeled;
+* a fixed iteration budget, with the lr drops at the same fractions of training as
+  the paper's (2500/6000 and 3800/6000);
+* evaluation of the last checkpoint on the 20 test volumes at that scale, in the
+  `reference` sliding-window mode with largest-connected-component post-processing.
+
+Every method runs with the same seed and budget, one after the other, and the script
+prints a Markdown table (mean ± std over the 20 test cases) with wall time.
+
+Usage:
+    python benchmarks/la_lite.py --methods vnet canet sassnet --iterations 1000
+    python benchmarks/la_lite.py --prepare-only
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+from scipy import ndimage
+
+REPO = Path(__file__).resolve().parents[1]
+CASES_DIR = "2018LA_Seg_Training Set"
+CONFIGS = {
+    "vnet": "la_vnet_16.yaml",
+    "canet": "la_canet_16.yaml",
+    "sassnet": "la_sassnet_16.yaml",
+    "uamt": "la_uamt_16.yaml",
+}
+PAPER_ITERATIONS = 6000
+PAPER_MILESTONES = (2500, 3800)
+
+
+def downsample_case(src: Path, dst: Path, factor: int = 2) -> tuple[int, int, int]:
+    """Write ``src`` (an LA mri_norm2.h5) downsampled by ``factor`` per axis to ``dst``."""
+    with h5py.File(src, "r") as f:
+        image = f["image"][...].astype(np.float32)
+        label = f["label"][...].astype(np.uint8)
+    zoom = 1.0 / factor
+    small_image = ndimage.zoom(image, zoom, order=1).astype(np.float32)
+    small_label = ndimage.zoom(label, zoom, order=0).astype(np.uint8)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_suffix(".tmp.h5")
+    with h5py.File(tmp, "w") as f:
+        f.create_dataset("image", data=small_image, compression="gzip", compression_opts=1)
+        f.create_dataset("label", data=small_label, compression="gzip", compression_opts=1)
+    os.replace(tmp, dst)
+    return small_image.shape  # type: ignore[return-value]
+
+
+def prepare(la_root: Path, out: Path, factor: int = 2) -> Path:
+    """Downsampled copy of the LA benchmark under ``out`` (skips cases already written)."""
+    ids: list[str] = []
+    for split in ("train.list", "test.list"):
+        lines = (la_root / split).read_text().split()
+        ids += lines
+        out.mkdir(parents=True, exist_ok=True)
+        (out / split).write_text("\n".join(lines) + "\n")
+    shapes = []
+    for case in ids:
+        dst = out / CASES_DIR / case / "mri_norm2.h5"
+        if dst.is_file():
+            continue
+        shapes.append(downsample_case(la_root / CASES_DIR / case / "mri_norm2.h5", dst, factor))
+    if shapes:
+        arr = np.array(shapes)
+        print(f"prepared {len(shapes)} cases, shapes {arr.min(0).tolist()} .. {arr.max(0).tolist()}")
+    return out
+
+
+def run(cmd: list[str], log: Path) -> float:
+    """Run ``cmd``, teeing its output to ``log``; returns wall seconds; exits on failure."""
+    print("$", " ".join(cmd), flush=True)
+    start = time.perf_counter()
+    with open(log, "a", encoding="utf-8") as fh:
+        proc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, check=False)
+    seconds = time.perf_counter() - start
+    if proc.returncode != 0:
+        sys.exit(f"command failed ({proc.returncode}); see {log}")
+    return seconds
+
+
+def train_and_evaluate(method: str, data: Path, work: Path, args: argparse.Namespace) -> dict:
+    run_dir = work / method
+    run_dir.mkdir(parents=True, exist_ok=True)
+    log = run_dir / "la_lite.log"
+    m1, m2 = (round(args.iterations * m / PAPER_ITERATIONS) for m in PAPER_MILESTONES)
+    train_cmd = [
+        "canet", "train",
+        "--config", str(REPO / "configs" / CONFIGS[method]),
+        "--data", str(data),
+        "--out", str(run_dir),
+        "--iterations", str(args.iterations),
+        "--patch-size", "64", "64", "32",
+        "--labeled", "16",
+        "--seed", str(args.seed),
+        "--device", "cpu",
+        "--quiet",
+        "--set", f"optim.milestones=[{m1},{m2}]",
+        f"checkpoint_every={max(args.iterations // 4, 1)}",
+    ]  # fmt: skip
+    if (run_dir / "checkpoints" / "last.pt").is_file():
+        train_cmd = ["canet", "train", "--resume", str(run_dir), "--quiet"]
+    train_s = run(train_cmd, log)
+    eval_dir = run_dir / "eval"
+    eval_s = run(
+        [
+            "canet", "evaluate", str(run_dir / "checkpoints" / "last.pt"),
+            "--data", str(data), "--split", "test", "--mode", "reference",
+            "--out", str(eval_dir),
+        ],  # fmt: skip
+        log,
+    )
+    summary = json.loads((eval_dir / "summary.json").read_text())
+    return {"method": method, "train_s": train_s, "eval_s": eval_s, "summary": summary}
+
+
+def table(results: list[dict], iterations: int) -> str:
+    lines = [
+        "| method | labeled + unlabeled | iterations | Dice % | Jaccard % | 95HD (vox) | ASD (vox) | train min | eval min |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        s = r["summary"]
+
+        def ms(key: str, scale: float = 1.0, s: dict = s) -> str:
+            mean, std = s[key]["mean"], s[key]["std"]
+            if mean is None:
+                return "n/a"
+            return f"{mean * scale:.2f} ± {std * scale:.2f}"
+
+        data = "16 + 0" if r["method"] == "vnet" else "16 + 64"
+        lines.append(
+            f"| {r['method']} | {data} | {iterations} | {ms('dice', 100)} | {ms('jaccard', 100)} "
+            f"| {ms('hd95')} | {ms('asd')} | {r['train_s'] / 60:.1f} | {r['eval_s'] / 60:.1f} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--la", type=Path, default=REPO.parent / "shared" / "data" / "LA")
+    parser.add_argument("--work", type=Path, default=REPO / "runs" / "la_lite")
+    parser.add_argument("--methods", nargs="+", default=["vnet", "canet"], choices=list(CONFIGS))
+    parser.add_argument("--iterations", type=int, default=1000)
+    parser.add_argument("--seed", type=int, default=1337)
+    parser.add_argument("--prepare-only", action="store_true")
+    args = parser.parse_args()
+
+    data = prepare(args.la, args.work / "data")
+    if args.prepare_only:
+        return
+    results = [train_and_evaluate(m, data, args.work, args) for m in args.methods]
+    text = table(results, args.iterations)
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    print(f"\nLA-lite on {cpu}, {os.cpu_count()} cores, seed {args.seed}\n")
+    print(text)
+    (args.work / "results.md").write_text(text + "\n")
+    (args.work / "results.json").write_text(json.dumps(results, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main()

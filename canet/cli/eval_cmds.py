@@ -1,0 +1,153 @@
+"""``canet evaluate``, ``canet predict``, ``canet score`` and ``canet report``.
+
+Thin parsers over :mod:`canet.evaluation` and :mod:`canet.report`.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from canet.inferers.sliding_window import MODES
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _overlap(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"overlap must be a number in [0, 1), got {text!r}") from None
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"overlap must be in [0, 1), got {text!r}")
+    return value
+
+
+def _add_inference_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--mode", choices=MODES, default="fast",
+                   help="sliding-window protocol: 'reference' = the literature's (stride 18/18/4), "
+                        "'fast' = overlap + Gaussian weighting (default)")
+    p.add_argument("--overlap", type=_overlap, default=0.5, help="fast-mode window overlap in [0, 1) (default 0.5)")
+    p.add_argument("--sw-batch-size", type=_positive_int, default=4, help="windows per forward pass (default 4)")
+    p.add_argument("--tta", action="store_true", help="average over the 8 flips of the spatial axes")
+    p.add_argument("--no-lcc", action="store_true", help="do not keep only the largest connected component")
+    p.add_argument("--device", default="cpu", help="device the network runs on (default cpu)")
+
+
+def _print_table(summary: dict[str, Any], out: Path) -> None:
+    print(summary["table"])
+    print(f"wrote {out / 'metrics.csv'} and {out / 'summary.json'}")
+
+
+def _run_evaluate(args: argparse.Namespace) -> int:
+    from canet.evaluation import evaluate
+
+    summary = evaluate(
+        args.checkpoint, args.data, split=args.split, mode=args.mode, out_dir=args.out,
+        save_predictions=args.save_predictions, report=args.report, lcc=not args.no_lcc,
+        tta=args.tta, device=args.device, spacing=args.spacing, overlap=args.overlap,
+        sw_batch_size=args.sw_batch_size, max_cases=args.max_cases, progress=not args.quiet,
+    )
+    _print_table(summary, Path(args.out))
+    if args.report:
+        print(f"wrote {Path(args.out) / 'report.html'}")
+    return 0
+
+
+def _run_predict(args: argparse.Namespace) -> int:
+    from canet.evaluation import predict_files
+
+    written = predict_files(
+        args.checkpoint, args.inputs, args.output, probabilities=args.probabilities,
+        mode=args.mode, tta=args.tta, lcc=not args.no_lcc, device=args.device,
+        overlap=args.overlap, sw_batch_size=args.sw_batch_size, progress=not args.quiet,
+    )
+    print(f"wrote {len(written)} mask(s) to {args.output}")
+    return 0
+
+
+def _run_score(args: argparse.Namespace) -> int:
+    from canet.evaluation import score
+
+    summary = score(
+        args.pred, args.gt, args.out, spacing_from=args.spacing_from, voxels=args.voxels,
+        num_classes=args.num_classes, progress=not args.quiet,
+    )
+    _print_table(summary, Path(args.out))
+    return 0
+
+
+def _run_report(args: argparse.Namespace) -> int:
+    from canet.report import write_report
+
+    path = write_report(args.folder, out=args.output)
+    print(f"wrote {path}")
+    return 0
+
+
+def add_parser(subparsers: Any) -> None:
+    """Register ``evaluate``, ``predict``, ``score`` and ``report``."""
+    p = subparsers.add_parser(
+        "evaluate", help="score a checkpoint on a dataset split (metrics.csv, summary.json)",
+        description="Predict every case of a split with sliding windows and score it "
+                    "(Dice, Jaccard, HD95, ASD; medpy's definitions).",
+    )
+    p.add_argument("checkpoint", help="canet checkpoint (.pt)")
+    p.add_argument("--data", required=True, help="LA root folder or datalist")
+    p.add_argument("--split", default="test", choices=("test", "validation", "labeled", "unlabeled", "train"),
+                   help="which cases (default test)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--save-predictions", action="store_true", help="write <case>_pred.nii.gz per case")
+    p.add_argument("--report", action="store_true", help="also write report.html (keeps report_slices/)")
+    p.add_argument("--spacing", choices=("auto", "voxels", "mm"), default="auto",
+                   help="distance units: auto = voxels for LA (as published), mm otherwise")
+    p.add_argument("--max-cases", type=_positive_int, default=None, help="evaluate only the first N cases")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_inference_options(p)
+    p.set_defaults(func=_run_evaluate)
+
+    p = subparsers.add_parser(
+        "predict", help="segment NIfTI/NRRD volumes with a checkpoint",
+        description="Segment NIfTI or NRRD volumes (files or folders); writes <name>_pred.nii.gz "
+                    "masks with each input's affine.",
+    )
+    p.add_argument("checkpoint", help="canet checkpoint (.pt)")
+    p.add_argument("inputs", nargs="+", help="NIfTI/NRRD files or folders of them")
+    p.add_argument("-o", "--output", required=True, help="output folder")
+    p.add_argument("--probabilities", action="store_true", help="also write <name>_prob.nii.gz")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_inference_options(p)
+    p.set_defaults(func=_run_predict)
+
+    p = subparsers.add_parser(
+        "score", help="score segmentations made elsewhere against ground truths",
+        description="Score prediction files against ground truths: two folders with matching "
+                    "names, or one folder of <case>_pred / <case>_gt pairs.",
+    )
+    p.add_argument("pred", help="folder of predictions (or of <case>_pred/<case>_gt pairs)")
+    p.add_argument("gt", nargs="?", default=None, help="folder of ground truths with matching names")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--spacing-from", choices=("gt", "pred"), default="gt",
+                   help="whose header gives the voxel spacing (default gt)")
+    p.add_argument("--voxels", action="store_true", help="distances in voxels instead of mm")
+    p.add_argument("--num-classes", type=_positive_int, default=None,
+                   help="classes including background (default: from the largest ground-truth label)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_run_score)
+
+    p = subparsers.add_parser(
+        "report", help="write a self-contained HTML report of a run or evaluation folder",
+        description="Write report.html: metrics table, training curves and per-case slices.",
+    )
+    p.add_argument("folder", help="run folder or evaluation folder")
+    p.add_argument("-o", "--output", default=None, help="output file (default FOLDER/report.html)")
+    p.set_defaults(func=_run_report)

@@ -1,0 +1,307 @@
+"""Check a dataset before training on it: ``canet check-data`` and the trainer's start-up check.
+
+:func:`check_dataset` decodes every case of every split and lists each problem
+with the file it is in:
+
+* a listed case whose file does not exist;
+* an unreadable or truncated file;
+* a missing ``image`` or ``label`` (HDF5 dataset, or datalist entry);
+* an image/label shape mismatch;
+* label values outside ``0..num_classes-1`` (or not whole numbers);
+* NaN or inf values;
+* an empty image (a zero-length axis, or one constant value everywhere);
+* a case id listed twice, and structural problems (no ``train.list``, an
+  unparseable datalist, too few training cases for ``labeled``).
+
+Labels are read for labeled, validation and test cases; unlabeled cases only
+need an image. Conditions that do not stop training (a label without any
+foreground, a case both in training and test) are *warnings*.
+It never raises for a problem of the data; :func:`ensure_clean` turns a report
+with problems into a :class:`~canet.errors.DataError`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from canet.data.dataset import Case, DatasetSpec, _reason, open_dataset, read_array
+from canet.errors import DataError
+
+
+@dataclass
+class CheckReport:
+    """What :func:`check_dataset` found.
+
+    Attributes:
+        problems: one line each, ``"<file>: <what is wrong>"``.
+        warnings: the same for conditions that do not stop training.
+        summary: counts and ranges (see :func:`check_dataset`).
+    """
+
+    problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    summary: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        """True when there is no problem."""
+        return not self.problems
+
+    def format(self) -> str:
+        """The summary, warnings and problems as printable text."""
+        s = self.summary
+        lines = [f"dataset: {s.get('source', '?')} ({s.get('kind', '?')})"]
+        cases = s.get("cases")
+        if cases:
+            lines.append(
+                "cases: {labeled} labeled, {unlabeled} unlabeled, {validation} validation, {test} test".format(
+                    **cases
+                )
+            )
+        if "num_classes" in s:
+            lines.append(f"classes: {s['num_classes']} (normalize on load: {s.get('normalize')})")
+        if s.get("shape_min") is not None:
+            lines.append(f"shape: {tuple(s['shape_min'])} .. {tuple(s['shape_max'])}")
+        if s.get("spacing_min") is not None:
+            lines.append(
+                f"spacing: {_fmt_vec(s['spacing_min'])} .. {_fmt_vec(s['spacing_max'])} {s.get('spacing_unit', '')}".rstrip()
+            )
+        fg = s.get("foreground_fraction")
+        if fg:
+            lines.append(
+                f"foreground fraction: mean {fg['mean']:.4f}, min {fg['min']:.4f}, max {fg['max']:.4f} "
+                f"({fg['cases']} labels)"
+            )
+        it = s.get("intensity")
+        if it:
+            lines.append(
+                f"intensity: {it['min']:.4g} .. {it['max']:.4g} (mean of case means {it['mean']:.4g}, "
+                f"mean of case stds {it['std']:.4g})"
+            )
+        lines.append(f"files read: {s.get('files_read', 0)}")
+        for w in self.warnings:
+            lines.append(f"warning: {w}")
+        for p in self.problems:
+            lines.append(f"problem: {p}")
+        lines.append(
+            "OK: no problems found" if self.ok else f"FAILED: {len(self.problems)} problem(s)"
+        )
+        return "\n".join(lines)
+
+
+def _fmt_vec(v: Iterable[float]) -> str:
+    return "(" + ", ".join(f"{x:.4g}" for x in v) + ")"
+
+
+def ensure_clean(report: CheckReport) -> None:
+    """Raise :class:`DataError` listing the problems of ``report`` (nothing if it is clean)."""
+    if report.problems:
+        n = len(report.problems)
+        raise DataError(f"the dataset has {n} problem(s): " + "; ".join(report.problems))
+
+
+class _Stats:
+    """Running ranges over the cases read."""
+
+    def __init__(self) -> None:
+        self.shapes: list[tuple[int, ...]] = []
+        self.spacings: list[tuple[float, ...]] = []
+        self.fg: list[float] = []
+        self.lo = np.inf
+        self.hi = -np.inf
+        self.means: list[float] = []
+        self.stds: list[float] = []
+        self.files = 0
+
+    def summary(self, unit: str) -> dict[str, Any]:
+        out: dict[str, Any] = {"files_read": self.files}
+        if self.shapes:
+            arr = np.asarray(self.shapes)
+            out["shape_min"] = [int(v) for v in arr.min(axis=0)]
+            out["shape_max"] = [int(v) for v in arr.max(axis=0)]
+        if self.spacings:
+            arr = np.asarray(self.spacings)
+            out["spacing_min"] = [float(v) for v in arr.min(axis=0)]
+            out["spacing_max"] = [float(v) for v in arr.max(axis=0)]
+            out["spacing_unit"] = unit
+        if self.fg:
+            out["foreground_fraction"] = {
+                "mean": float(np.mean(self.fg)), "min": float(np.min(self.fg)),
+                "max": float(np.max(self.fg)), "cases": len(self.fg),
+            }
+        if self.means:
+            out["intensity"] = {
+                "min": float(self.lo), "max": float(self.hi),
+                "mean": float(np.mean(self.means)), "std": float(np.mean(self.stds)),
+            }
+        return out
+
+
+def _check_case(
+    case: Case, need_label: bool, num_classes: int, stats: _Stats, report: CheckReport
+) -> None:
+    """Read one case fully and record its problems and statistics."""
+    try:
+        image, _, spacing = read_array(case.image, "image")
+    except DataError as exc:
+        report.problems.append(str(exc))
+        msg = str(exc)
+        if case.label == case.image and "no 'image' dataset" not in msg and "'image' is a group" not in msg:
+            return  # a missing or unreadable file is one problem, not two
+        image = None
+    if image is not None:
+        stats.files += 1
+        stats.shapes.append(tuple(int(v) for v in image.shape))
+        stats.spacings.append(tuple(float(v) for v in spacing))
+        if image.size == 0:
+            report.problems.append(f"{case.image}: image is empty (shape {tuple(image.shape)})")
+            image = None
+        elif not np.issubdtype(image.dtype, np.number) or np.issubdtype(image.dtype, np.complexfloating):
+            report.problems.append(f"{case.image}: image has non-real dtype {image.dtype}")
+            image = None
+    if image is not None:
+        finite = np.isfinite(image) if np.issubdtype(image.dtype, np.floating) else None
+        if finite is not None and not finite.all():
+            n_nan = int(np.isnan(image).sum())
+            n_inf = int(image.size - finite.sum()) - n_nan
+            report.problems.append(f"{case.image}: image holds {n_nan} NaN and {n_inf} inf values")
+            values = image[finite]
+        else:
+            values = image
+        if values.size:
+            lo, hi = values.min(), values.max()
+            if lo == hi:
+                report.problems.append(f"{case.image}: image is empty (every voxel is {float(lo):.6g})")
+            stats.lo = min(stats.lo, float(lo))
+            stats.hi = max(stats.hi, float(hi))
+            stats.means.append(float(values.mean(dtype=np.float64)))
+            stats.stds.append(float(values.std(dtype=np.float64)))
+        elif finite is not None:
+            pass  # all NaN / inf: already reported
+    if case.label is None:
+        if need_label:
+            report.problems.append(f"{case.image}: case {case.case_id!r} has no label")
+        return
+    if not need_label:
+        return
+    try:
+        label, _, _ = read_array(case.label, "label")
+    except DataError as exc:
+        report.problems.append(str(exc))
+        return
+    stats.files += int(case.label != case.image)
+    if image is not None and label.shape != image.shape:
+        report.problems.append(
+            f"{case.label}: label shape {tuple(label.shape)} differs from image shape {tuple(image.shape)}"
+        )
+        return
+    if label.size == 0:
+        report.problems.append(f"{case.label}: label is empty (shape {tuple(label.shape)})")
+        return
+    if not (np.issubdtype(label.dtype, np.number) or label.dtype == np.bool_):
+        report.problems.append(f"{case.label}: label has non-numeric dtype {label.dtype}")
+        return
+    if np.issubdtype(label.dtype, np.floating):
+        finite = np.isfinite(label)
+        if not finite.all():
+            report.problems.append(
+                f"{case.label}: label holds {int(label.size - finite.sum())} NaN or inf values"
+            )
+            return
+        fractional = label != np.round(label)
+        if fractional.any():
+            report.problems.append(
+                f"{case.label}: label values must be whole numbers, got {float(label[fractional].ravel()[0])}"
+            )
+            return
+    values = np.unique(label)
+    bad = [v for v in values.tolist() if v < 0 or v >= num_classes]
+    if bad:
+        shown = ", ".join(str(int(v)) for v in bad[:5]) + (", ..." if len(bad) > 5 else "")
+        report.problems.append(
+            f"{case.label}: label values {{{shown}}} outside the {num_classes} classes (0..{num_classes - 1})"
+        )
+        return
+    fraction = float(np.count_nonzero(label)) / label.size
+    stats.fg.append(fraction)
+    if fraction == 0.0:
+        report.warnings.append(f"{case.label}: label has no foreground")
+
+
+def _duplicates(spec: DatasetSpec, report: CheckReport) -> None:
+    seen: dict[str, str] = {}
+    for split in ("labeled", "unlabeled", "validation", "test"):
+        for case in getattr(spec, split):
+            group = "train" if split in ("labeled", "unlabeled") else split
+            key = f"{group}:{case.case_id}"
+            if key in seen:
+                report.problems.append(f"{case.image}: case {case.case_id!r} is listed twice in {group}")
+            seen[key] = split
+    train_ids = {c.case_id for c in spec.train}
+    for case in spec.test:
+        if case.case_id in train_ids:
+            report.warnings.append(f"{case.image}: case {case.case_id!r} is in both training and test")
+
+
+def check_dataset(
+    root_or_datalist: str | os.PathLike[str], labeled: int | None = None, progress: bool = False
+) -> CheckReport:
+    """Check every case of a dataset; never raises for a problem of the data.
+
+    Args:
+        root_or_datalist: LA folder or datalist (see :func:`canet.data.open_dataset`).
+        labeled: as in :func:`~canet.data.open_dataset`; labels of the cases
+            it makes unlabeled are not read.
+        progress: show a tqdm bar over the cases.
+
+    Returns:
+        A :class:`CheckReport`. ``summary`` holds ``source``, ``kind``,
+        ``num_classes``, ``normalize``, ``cases`` (counts per split),
+        ``files_read``, ``shape_min``/``shape_max``,
+        ``spacing_min``/``spacing_max`` (with ``spacing_unit``: ``"voxels"``
+        for LA, ``"mm"`` otherwise), ``foreground_fraction`` (mean/min/max
+        over the labels read) and ``intensity`` (min/max over all images, mean
+        of per-case means and stds, of the values as stored).
+    """
+    report = CheckReport()
+    source = Path(os.fspath(root_or_datalist))
+    report.summary["source"] = str(source)
+    try:
+        spec = open_dataset(source, labeled=labeled)
+    except DataError as exc:
+        report.problems.append(str(exc))
+        return report
+    except Exception as exc:  # never a traceback from check-data
+        report.problems.append(f"{source}: cannot open dataset ({_reason(exc)})")
+        return report
+    report.summary.update(
+        kind=spec.kind, num_classes=spec.num_classes, normalize=spec.normalize,
+        cases={"labeled": len(spec.labeled), "unlabeled": len(spec.unlabeled),
+               "validation": len(spec.validation), "test": len(spec.test)},
+    )
+    if not spec.labeled:
+        where = spec.datalist if spec.datalist is not None else spec.root / "train.list"
+        report.problems.append(f"{where}: no labeled training cases")
+    _duplicates(spec, report)
+    jobs: list[tuple[Case, bool]] = [(c, True) for c in spec.labeled]
+    jobs += [(c, False) for c in spec.unlabeled]
+    jobs += [(c, c.label is not None) for c in [*spec.validation, *spec.test]]
+    stats = _Stats()
+    items: Iterable[tuple[Case, bool]] = jobs
+    if progress:
+        from tqdm import tqdm
+
+        items = tqdm(jobs, desc="check-data", unit="case")
+    for case, need_label in items:
+        try:
+            _check_case(case, need_label, spec.num_classes, stats, report)
+        except Exception as exc:  # an unforeseen reader failure is still one line
+            report.problems.append(f"{case.image}: cannot check case ({_reason(exc)})")
+    report.summary.update(stats.summary("voxels" if spec.kind == "la" else "mm"))
+    return report

@@ -1,0 +1,591 @@
+"""Cases, volumes and datasets: the LA benchmark layout and users' datalists.
+
+Two kinds of dataset are understood by :func:`open_dataset`:
+
+* **LA layout** (``kind="la"``): a folder holding ``train.list``, optionally
+  ``test.list`` and ``val.list`` (one case id a line), and
+  ``2018LA_Seg_Training Set/<id>/mri_norm2.h5`` files whose ``image``
+  (float32, already z-scored) and ``label`` (uint8) datasets have the same
+  shape. The first ``labeled`` ids of ``train.list`` are labeled, the rest
+  unlabeled. LA volumes carry no geometry: their affine is the identity and
+  their spacing ``(1, 1, 1)``, i.e. distances are in **voxels**, which is how
+  the literature reports HD95 and ASD on this benchmark (the scans' true
+  spacing is 0.625 mm isotropic).
+* **Datalist** (``kind="datalist"``): a JSON or YAML file in the style of the
+  Medical Segmentation Decathlon's ``dataset.json``::
+
+      {"num_classes": 2, "normalize": true,
+       "training":   [{"image": "imagesTr/a.nii.gz", "label": "labelsTr/a.nii.gz"}, ...],
+       "unlabeled":  [{"image": "imagesUn/b.nrrd"}, ...],
+       "validation": [{"image": ..., "label": ...}, ...],
+       "test":       ["imagesTs/c.nii.gz", {"image": ..., "label": ...}, ...]}
+
+  Paths are relative to the datalist's folder (absolute paths are kept).
+  Images may be NIfTI (``.nii``, ``.nii.gz``), NRRD (``.nrrd``, ``.nhdr``) or
+  HDF5 (``.h5``, ``.hdf5`` with an ``image`` / ``label`` dataset). Unlabeled
+  entries need no label. ``num_classes`` defaults to 2 and ``normalize`` (z-score
+  each image over the whole volume when it is loaded) to true.
+
+Geometry convention: every :class:`Volume` carries a 4 x 4 voxel-to-world
+affine in **RAS+ millimetres**, the convention of NIfTI and nibabel. NIfTI
+files give it directly (``img.affine``). NRRD files state their frame in the
+``space`` field, usually ``left-posterior-superior`` (LPS, the DICOM / ITK /
+Slicer convention); their ``space directions`` (one row per voxel axis) and
+``space origin`` are converted to RAS by negating the first two world
+coordinates, so an NRRD volume gets exactly the affine nibabel reports for the
+same volume saved as NIfTI by ITK or Slicer. Predictions written with
+:func:`save_nifti` and that affine therefore overlay the source scan.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from canet.errors import DataError
+from canet.io import atomic_path
+
+LA_CASES_DIR = "2018LA_Seg_Training Set"
+LA_FILE_NAME = "mri_norm2.h5"
+IMAGE_SUFFIXES: tuple[str, ...] = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".h5", ".hdf5")
+DATALIST_SUFFIXES: tuple[str, ...] = (".json", ".yaml", ".yml")
+
+# Matrices taking coordinates of an NRRD "space" to RAS+ (None: left as written).
+_SPACE_TO_RAS: dict[str, tuple[float, float, float]] = {
+    "left-posterior-superior": (-1.0, -1.0, 1.0),
+    "lps": (-1.0, -1.0, 1.0),
+    "left-anterior-superior": (-1.0, 1.0, 1.0),
+    "las": (-1.0, 1.0, 1.0),
+    "right-anterior-superior": (1.0, 1.0, 1.0),
+    "ras": (1.0, 1.0, 1.0),
+}
+
+
+@dataclass(frozen=True)
+class Case:
+    """One case of a dataset: where its image and (optional) label live.
+
+    Attributes:
+        case_id: unique name of the case within its dataset.
+        image: image file (NIfTI, NRRD or HDF5 with an ``image`` dataset).
+        label: label file, or ``None`` for a case without one. For the LA
+            layout it is the same ``.h5`` file as ``image`` (its ``label``
+            dataset); the training loader never reads it for cases it treats
+            as unlabeled.
+        normalize: whether :func:`load_case` z-scores the image by default
+            (``False`` for LA ``.h5`` files, which are already z-scored;
+            ``True`` for datalists unless the datalist says otherwise).
+    """
+
+    case_id: str
+    image: Path
+    label: Path | None = None
+    normalize: bool = True
+
+
+@dataclass
+class Volume:
+    """A decoded case.
+
+    Attributes:
+        case_id: the case's id.
+        image: ``X x Y x Z`` float32 array.
+        label: ``X x Y x Z`` uint8 array (class indices), or ``None``.
+        affine: 4 x 4 float64 voxel-to-world matrix, RAS+ mm (identity for LA).
+        spacing: voxel size per axis in mm (``(1.0, 1.0, 1.0)`` = voxels for LA).
+    """
+
+    case_id: str
+    image: np.ndarray
+    label: np.ndarray | None
+    affine: np.ndarray
+    spacing: tuple[float, float, float]
+
+
+@dataclass
+class DatasetSpec:
+    """The splits of a dataset, as :func:`open_dataset` finds them.
+
+    Attributes:
+        root: the LA folder, or the folder holding the datalist.
+        labeled, unlabeled, validation, test: the cases of each split.
+        num_classes: classes including background (2 for binary tasks).
+        normalize: default z-scoring of its images (see :class:`Case`).
+        kind: ``"la"`` or ``"datalist"``.
+        datalist: the datalist file (``None`` for the LA layout).
+    """
+
+    root: Path
+    labeled: list[Case]
+    unlabeled: list[Case]
+    validation: list[Case] = field(default_factory=list)
+    test: list[Case] = field(default_factory=list)
+    num_classes: int = 2
+    normalize: bool = False
+    kind: Literal["la", "datalist"] = "la"
+    datalist: Path | None = None
+
+    @property
+    def train(self) -> list[Case]:
+        """Labeled then unlabeled cases."""
+        return [*self.labeled, *self.unlabeled]
+
+    def split(self, name: str) -> list[Case]:
+        """Cases of split ``name`` (``labeled``, ``unlabeled``, ``train``, ``validation``, ``test``)."""
+        splits = {
+            "labeled": self.labeled,
+            "unlabeled": self.unlabeled,
+            "train": self.train,
+            "validation": self.validation,
+            "test": self.test,
+        }
+        if name not in splits:
+            raise DataError(f"split must be one of {', '.join(splits)}, got {name!r}")
+        return list(splits[name])
+
+
+# --------------------------------------------------------------------------- file readers
+
+
+def _reason(exc: BaseException) -> str:
+    """One line describing ``exc`` (its first message line, or its type)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def file_format(path: str | os.PathLike[str]) -> Literal["nifti", "nrrd", "h5"]:
+    """The reader for ``path`` from its extension; DataError for an unknown one."""
+    name = Path(path).name.lower()
+    if name.endswith((".nii", ".nii.gz")):
+        return "nifti"
+    if name.endswith((".nrrd", ".nhdr")):
+        return "nrrd"
+    if name.endswith((".h5", ".hdf5")):
+        return "h5"
+    raise DataError(f"{path}: not a NIfTI, NRRD or HDF5 file (expected one of {', '.join(IMAGE_SUFFIXES)})")
+
+
+def strip_suffix(name: str) -> str:
+    """``name`` without its image extension (``a.nii.gz`` -> ``a``)."""
+    lower = name.lower()
+    for suffix in IMAGE_SUFFIXES:
+        if lower.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def _to_3d(array: np.ndarray, path: Path, what: str) -> np.ndarray:
+    """Drop trailing axes of length 1; DataError unless the result is 3D."""
+    while array.ndim > 3 and array.shape[-1] == 1:
+        array = array[..., 0]
+    if array.ndim != 3:
+        raise DataError(f"{path}: {what} is {array.ndim}D with shape {tuple(array.shape)}; expected a 3D volume")
+    return array
+
+
+def nrrd_affine(header: dict[str, Any]) -> np.ndarray:
+    """The RAS+ voxel-to-world affine of an NRRD header (see the module docstring).
+
+    ``space directions`` gives one row per voxel axis (the world step of one
+    voxel along that axis, in the frame named by ``space``); ``space origin``
+    the world position of voxel (0, 0, 0). Both are turned into RAS by
+    negating the axes that the frame points the other way (x and y for LPS).
+    Without ``space directions`` the per-axis ``spacings`` give a diagonal
+    matrix; without either the affine is the identity.
+
+    Returns:
+        4 x 4 float64 matrix.
+    """
+    affine = np.eye(4)
+    directions = header.get("space directions")
+    if directions is not None:
+        rows = []
+        for row in directions:
+            if row is None:
+                continue
+            vec = np.asarray(row, dtype=np.float64).ravel()
+            if vec.size >= 3 and np.all(np.isfinite(vec[:3])):
+                rows.append(vec[:3])
+        if len(rows) >= 3:
+            affine[:3, :3] = np.stack(rows[:3], axis=1)  # column i: step along voxel axis i
+    elif header.get("spacings") is not None:
+        steps = [float(s) for s in np.asarray(header["spacings"], dtype=np.float64).ravel()[:3]]
+        if len(steps) == 3 and all(np.isfinite(steps)):
+            affine[:3, :3] = np.diag(steps)
+    origin = header.get("space origin")
+    if origin is not None:
+        vec = np.asarray(origin, dtype=np.float64).ravel()
+        if vec.size >= 3 and np.all(np.isfinite(vec[:3])):
+            affine[:3, 3] = vec[:3]
+    flips = _SPACE_TO_RAS.get(str(header.get("space", "")).strip().lower())
+    if flips is not None:
+        affine = np.diag([*flips, 1.0]) @ affine
+    return affine
+
+
+def spacing_of(affine: np.ndarray) -> tuple[float, float, float]:
+    """Voxel size per axis: the lengths of the affine's first three columns."""
+    norms = np.linalg.norm(np.asarray(affine, dtype=np.float64)[:3, :3], axis=0)
+    return (float(norms[0]), float(norms[1]), float(norms[2]))
+
+
+def read_array(
+    path: str | os.PathLike[str], key: str = "image"
+) -> tuple[np.ndarray, np.ndarray, tuple[float, float, float]]:
+    """Read one 3D array with its geometry.
+
+    Args:
+        path: NIfTI, NRRD or HDF5 file.
+        key: dataset to read from an HDF5 file (``"image"`` or ``"label"``);
+            ignored for NIfTI and NRRD, which hold one array.
+
+    Returns:
+        ``(array, affine, spacing)``: the ``X x Y x Z`` array in its stored
+        dtype, the 4 x 4 RAS+ affine (identity for HDF5) and the spacing
+        (``(1, 1, 1)`` for HDF5).
+
+    Raises:
+        DataError: missing, unreadable or truncated file, missing dataset, not 3D.
+    """
+    p = Path(path)
+    fmt = file_format(p)
+    if not p.is_file():
+        raise DataError(f"{p}: file not found")
+    if fmt == "h5":
+        import h5py
+
+        try:
+            with h5py.File(p, "r") as fh:
+                if key not in fh:
+                    held = ", ".join(sorted(fh.keys())) or "nothing"
+                    raise DataError(f"{p}: no '{key}' dataset (the file holds: {held})")
+                node = fh[key]
+                if not isinstance(node, h5py.Dataset):
+                    raise DataError(f"{p}: '{key}' is a group, not a dataset")
+                array = np.asarray(node[()])
+        except DataError:
+            raise
+        except Exception as exc:  # any reader failure means a bad file
+            raise DataError(f"{p}: cannot read HDF5 file ({_reason(exc)})") from None
+        return _to_3d(array, p, key), np.eye(4), (1.0, 1.0, 1.0)
+    if fmt == "nifti":
+        import nibabel as nib
+
+        try:
+            img = nib.load(str(p))
+            array = np.asarray(img.dataobj)
+            affine = np.asarray(img.affine, dtype=np.float64)
+            zooms = img.header.get_zooms()
+        except Exception as exc:
+            raise DataError(f"{p}: cannot read NIfTI file ({_reason(exc)})") from None
+        array = _to_3d(array, p, "image" if key == "image" else key)
+        spacing = tuple(float(z) for z in zooms[:3])
+        if len(spacing) != 3 or not all(np.isfinite(spacing)) or min(spacing) <= 0:
+            spacing = spacing_of(affine)
+        return array, affine, spacing  # type: ignore[return-value]
+    import nrrd
+
+    try:
+        array, header = nrrd.read(str(p))
+    except Exception as exc:
+        raise DataError(f"{p}: cannot read NRRD file ({_reason(exc)})") from None
+    array = _to_3d(np.asarray(array), p, "image" if key == "image" else key)
+    affine = nrrd_affine(header)
+    spacing = spacing_of(affine)
+    if min(spacing) <= 0:
+        spacing = (1.0, 1.0, 1.0)
+    return array, affine, spacing
+
+
+def as_label(array: np.ndarray, path: str | os.PathLike[str]) -> np.ndarray:
+    """``array`` as a uint8 label map; DataError unless its values are integers in 0..255."""
+    arr = np.asarray(array)
+    if arr.dtype == np.uint8:
+        return arr
+    if arr.dtype == np.bool_:
+        return arr.astype(np.uint8)
+    if arr.size == 0:
+        return arr.astype(np.uint8)
+    if np.issubdtype(arr.dtype, np.floating):
+        if not np.all(np.isfinite(arr)):
+            raise DataError(f"{path}: label holds NaN or inf values")
+        if not np.array_equal(arr, np.round(arr)):
+            bad = arr[arr != np.round(arr)].ravel()[0]
+            raise DataError(f"{path}: label values must be integers, got {float(bad)}")
+    lo, hi = arr.min(), arr.max()
+    if lo < 0 or hi > 255:
+        raise DataError(f"{path}: label values must be in 0..255, got {lo if lo < 0 else hi}")
+    return arr.astype(np.uint8)
+
+
+def zscore(image: np.ndarray) -> np.ndarray:
+    """``(image - mean) / std`` over the whole volume, as float32.
+
+    Statistics are accumulated in float64. A constant image (std 0) is only
+    centred, so it becomes all zeros rather than NaN.
+    """
+    arr = np.asarray(image, dtype=np.float32)
+    mean = float(arr.mean(dtype=np.float64)) if arr.size else 0.0
+    std = float(arr.std(dtype=np.float64)) if arr.size else 0.0
+    out = arr - np.float32(mean)
+    if std > 0 and np.isfinite(std):
+        out /= np.float32(std)
+    return out.astype(np.float32, copy=False)
+
+
+def save_nifti(
+    path: str | os.PathLike[str], array: np.ndarray, affine: np.ndarray | None = None
+) -> Path:
+    """Write ``array`` as NIfTI with ``affine`` (RAS+, as in :class:`Volume`) atomically.
+
+    Both the sform and the qform are set (code 1, scanner) so every viewer
+    places it where the source scan is. Returns the path written.
+    """
+    import nibabel as nib
+
+    target = Path(path)
+    matrix = np.eye(4) if affine is None else np.asarray(affine, dtype=np.float64)
+    img = nib.Nifti1Image(np.asarray(array), matrix)
+    img.set_sform(matrix, code=1)
+    img.set_qform(matrix, code=1)
+    suffix = ".nii.gz" if target.name.lower().endswith(".gz") else ".nii"
+    with atomic_path(target, suffix=suffix) as tmp:
+        nib.save(img, str(tmp))
+    return target
+
+
+def load_case(case: Case, with_label: bool = True, normalize: bool | None = None) -> Volume:
+    """Decode one case.
+
+    Args:
+        case: the case.
+        with_label: read the label (when the case has one). ``False`` never
+            opens the label file or the HDF5 ``label`` dataset.
+        normalize: z-score the image over the whole volume; ``None`` (default)
+            uses ``case.normalize``.
+
+    Returns:
+        A :class:`Volume`: image ``X x Y x Z`` float32, label ``X x Y x Z``
+        uint8 or ``None``, affine and spacing of the image file.
+
+    Raises:
+        DataError: a missing or unreadable file, not 3D, a label of another
+            shape than the image or with values that are not class indices.
+    """
+    image, affine, spacing = read_array(case.image, "image")
+    do_norm = case.normalize if normalize is None else bool(normalize)
+    image = zscore(image) if do_norm else np.asarray(image, dtype=np.float32)
+    label = None
+    if with_label and case.label is not None:
+        raw, _, _ = read_array(case.label, "label")
+        if raw.shape != image.shape:
+            raise DataError(
+                f"{case.label}: label shape {tuple(raw.shape)} differs from image shape {tuple(image.shape)}"
+            )
+        label = as_label(raw, case.label)
+    return Volume(case.case_id, image, label, affine, spacing)
+
+
+# --------------------------------------------------------------------------- datasets
+
+
+def _read_list(path: Path) -> list[str]:
+    """Ids of a ``*.list`` file: one a line, blank lines and ``#`` comments skipped."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: cannot read list ({_reason(exc)})") from None
+    ids = []
+    for line in text.splitlines():
+        item = line.strip()
+        if item and not item.startswith("#"):
+            ids.append(item)
+    return ids
+
+
+def _check_labeled(labeled: int | None, available: int, source: Path) -> int:
+    if labeled is None:
+        return available
+    if isinstance(labeled, bool) or not isinstance(labeled, (int, np.integer)):
+        raise DataError(f"labeled must be a whole number of cases, got {labeled!r}")
+    if labeled < 1:
+        raise DataError(f"labeled must be at least 1, got {labeled}")
+    if labeled > available:
+        raise DataError(f"labeled={labeled} exceeds the {available} training cases of {source}")
+    return int(labeled)
+
+
+def _open_la(root: Path, labeled: int | None) -> DatasetSpec:
+    train_list = root / "train.list"
+    if not train_list.is_file():
+        raise DataError(f"{root}: not an LA dataset folder (no train.list)")
+    cases_dir = root / LA_CASES_DIR
+
+    def case(case_id: str) -> Case:
+        h5 = cases_dir / case_id / LA_FILE_NAME
+        return Case(case_id, h5, h5, normalize=False)
+
+    train = [case(i) for i in _read_list(train_list)]
+    n = _check_labeled(labeled, len(train), train_list)
+    split_files = {name: root / f"{name}.list" for name in ("val", "test")}
+    validation = [case(i) for i in _read_list(split_files["val"])] if split_files["val"].is_file() else []
+    test = [case(i) for i in _read_list(split_files["test"])] if split_files["test"].is_file() else []
+    return DatasetSpec(
+        root=root, labeled=train[:n], unlabeled=train[n:], validation=validation, test=test,
+        num_classes=2, normalize=False, kind="la", datalist=None,
+    )
+
+
+def _load_datalist_file(path: Path) -> Any:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: cannot read datalist ({_reason(exc)})") from None
+    try:
+        if path.suffix.lower() == ".json":
+            return json.loads(text)
+        import yaml
+
+        return yaml.safe_load(text)
+    except Exception as exc:
+        raise DataError(f"{path}: cannot parse datalist ({_reason(exc)})") from None
+
+
+def _entry_paths(
+    entry: Any, where: str, path: Path, need_label: bool
+) -> tuple[str, str | None, str | None]:
+    """(image, label, explicit id) of one datalist entry."""
+    if isinstance(entry, str):
+        entry = {"image": entry}
+    if not isinstance(entry, dict):
+        raise DataError(f"{path}: {where} must be a path or a mapping with 'image', got {entry!r}")
+    image = entry.get("image")
+    if not isinstance(image, str) or not image:
+        raise DataError(f"{path}: {where} has no 'image' path")
+    label = entry.get("label")
+    if label is not None and (not isinstance(label, str) or not label):
+        raise DataError(f"{path}: {where} has a 'label' that is not a path: {label!r}")
+    if need_label and label is None:
+        raise DataError(f"{path}: {where} has no 'label' path (labeled cases need one)")
+    cid = entry.get("id", entry.get("case_id"))
+    return image, label, (str(cid) if cid is not None else None)
+
+
+def _open_datalist(path: Path, labeled: int | None) -> DatasetSpec:
+    data = _load_datalist_file(path)
+    if not isinstance(data, dict):
+        raise DataError(f"{path}: a datalist must be a mapping with a 'training' list")
+    if "training" not in data:
+        raise DataError(f"{path}: no 'training' list")
+    base = path.parent
+
+    def resolve(p: str) -> Path:
+        q = Path(os.path.expanduser(p))
+        return q if q.is_absolute() else base / q
+
+    num_classes = data.get("num_classes", 2)
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+        raise DataError(f"{path}: num_classes must be an integer >= 2, got {num_classes!r}")
+    normalize = data.get("normalize", True)
+    if not isinstance(normalize, bool):
+        raise DataError(f"{path}: normalize must be true or false, got {normalize!r}")
+
+    raw: dict[str, list[tuple[str, Path, Path | None]]] = {}
+    for key, need_label in (("training", True), ("unlabeled", False), ("validation", False), ("test", False)):
+        items = data.get(key) or []
+        if not isinstance(items, list):
+            raise DataError(f"{path}: '{key}' must be a list, got {type(items).__name__}")
+        rows = []
+        for i, entry in enumerate(items):
+            image, label, cid = _entry_paths(entry, f"{key}[{i}]", path, need_label)
+            if key == "unlabeled":
+                label = None  # an unlabeled case's label is never used
+            rows.append((cid or "", resolve(image), resolve(label) if label else None))
+        raw[key] = rows
+
+    # Ids: explicit ones, else the image name without extension; clashes fall
+    # back to the path relative to the datalist folder.
+    all_rows = [r for rows in raw.values() for r in rows]
+    stems = [strip_suffix(r[1].name) for r in all_rows]
+
+    def case_id(row: tuple[str, Path, Path | None]) -> str:
+        if row[0]:
+            return row[0]
+        stem = strip_suffix(row[1].name)
+        if stems.count(stem) == 1:
+            return stem
+        try:
+            rel = row[1].relative_to(base)
+        except ValueError:
+            rel = row[1]
+        return strip_suffix(rel.as_posix()).replace("/", "__")
+
+    cases = {
+        key: [Case(case_id(r), r[1], r[2], normalize=normalize) for r in rows]
+        for key, rows in raw.items()
+    }
+    n = _check_labeled(labeled, len(cases["training"]), path)
+    return DatasetSpec(
+        root=base, labeled=cases["training"][:n],
+        unlabeled=[*cases["training"][n:], *cases["unlabeled"]],
+        validation=cases["validation"], test=cases["test"], num_classes=num_classes,
+        normalize=normalize, kind="datalist", datalist=path,
+    )
+
+
+def open_dataset(root_or_datalist: str | os.PathLike[str], labeled: int | None = None) -> DatasetSpec:
+    """Find the cases of a dataset (nothing is decoded).
+
+    Args:
+        root_or_datalist: an LA folder (holding ``train.list``) or a datalist
+            file (``.json``, ``.yaml``, ``.yml``); see the module docstring.
+        labeled: how many training cases are labeled: the first ``labeled``
+            ids of ``train.list`` (or entries of ``training``); the others join
+            the unlabeled split. ``None`` (default): all of them.
+
+    Returns:
+        The :class:`DatasetSpec`.
+
+    Raises:
+        DataError: a missing path, a folder without ``train.list``, an
+            unparseable datalist or entry, ``labeled`` < 1 or more than the
+            training cases.
+    """
+    path = Path(os.path.expanduser(os.fspath(root_or_datalist)))
+    if not path.exists():
+        raise DataError(f"dataset not found: {path}")
+    if path.is_dir():
+        return _open_la(path, labeled)
+    if path.name.lower().endswith(DATALIST_SUFFIXES):
+        return _open_datalist(path, labeled)
+    raise DataError(
+        f"{path}: expected an LA folder or a datalist ({', '.join(DATALIST_SUFFIXES)})"
+    )
+
+
+def write_list(path: str | os.PathLike[str], ids: Sequence[str]) -> Path:
+    """Write case ids one a line (a ``train.list`` / ``test.list``), atomically."""
+    from canet.io import atomic_write_text
+
+    target = Path(path)
+    atomic_write_text(target, "".join(f"{i}\n" for i in ids))
+    return target
+
+
+def write_case_h5(path: str | os.PathLike[str], image: np.ndarray, label: np.ndarray) -> Path:
+    """Write an ``mri_norm2.h5``-style file (gzip ``image`` float32, ``label`` uint8), atomically."""
+    import h5py
+
+    target = Path(path)
+    with atomic_path(target, suffix=".h5") as tmp, h5py.File(tmp, "w") as fh:
+        fh.create_dataset("image", data=np.asarray(image, dtype=np.float32), compression="gzip",
+                          compression_opts=1)
+        fh.create_dataset("label", data=np.asarray(label, dtype=np.uint8), compression="gzip",
+                          compression_opts=1)
+    return target

@@ -1,0 +1,236 @@
+"""``canet prepare-la``: the 2018 challenge's raw NRRD files to the LA h5 layout.
+
+The raw layout is ``RAW_DIR/<id>/lgemri.nrrd`` (the LGE-MRI scan) and
+``RAW_DIR/<id>/laendo.nrrd`` (the atrium mask, 255 = atrium; any nonzero
+value is taken as atrium). Each case is converted as the published
+``mri_norm2.h5`` files were made:
+
+1. z-score the image over the **whole** scan (float64 statistics, float32 result);
+2. find the atrium's bounding box and widen it in x and y by a margin drawn
+   per side from ``margin`` (default 10..20 voxels, inclusive) by
+   ``default_rng([seed, h(id)])`` (``h``: a stable 64-bit hash of the id, so
+   a case's margins do not depend on which other cases are converted); z is
+   kept whole;
+3. clip the box to the scan; where it is shorter than the training patch
+   along an axis, widen it (evenly, shifted back inside the scan at an edge)
+   to the patch size; where the scan itself is shorter, zero-pad the crop
+   (evenly before and after);
+4. write ``OUT_DIR/2018LA_Seg_Training Set/<id>/mri_norm2.h5`` (gzip
+   ``image`` float32 and ``label`` uint8).
+
+``OUT_DIR/prepare_la.json`` records the seed, the settings and, per case, the
+source shape and spacing, the atrium box, the margins drawn, the crop box and
+the padding, so the conversion can be audited and repeated; the same seed
+gives the same files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from canet.data.augment import check_patch_size
+from canet.data.dataset import (
+    LA_CASES_DIR,
+    LA_FILE_NAME,
+    _read_list,
+    read_array,
+    write_case_h5,
+    write_list,
+    zscore,
+)
+from canet.errors import DataError
+from canet.io import atomic_write_text
+
+RAW_IMAGE = "lgemri.nrrd"
+RAW_LABEL = "laendo.nrrd"
+
+
+def _stable_hash(text: str) -> int:
+    return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "little")
+
+
+def _fit_axis(lo: int, hi: int, size: int, patch: int) -> tuple[int, int, tuple[int, int]]:
+    """Clip ``[lo, hi)`` to ``[0, size)`` and widen it to ``patch``; returns (lo, hi, padding)."""
+    lo, hi = max(lo, 0), min(hi, size)
+    need = patch - (hi - lo)
+    if need > 0:
+        lo -= need // 2
+        hi += need - need // 2
+        if lo < 0:
+            hi, lo = hi - lo, 0
+        if hi > size:
+            lo, hi = max(lo - (hi - size), 0), size
+    short = max(patch - (hi - lo), 0)
+    return lo, hi, (short // 2, short - short // 2)
+
+
+def crop_case(
+    image: np.ndarray,
+    label: np.ndarray,
+    rng: np.random.Generator,
+    patch_size: Sequence[int] = (112, 112, 80),
+    margin: Sequence[int] = (10, 20),
+) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """Crop a (z-scored) scan around its atrium (steps 2-3 of the module docstring).
+
+    Args:
+        image: ``X x Y x Z`` float32 image.
+        label: ``X x Y x Z`` uint8 mask (1 = atrium), same shape.
+        rng: draws the four margins (x low, x high, y low, y high), in that order.
+        patch_size: the training patch the crop must hold.
+        margin: ``(lowest, highest)`` margin in voxels, both inclusive.
+
+    Returns:
+        ``(image crop, label crop, record)`` with ``record`` holding
+        ``bbox``, ``margins``, ``crop`` (``[start, stop)`` per axis in the
+        source) and ``pad`` (``[before, after]`` per axis).
+
+    Raises:
+        DataError: an empty mask.
+    """
+    patch = check_patch_size(patch_size)
+    m_lo, m_hi = int(margin[0]), int(margin[1])
+    nz = [np.nonzero(label.any(axis=tuple(a for a in range(3) if a != ax)))[0] for ax in range(3)]
+    if any(len(v) == 0 for v in nz):
+        raise DataError("the atrium mask is empty")
+    bbox = [[int(v[0]), int(v[-1]) + 1] for v in nz]
+    draws = [int(v) for v in rng.integers(m_lo, m_hi + 1, size=4)]
+    margins = [[draws[0], draws[1]], [draws[2], draws[3]], [0, 0]]
+    boxes, pads = [], []
+    for ax in range(3):
+        if ax < 2:
+            lo, hi = bbox[ax][0] - margins[ax][0], bbox[ax][1] + margins[ax][1]
+        else:
+            lo, hi = 0, label.shape[2]
+        lo, hi, pad = _fit_axis(lo, hi, label.shape[ax], patch[ax])
+        boxes.append([lo, hi])
+        pads.append(list(pad))
+    window = tuple(slice(lo, hi) for lo, hi in boxes)
+    img, lab = image[window], label[window]
+    if any(p[0] or p[1] for p in pads):
+        img = np.pad(img, pads, mode="constant", constant_values=0)
+        lab = np.pad(lab, pads, mode="constant", constant_values=0)
+    record = {"bbox": bbox, "margins": margins[:2], "crop": boxes, "pad": pads}
+    return np.ascontiguousarray(img, dtype=np.float32), np.ascontiguousarray(lab, dtype=np.uint8), record
+
+
+def _case_ids(raw: Path, train_ids: list[str] | None, test_ids: list[str] | None) -> list[str]:
+    if train_ids is None and test_ids is None:
+        ids = sorted(p.name for p in raw.iterdir() if (p / RAW_IMAGE).is_file())
+        if not ids:
+            raise DataError(f"{raw}: no <id>/{RAW_IMAGE} found")
+        return ids
+    ids: list[str] = []
+    for i in [*(train_ids or []), *(test_ids or [])]:
+        if i not in ids:
+            ids.append(i)
+    if not ids:
+        raise DataError("the split lists name no case")
+    return ids
+
+
+def prepare_la(
+    raw_dir: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    seed: int = 0,
+    patch_size: Sequence[int] = (112, 112, 80),
+    margin: Sequence[int] = (10, 20),
+    train_list: str | os.PathLike[str] | None = None,
+    test_list: str | os.PathLike[str] | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Convert raw challenge cases to the LA h5 layout (see the module docstring).
+
+    Args:
+        raw_dir: folder of ``<id>/lgemri.nrrd`` + ``<id>/laendo.nrrd``.
+        out_dir: the LA root to write.
+        seed: seed of the margins (>= 0).
+        patch_size: training patch the crops must hold (default 112 x 112 x 80).
+        margin: ``(lowest, highest)`` margin per side in x and y, inclusive.
+        train_list, test_list: files of case ids; when given, only their cases
+            are converted and they are written as ``train.list`` / ``test.list``.
+            Otherwise every case of ``raw_dir`` is converted and no list is written.
+        progress: tqdm bar over the cases.
+
+    Returns:
+        The record written to ``OUT_DIR/prepare_la.json``.
+
+    Raises:
+        DataError: missing folders or files, unreadable NRRD, image/mask shape
+            mismatch, an empty mask, bad settings.
+    """
+    raw = Path(raw_dir)
+    out = Path(out_dir)
+    if not raw.is_dir():
+        raise DataError(f"raw folder not found: {raw}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise DataError(f"seed must be a whole number >= 0, got {seed!r}")
+    patch = check_patch_size(patch_size)
+    margin = tuple(margin) if isinstance(margin, (list, tuple)) else (margin,)
+    if (
+        len(margin) != 2
+        or not all(isinstance(m, (int, np.integer)) and not isinstance(m, bool) for m in margin)
+        or not 0 <= margin[0] <= margin[1]
+    ):
+        raise DataError(f"margin must be two whole numbers 0 <= low <= high, got {list(margin)!r}")
+    lists: dict[str, list[str] | None] = {}
+    for name, file in (("train", train_list), ("test", test_list)):
+        if file is None:
+            lists[name] = None
+            continue
+        if not Path(file).is_file():
+            raise DataError(f"{name} list not found: {file}")
+        lists[name] = _read_list(Path(file))
+    ids = _case_ids(raw, lists["train"], lists["test"])
+    for case_id in ids:
+        for name in (RAW_IMAGE, RAW_LABEL):
+            if not (raw / case_id / name).is_file():
+                raise DataError(f"{raw / case_id / name}: file not found")
+
+    record: dict[str, Any] = {
+        "seed": int(seed), "patch_size": list(patch), "margin": [int(margin[0]), int(margin[1])],
+        "source": str(raw), "cases": {},
+    }
+    items: Iterable[str] = ids
+    if progress:
+        from tqdm import tqdm
+
+        items = tqdm(ids, desc="prepare-la", unit="case")
+    for case_id in items:
+        image_path, label_path = raw / case_id / RAW_IMAGE, raw / case_id / RAW_LABEL
+        image, _, spacing = read_array(image_path)
+        mask, _, _ = read_array(label_path)
+        if mask.shape != image.shape:
+            raise DataError(
+                f"{label_path}: mask shape {tuple(mask.shape)} differs from image shape {tuple(image.shape)}"
+            )
+        label = (np.asarray(mask) > 0).astype(np.uint8)
+        stats = np.asarray(image, dtype=np.float64)
+        mean, std = float(stats.mean()), float(stats.std())
+        del stats
+        rng = np.random.default_rng([int(seed), _stable_hash(case_id)])
+        try:
+            img, lab, crop = crop_case(zscore(image), label, rng, patch, margin)
+        except DataError as exc:
+            raise DataError(f"{label_path}: {exc}") from None
+        write_case_h5(out / LA_CASES_DIR / case_id / LA_FILE_NAME, img, lab)
+        record["cases"][case_id] = {
+            "source_shape": [int(v) for v in image.shape],
+            "spacing": [float(v) for v in spacing],
+            "intensity_mean": mean,
+            "intensity_std": std,
+            **crop,
+            "shape": [int(v) for v in img.shape],
+        }
+    for name in ("train", "test"):
+        if lists[name] is not None:
+            write_list(out / f"{name}.list", lists[name] or [])
+    atomic_write_text(out / "prepare_la.json", json.dumps(record, indent=2) + "\n")
+    return record

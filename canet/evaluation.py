@@ -1,0 +1,588 @@
+"""Evaluate a checkpoint on a dataset split, segment new scans, score prediction folders.
+
+The three functions behind ``canet evaluate``, ``canet predict`` and ``canet score``:
+
+- :func:`evaluate` predicts every case of a split with sliding windows
+  (:func:`canet.inferers.predict_volume`) and writes ``metrics.csv``
+  (``case,dice,jaccard,hd95,asd,seconds``) and ``summary.json`` (see
+  :mod:`canet.metrics.summary`). :func:`evaluate_model` does the same for a
+  model already in memory (the trainer and the demo use it).
+- :func:`predict_files` segments NIfTI / NRRD files and writes NIfTI masks with
+  each input's affine.
+- :func:`score` computes the same metrics for masks made elsewhere.
+
+Distances are in voxels for the LA benchmark (as published) and in mm (from the
+volumes' headers) for other data, unless asked otherwise (``spacing``).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import time
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from torch import nn
+
+from canet.errors import CanetError, CheckpointError, DataError
+from canet.inferers.predict import predict_volume
+from canet.inferers.sliding_window import MODES, check_patch_size
+from canet.metrics.summary import MetricAccumulator
+
+DEFAULT_PATCH_SIZE: tuple[int, int, int] = (112, 112, 80)
+IMAGE_SUFFIXES: tuple[str, ...] = (".nii.gz", ".nii", ".nrrd", ".nhdr")
+SPLITS: tuple[str, ...] = ("test", "validation", "labeled", "unlabeled", "train")
+SPACING_CHOICES: tuple[str, ...] = ("auto", "voxels", "mm")
+
+__all__ = [
+    "DEFAULT_PATCH_SIZE",
+    "checkpoint_settings",
+    "evaluate",
+    "evaluate_model",
+    "find_image_files",
+    "find_score_pairs",
+    "image_file_shape",
+    "predict_files",
+    "score",
+    "strip_suffix",
+]
+
+
+class VolumeLike(Protocol):
+    """What :func:`evaluate_model` needs of a case (``canet.data.Volume`` fits)."""
+
+    case_id: str
+    image: np.ndarray
+    label: np.ndarray | None
+    affine: np.ndarray
+    spacing: tuple[float, float, float]
+
+
+# --------------------------------------------------------------------------- files
+
+
+def strip_suffix(name: str) -> str:
+    """File name without its image extension (``case.nii.gz`` -> ``case``)."""
+    lower = name.lower()
+    for suffix in IMAGE_SUFFIXES:
+        if lower.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def _is_image(path: Path) -> bool:
+    return path.is_file() and path.name.lower().endswith(IMAGE_SUFFIXES) and not path.name.startswith(".")
+
+
+def find_image_files(inputs: Sequence[str | os.PathLike[str]]) -> list[Path]:
+    """Image files named by ``inputs`` (files, or folders whose images are taken, sorted).
+
+    Raises:
+        DataError: an input does not exist, or no image file was found.
+    """
+    files: list[Path] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            files.extend(sorted(f for f in p.iterdir() if _is_image(f)))
+        elif p.is_file():
+            if not p.name.lower().endswith(IMAGE_SUFFIXES):
+                raise DataError(f"not a NIfTI or NRRD file: {p}")
+            files.append(p)
+        else:
+            raise DataError(f"input not found: {p}")
+    if not files:
+        raise DataError(f"no NIfTI or NRRD files matched {', '.join(str(i) for i in inputs)}")
+    return files
+
+
+def image_file_shape(path: str | os.PathLike[str]) -> tuple[int, int, int]:
+    """Shape of a NIfTI / NRRD volume from its header only (cheap; checks it is 3D).
+
+    Raises:
+        DataError: missing or unreadable file, unknown extension, or not 3D.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"image not found: {p}")
+    name = p.name.lower()
+    try:
+        if name.endswith((".nii", ".nii.gz")):
+            import nibabel as nib
+
+            shape = tuple(int(s) for s in nib.load(str(p)).shape)
+        elif name.endswith((".nrrd", ".nhdr")):
+            import nrrd
+
+            shape = tuple(int(s) for s in nrrd.read_header(str(p))["sizes"])
+        else:
+            raise DataError(f"not a NIfTI or NRRD file: {p}")
+    except DataError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any reader failure is a bad file
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataError(f"cannot read image header of {p}: {text}") from None
+    while len(shape) > 3 and shape[-1] == 1:
+        shape = shape[:-1]
+    if len(shape) != 3:
+        raise DataError(f"{p} holds a {len(shape)}D image of shape {shape}; expected a 3D volume")
+    return shape  # type: ignore[return-value]
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+def _find_key(config: Any, key: str) -> Any:
+    """``config[key]``, else the first ``config[section][key]`` one level down, else None."""
+    if not isinstance(config, dict):
+        return None
+    if key in config:
+        return config[key]
+    for value in config.values():
+        if isinstance(value, dict) and key in value:
+            return value[key]
+    return None
+
+
+def checkpoint_settings(payload: dict[str, Any]) -> dict[str, Any]:
+    """Inference settings of a loaded checkpoint.
+
+    Returns:
+        ``{"patch_size": (X, Y, Z), "num_classes": int, "normalize": bool | None}``:
+        the patch size from ``config["patch_size"]`` (or one section down), else
+        the model's ``patch_size`` argument, else ``(112, 112, 80)``; the number of
+        classes from the model arguments (default 2); ``normalize`` from the
+        config (None when it does not say).
+    """
+    config = payload.get("config")
+    kwargs = (payload.get("model") or {}).get("kwargs") or {}
+    patch = _find_key(config, "patch_size")
+    if patch is None:
+        patch = kwargs.get("patch_size", DEFAULT_PATCH_SIZE)
+    try:
+        patch_size = check_patch_size(patch)
+    except CanetError:
+        raise CheckpointError(f"checkpoint has a bad patch size {patch!r}") from None
+    num_classes = kwargs.get("num_classes", _find_key(config, "num_classes") or 2)
+    normalize = _find_key(config, "normalize")
+    return {
+        "patch_size": patch_size,
+        "num_classes": int(num_classes),
+        "normalize": None if normalize is None else bool(normalize),
+    }
+
+
+def _load(checkpoint: str | os.PathLike[str], device: str) -> tuple[nn.Module, dict[str, Any]]:
+    from canet.checkpoint import build_generator, load_checkpoint
+
+    try:
+        torch.device(device)
+    except (RuntimeError, TypeError):
+        raise CanetError(f"unknown device {device!r}") from None
+    payload = load_checkpoint(checkpoint, map_location="cpu")
+    model = build_generator(payload).to(device).eval()
+    return model, payload
+
+
+def _check_mode(mode: str) -> None:
+    if mode not in MODES:
+        raise CanetError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+
+
+# --------------------------------------------------------------------------- evaluate
+
+
+def _safe_name(case_id: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", case_id) or "case"
+
+
+def evaluate_model(
+    model: nn.Module,
+    volumes: Iterable[VolumeLike],
+    patch_size: Sequence[int],
+    out_dir: str | os.PathLike[str] | None = None,
+    num_classes: int = 2,
+    mode: str = "fast",
+    spacing: str = "mm",
+    save_predictions: bool = False,
+    report: bool = False,
+    lcc: bool = True,
+    tta: bool = False,
+    device: str = "cpu",
+    overlap: float = 0.5,
+    sw_batch_size: int = 4,
+    progress: bool = False,
+    extra_summary: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Predict and score labelled volumes with a model in memory.
+
+    Args:
+        model: generator (``SegOutput`` or logits); run in eval mode, mode restored.
+        volumes: objects with ``case_id``, ``image`` (``X x Y x Z`` normalised
+            float), ``label``, ``affine`` and ``spacing`` (``canet.data.Volume``).
+        patch_size: sliding-window size.
+        out_dir: where ``metrics.csv``/``summary.json`` go (None: write nothing).
+        num_classes: classes including the background (2 = binary).
+        mode: ``"fast"`` or ``"reference"``.
+        spacing: ``"mm"`` (each volume's spacing) or ``"voxels"``.
+        save_predictions: write ``<case>_pred.nii.gz`` with the volume's affine.
+        report: keep three orthogonal slices per case in ``report_slices/`` and
+            write ``report.html``.
+        lcc, tta, device, overlap, sw_batch_size: see :func:`canet.inferers.predict_volume`.
+        progress: show a tqdm bar over cases.
+        extra_summary: keys added to the summary.
+
+    Returns:
+        The summary dict (also written to ``summary.json``), with ``"rows"``
+        holding the per-case rows.
+    """
+    _check_mode(mode)
+    if spacing not in ("mm", "voxels"):
+        raise CanetError(f"spacing must be 'mm' or 'voxels', got {spacing!r}")
+    out = Path(out_dir) if out_dir is not None else None
+    if (save_predictions or report) and out is None:
+        raise CanetError("save_predictions and report need an output folder")
+    acc = MetricAccumulator(num_classes=num_classes)
+    items: Iterable[VolumeLike] = volumes
+    if progress:
+        from tqdm import tqdm
+
+        items = tqdm(volumes, desc="evaluate", unit="case")
+    names: set[str] = set()
+    for vol in items:
+        if vol.label is None:
+            raise DataError(f"case {vol.case_id!r} has no label; evaluation needs ground truth")
+        image = np.asarray(vol.image)
+        label = np.asarray(vol.label)
+        if image.shape[-3:] != label.shape:
+            raise DataError(f"case {vol.case_id!r}: image shape {image.shape} and label shape {label.shape} differ")
+        start = time.perf_counter()
+        mask, _ = predict_volume(
+            model, image, patch_size, mode=mode, tta=tta, lcc=lcc, device=device,
+            overlap=overlap, sw_batch_size=sw_batch_size,
+        )
+        seconds = time.perf_counter() - start
+        case_spacing = None if spacing == "voxels" else tuple(float(s) for s in vol.spacing)
+        row = acc.add(vol.case_id, mask, label, spacing=case_spacing, seconds=seconds)
+        name = _safe_name(vol.case_id)
+        if name in names:
+            raise DataError(f"two cases map to the same file name {name!r}")
+        names.add(name)
+        if save_predictions and out is not None:
+            from canet.data import save_nifti
+
+            save_nifti(out / f"{name}_pred.nii.gz", mask.astype(np.uint8), vol.affine)
+        if report and out is not None:
+            from canet.report import save_case_slices
+
+            save_case_slices(
+                out / "report_slices" / f"{name}.npz", vol.case_id, image if image.ndim == 3 else image[0],
+                label, mask, vol.spacing, row["dice"],
+            )
+    if not acc.rows:
+        raise DataError("no cases to evaluate")
+    extra = {"mode": mode, "tta": tta, "lcc": lcc, "patch_size": list(check_patch_size(patch_size))}
+    extra.update(extra_summary or {})
+    if out is not None:
+        acc.write_csv(out / "metrics.csv")
+        summary = acc.write_summary(out / "summary.json", **extra)
+        if report:
+            from canet.report import write_report
+
+            write_report(out)
+    else:
+        summary = acc.summary(**extra)
+    summary["rows"] = acc.rows
+    summary["table"] = acc.table()
+    return summary
+
+
+def evaluate(
+    checkpoint: str | os.PathLike[str],
+    data: str | os.PathLike[str],
+    split: str = "test",
+    mode: str = "fast",
+    out_dir: str | os.PathLike[str] = "eval",
+    save_predictions: bool = False,
+    report: bool = False,
+    lcc: bool = True,
+    tta: bool = False,
+    device: str = "cpu",
+    spacing: str = "auto",
+    overlap: float = 0.5,
+    sw_batch_size: int = 4,
+    max_cases: int | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Evaluate a checkpoint on one split of a dataset and write the results.
+
+    Args:
+        checkpoint: canet checkpoint file.
+        data: LA root folder or a datalist (see ``canet.data.open_dataset``).
+        split: ``test`` (default), ``validation``, ``labeled``, ``unlabeled`` or ``train``.
+        mode: ``"fast"`` (default) or ``"reference"`` (the literature's protocol).
+        out_dir: output folder for ``metrics.csv``, ``summary.json`` (and
+            predictions / report).
+        save_predictions: write ``<case>_pred.nii.gz`` per case.
+        report: write ``report.html`` (and ``report_slices/``).
+        lcc: largest-connected-component post-processing (default on).
+        tta: flip test-time augmentation.
+        device: where the network runs (``"cpu"``, ``"cuda"``, ...).
+        spacing: ``"auto"`` (voxels for LA, as published; mm otherwise),
+            ``"voxels"`` or ``"mm"``.
+        overlap, sw_batch_size: fast-mode settings.
+        max_cases: evaluate only the first N cases of the split.
+        progress: tqdm bar over cases.
+
+    Returns:
+        The summary (see :func:`evaluate_model`).
+    """
+    _check_mode(mode)
+    if spacing not in SPACING_CHOICES:
+        raise CanetError(f"spacing must be one of {', '.join(SPACING_CHOICES)}, got {spacing!r}")
+    if max_cases is not None and max_cases < 1:
+        raise CanetError(f"max_cases must be at least 1, got {max_cases}")
+    model, payload = _load(checkpoint, device)
+    settings = checkpoint_settings(payload)
+    from canet.data import load_case, open_dataset
+
+    spec = open_dataset(data)
+    if split not in SPLITS:
+        raise CanetError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+    cases = spec.split(split)
+    if max_cases is not None:
+        cases = cases[:max_cases]
+    if not cases:
+        raise DataError(f"split {split!r} of {data} has no cases")
+    num_classes = int(getattr(spec, "num_classes", settings["num_classes"]))
+    if num_classes != settings["num_classes"]:
+        raise DataError(
+            f"the dataset has {num_classes} classes but the checkpoint's model predicts {settings['num_classes']}"
+        )
+    if spacing == "auto":
+        spacing = "voxels" if getattr(spec, "kind", None) == "la" else "mm"
+
+    def volumes() -> Iterable[Any]:
+        for case in cases:
+            yield load_case(case, with_label=True, normalize=settings["normalize"])
+
+    return evaluate_model(
+        model, volumes(), settings["patch_size"], out_dir=out_dir, num_classes=num_classes,
+        mode=mode, spacing=spacing, save_predictions=save_predictions, report=report, lcc=lcc,
+        tta=tta, device=device, overlap=overlap, sw_batch_size=sw_batch_size, progress=progress,
+        extra_summary={"checkpoint": str(checkpoint), "data": str(data), "split": split},
+    )
+
+
+# --------------------------------------------------------------------------- predict
+
+
+def predict_files(
+    checkpoint: str | os.PathLike[str],
+    inputs: Sequence[str | os.PathLike[str]],
+    out_dir: str | os.PathLike[str],
+    probabilities: bool = False,
+    mode: str = "fast",
+    tta: bool = False,
+    lcc: bool = True,
+    device: str = "cpu",
+    overlap: float = 0.5,
+    sw_batch_size: int = 4,
+    progress: bool = True,
+) -> list[Path]:
+    """Segment NIfTI / NRRD volumes and write NIfTI masks beside each other in ``out_dir``.
+
+    Each input ``<name>.<ext>`` gives ``<name>_pred.nii.gz`` (uint8 mask with the
+    input's affine) and, with ``probabilities``, ``<name>_prob.nii.gz`` (float32:
+    the foreground probability, or a 4D ``X x Y x Z x K`` map for multi-class).
+    Images are z-scored over the whole volume unless the checkpoint's config
+    sets ``normalize: false``.
+
+    Returns:
+        The mask files written, in input order.
+    """
+    _check_mode(mode)
+    files = find_image_files(inputs)
+    stems = [strip_suffix(f.name) for f in files]
+    dupes = sorted({s for s in stems if stems.count(s) > 1})
+    if dupes:
+        raise DataError(f"two inputs would write the same output name: {dupes[0]!r}")
+    for f in files:  # fail on a bad file before any long work starts
+        image_file_shape(f)
+    from canet.data import read_array, save_nifti, zscore
+
+    model, payload = _load(checkpoint, device)
+    settings = checkpoint_settings(payload)
+    normalize = settings["normalize"] is not False
+    out = Path(out_dir)
+    written: list[Path] = []
+    items: Iterable[tuple[Path, str]] = list(zip(files, stems))
+    if progress:
+        from tqdm import tqdm
+
+        items = tqdm(items, desc="predict", unit="case")
+    for path, stem in items:
+        array, affine, _ = read_array(path, "image")
+        image = zscore(array) if normalize else np.asarray(array, dtype=np.float32)
+        mask, probs = predict_volume(
+            model, image, settings["patch_size"], mode=mode, tta=tta, lcc=lcc, device=device,
+            overlap=overlap, sw_batch_size=sw_batch_size,
+        )
+        target = save_nifti(out / f"{stem}_pred.nii.gz", mask, affine)
+        if probabilities:
+            prob_out = probs if probs.ndim == 3 else np.moveaxis(probs, 0, -1)
+            save_nifti(out / f"{stem}_prob.nii.gz", prob_out.astype(np.float32), affine)
+        written.append(target)
+    return written
+
+
+# --------------------------------------------------------------------------- score
+
+
+def find_score_pairs(
+    pred: str | os.PathLike[str], gt: str | os.PathLike[str] | None = None
+) -> list[tuple[str, Path, Path]]:
+    """Match predictions with ground truths: ``[(case, pred_file, gt_file), ...]``.
+
+    With ``gt``: two folders whose image files match by name (a ``_pred`` /
+    ``_gt`` ending before the extension is ignored). Without: one folder of
+    ``<case>_pred.<ext>`` / ``<case>_gt.<ext>`` pairs.
+
+    Raises:
+        DataError: a folder is missing, nothing matched, or a file has no partner.
+    """
+    pred_dir = Path(pred)
+    if not pred_dir.is_dir():
+        raise DataError(f"prediction folder not found: {pred_dir}")
+
+    def index(folder: Path, strip: Sequence[str]) -> dict[str, Path]:
+        found: dict[str, Path] = {}
+        for f in sorted(folder.iterdir()):
+            if not _is_image(f):
+                continue
+            key = strip_suffix(f.name)
+            for tail in strip:
+                if key.endswith(tail) and len(key) > len(tail):
+                    key = key[: -len(tail)]
+                    break
+            if key in found:
+                raise DataError(f"two files in {folder} stand for case {key!r}: {found[key].name}, {f.name}")
+            found[key] = f
+        return found
+
+    if gt is None:
+        preds: dict[str, Path] = {}
+        gts: dict[str, Path] = {}
+        for f in sorted(pred_dir.iterdir()):
+            if not _is_image(f):
+                continue
+            stem = strip_suffix(f.name)
+            if stem.endswith("_pred"):
+                preds[stem[: -len("_pred")]] = f
+            elif stem.endswith("_gt"):
+                gts[stem[: -len("_gt")]] = f
+        where = f"{pred_dir} (<case>_pred / <case>_gt pairs)"
+    else:
+        gt_dir = Path(gt)
+        if not gt_dir.is_dir():
+            raise DataError(f"ground-truth folder not found: {gt_dir}")
+        preds = index(pred_dir, ("_pred",))
+        gts = index(gt_dir, ("_gt",))
+        where = f"{pred_dir} and {gt_dir}"
+    if not preds and not gts:
+        raise DataError(f"no NIfTI or NRRD files matched in {where}")
+    lonely_pred = sorted(set(preds) - set(gts))
+    lonely_gt = sorted(set(gts) - set(preds))
+    if lonely_pred:
+        raise DataError(f"prediction {preds[lonely_pred[0]].name} has no ground truth in {where} ({len(lonely_pred)} unmatched)")
+    if lonely_gt:
+        raise DataError(f"ground truth {gts[lonely_gt[0]].name} has no prediction in {where} ({len(lonely_gt)} unmatched)")
+    return [(case, preds[case], gts[case]) for case in sorted(preds)]
+
+
+def _read_label(path: Path) -> tuple[np.ndarray, tuple[float, float, float]]:
+    """A label map (uint8 class indices) and its spacing from a NIfTI / NRRD file."""
+    from canet.data import read_array
+    from canet.data.dataset import as_label
+
+    array, _, spacing = read_array(path, "label")
+    return as_label(array, path), spacing
+
+
+def score(
+    pred: str | os.PathLike[str],
+    gt: str | os.PathLike[str] | None,
+    out_dir: str | os.PathLike[str],
+    spacing_from: str = "gt",
+    voxels: bool = False,
+    num_classes: int | None = None,
+    progress: bool = True,
+    on_case: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """Score segmentation files made elsewhere against ground truths.
+
+    Args:
+        pred: folder of predictions (or of ``_pred``/``_gt`` pairs when ``gt`` is None).
+        gt: folder of ground truths with matching names, or None.
+        out_dir: where ``metrics.csv`` and ``summary.json`` go.
+        spacing_from: ``"gt"`` (default) or ``"pred"``: whose header gives the spacing.
+        voxels: report distances in voxels instead of mm.
+        num_classes: classes including the background; None infers it from the
+            largest label in the ground truths (2 = binary, non-zero = object).
+        progress: tqdm bar over cases.
+        on_case: called with each row as it is scored.
+
+    Returns:
+        The summary dict with ``"rows"`` and ``"table"`` added.
+    """
+    if spacing_from not in ("gt", "pred"):
+        raise CanetError(f"spacing_from must be 'gt' or 'pred', got {spacing_from!r}")
+    if num_classes is not None and num_classes < 2:
+        raise CanetError(f"num_classes must be at least 2, got {num_classes}")
+    pairs = find_score_pairs(pred, gt)
+    for case, pred_file, gt_file in pairs:  # fail on bad headers before any long work starts
+        p_shape, g_shape = image_file_shape(pred_file), image_file_shape(gt_file)
+        if p_shape != g_shape:
+            raise DataError(
+                f"case {case!r}: prediction shape {p_shape} differs from ground truth shape {g_shape}"
+            )
+    if num_classes is None:
+        top = 1
+        for _, _, gt_file in pairs:
+            arr, _ = _read_label(gt_file)
+            top = max(top, int(arr.max()) if arr.size else 0)
+        num_classes = top + 1
+    acc = MetricAccumulator(num_classes=num_classes)
+    items: Iterable[tuple[str, Path, Path]] = pairs
+    if progress:
+        from tqdm import tqdm
+
+        items = tqdm(pairs, desc="score", unit="case")
+    for case, pred_file, gt_file in items:
+        p_arr, p_spacing = _read_label(pred_file)
+        g_arr, g_spacing = _read_label(gt_file)
+        if p_arr.shape != g_arr.shape:
+            raise DataError(
+                f"case {case!r}: prediction shape {p_arr.shape} differs from ground truth shape {g_arr.shape}"
+            )
+        for arr, f in ((p_arr, pred_file), (g_arr, gt_file)):
+            if arr.size and int(arr.max()) >= num_classes:
+                raise DataError(f"{f} has label {int(arr.max())} but num_classes is {num_classes}")
+        sp = None if voxels else (g_spacing if spacing_from == "gt" else p_spacing)
+        row = acc.add(case, p_arr, g_arr, spacing=sp, seconds=math.nan)
+        if on_case is not None:
+            on_case(row)
+    out = Path(out_dir)
+    acc.write_csv(out / "metrics.csv")
+    summary = acc.write_summary(
+        out / "summary.json", pred=str(pred), gt=None if gt is None else str(gt),
+        spacing_from=None if voxels else spacing_from,
+    )
+    summary["rows"] = acc.rows
+    summary["table"] = acc.table()
+    return summary

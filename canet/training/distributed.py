@@ -1,0 +1,110 @@
+"""DistributedDataParallel helpers: process-group set-up from ``torchrun``'s environment.
+
+``torchrun --nproc_per_node N -m canet.cli.main train ...`` (or the ``canet``
+script) sets ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR`` and
+``MASTER_PORT``; :func:`init_distributed` reads them and joins the group with
+the ``gloo`` backend on CPU or ``nccl`` on CUDA. Without ``WORLD_SIZE > 1`` it
+does nothing and reports rank 0 of 1.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from canet.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    """Where this process stands: ``rank`` of ``world_size``, ``local_rank`` on its machine."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    initialized_here: bool = False
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ConfigError(f"environment variable {name} must be an integer, got {raw!r}") from None
+
+
+def init_distributed(use_cuda: bool) -> DistInfo:
+    """Join the process group described by ``torchrun``'s environment, if any.
+
+    Args:
+        use_cuda: pick ``nccl`` (True) or ``gloo`` (False) as the backend.
+
+    Returns:
+        The :class:`DistInfo`; ``initialized_here`` says whether this call
+        created the group (and :func:`cleanup_distributed` should destroy it).
+    """
+    world = _env_int("WORLD_SIZE", 1)
+    if world <= 1:
+        return DistInfo()
+    rank = _env_int("RANK", 0)
+    local = _env_int("LOCAL_RANK", rank)
+    if dist.is_initialized():
+        return DistInfo(dist.get_rank(), dist.get_world_size(), local, False)
+    backend = "nccl" if use_cuda else "gloo"
+    if use_cuda:
+        torch.cuda.set_device(local)
+    dist.init_process_group(backend=backend, init_method="env://", rank=rank, world_size=world)
+    return DistInfo(rank, world, local, True)
+
+
+def cleanup_distributed(info: DistInfo) -> None:
+    """Destroy the process group if :func:`init_distributed` created it."""
+    if info.initialized_here and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def barrier(info: DistInfo) -> None:
+    """Wait for every rank (no-op in a single process)."""
+    if info.distributed:
+        dist.barrier()
+
+
+def broadcast_object(obj: Any, info: DistInfo) -> Any:
+    """Rank 0's ``obj`` on every rank."""
+    if not info.distributed:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def gather_objects(obj: Any, info: DistInfo) -> list[Any]:
+    """``[obj of rank 0, obj of rank 1, ...]`` on every rank."""
+    if not info.distributed:
+        return [obj]
+    out: list[Any] = [None] * info.world_size
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def all_true(flag: bool, info: DistInfo, device: torch.device) -> bool:
+    """Whether ``flag`` holds on every rank."""
+    if not info.distributed:
+        return flag
+    t = torch.tensor([1 if flag else 0], dtype=torch.int32, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MIN)
+    return bool(t.item())

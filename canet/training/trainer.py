@@ -1,0 +1,893 @@
+"""The training loop shared by every method: one :class:`Trainer`, methods as strategies.
+
+One iteration (0-based index ``i``; the run's "iteration" count is ``i + 1`` once
+it is done):
+
+1. the generator's learning rate is set to ``lr * gamma ** #{milestones <= i}``;
+2. **generator step**: generator in train mode, discriminator (if any) in eval
+   mode with its parameters frozen; the method's loss on the generator's output
+   for the whole batch; the loss is checked for finiteness; SGD step;
+3. **discriminator step** (methods with a discriminator): generator in eval mode
+   re-predicts the batch without gradients (or, with
+   ``train.d_step_reuse_outputs``, the generator step's detached outputs are
+   reused), the discriminator in train mode classifies (sdf, image) with labeled
+   rows -> 1 and unlabeled rows -> 0, cross-entropy; Adam step;
+4. the method's ``after_step`` (the EMA teacher update);
+5. logging (``metrics.csv``, TensorBoard, progress bar or log lines), validation
+   and checkpoints on their schedules.
+
+A checkpoint holds everything the next iteration depends on (networks,
+optimizers, gradient scalers, the loader position and every RNG state), so a
+run killed at any moment and resumed from ``checkpoints/last.pt`` continues
+with exactly the iterations an uninterrupted run takes (bit-identical on CPU).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import math
+import os
+import platform
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+import canet
+from canet.checkpoint import load_checkpoint, make_checkpoint, model_spec, save_checkpoint
+from canet.errors import CanetError, CheckpointError, ConfigError
+from canet.io import atomic_open, atomic_path
+from canet.losses import SDMTargets
+from canet.models import SegOutput
+from canet.training.config import Config, config_from_dict, resolve, save_config
+from canet.training.distributed import (
+    DistInfo,
+    all_true,
+    barrier,
+    broadcast_object,
+    cleanup_distributed,
+    gather_objects,
+    init_distributed,
+)
+from canet.training.methods import Method, StepContext, build_method
+
+CREATED_BY = "canet.training.Trainer"
+
+
+class TrainingError(CanetError):
+    """Training cannot go on (e.g. a non-finite loss); the message says why and where."""
+
+
+def step_lr(iteration: int, base_lr: float, milestones: Sequence[int], gamma: float) -> float:
+    """Learning rate of the 0-based step ``iteration``: ``base_lr * gamma ** #{m <= iteration}``.
+
+    With milestones ``(2500, 3800)`` steps 0..2499 use ``base_lr``, 2500..3799
+    ``0.1 * base_lr`` and later ones ``0.01 * base_lr``, as the original code.
+    """
+    passed = sum(1 for m in milestones if iteration >= m)
+    return float(base_lr * gamma**passed)
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> CUDA if available else CPU; check that a CUDA device exists."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"train.device is {name!r} but CUDA is not available")
+    return device
+
+
+def environment_info(device: torch.device, dist_info: DistInfo) -> dict[str, Any]:
+    """Package versions, device, git commit and host of this run (for ``environment.json``)."""
+    import scipy
+
+    info: dict[str, Any] = {
+        "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "canet": canet.__version__,
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "scipy": scipy.__version__,
+        "platform": platform.platform(),
+        "hostname": socket.gethostname(),
+        "device": str(device),
+        "cpu_threads": torch.get_num_threads(),
+        "cuda": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
+        "world_size": dist_info.world_size,
+        "argv": list(sys.argv),
+        "git_commit": None,
+        "git_dirty": None,
+    }
+    if device.type == "cuda":
+        info["device_name"] = torch.cuda.get_device_name(device)
+    repo = Path(canet.__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, timeout=10
+        )
+        if commit.returncode == 0:
+            info["git_commit"] = commit.stdout.strip()
+            status = subprocess.run(
+                ["git", "status", "--porcelain", "--untracked-files=no"],
+                cwd=repo, capture_output=True, text=True, timeout=10,
+            )
+            info["git_dirty"] = bool(status.stdout.strip()) if status.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return info
+
+
+# --------------------------------------------------------------------------- hooks
+
+
+class Hook:
+    """Callbacks of the loop; subclass and override what you need.
+
+    ``logs`` maps the method's scalar names (and ``lr``) to floats; it is given
+    on every iteration, converted from tensors only on logged iterations
+    (``logged=True``), so hooks that need values every iteration pay a sync.
+    """
+
+    def on_start(self, trainer: Trainer) -> None:
+        """Before the first iteration (after set-up or resume)."""
+
+    def on_step_start(self, trainer: Trainer, iteration: int) -> None:
+        """Before the step with 0-based index ``iteration``."""
+
+    def on_step_end(self, trainer: Trainer, iteration: int, logs: dict[str, Any], logged: bool) -> None:
+        """After step ``iteration`` (now ``iteration + 1`` steps are done)."""
+
+    def on_validation(self, trainer: Trainer, iteration: int, dice: float) -> None:
+        """After validating at ``iteration`` completed steps."""
+
+    def on_checkpoint(self, trainer: Trainer, iteration: int, path: Path) -> None:
+        """After writing a checkpoint at ``iteration`` completed steps."""
+
+    def on_end(self, trainer: Trainer) -> None:
+        """After the last iteration (not called when training fails)."""
+
+
+def _float(value: Any) -> float:
+    if isinstance(value, Tensor):
+        return float(value.detach().float().item())
+    return float(value)
+
+
+class MetricsCSV(Hook):
+    """``metrics.csv``: one row per logged iteration (``iteration, <losses>, lr, val_dice, sec_per_it``)."""
+
+    def __init__(self, path: Path, columns: Sequence[str], start: int) -> None:
+        self.path = path
+        self.columns = ["iteration", *columns, "lr", "val_dice", "sec_per_it"]
+        self._pending: dict[str, Any] | None = None
+        self._keep_until(start)
+        new = not path.is_file() or path.stat().st_size == 0
+        self._fh = open(path, "a", newline="", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        self._writer = csv.DictWriter(self._fh, fieldnames=self.columns, extrasaction="ignore")
+        if new:
+            self._writer.writeheader()
+            self._fh.flush()
+
+    def _keep_until(self, start: int) -> None:
+        """Drop rows past ``start`` (left by a run killed after its last checkpoint)."""
+        if not self.path.is_file():
+            return
+        with open(self.path, newline="", encoding="utf-8") as fh:
+            rows = list(csv.DictReader(fh))
+        kept = []
+        for row in rows:
+            try:
+                it = int(row.get("iteration") or "")
+            except ValueError:
+                continue
+            if it <= start and None not in row.values():
+                kept.append(row)
+        with atomic_open(self.path, "w", newline="", encoding="utf-8") as fh:
+            writer = csv.DictWriter(fh, fieldnames=self.columns, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(kept)
+
+    def write(self, row: dict[str, Any]) -> None:
+        out = {}
+        for key in self.columns:
+            value = row.get(key)
+            if value is None or (isinstance(value, float) and not math.isfinite(value) and key == "val_dice"):
+                out[key] = ""
+            elif isinstance(value, float):
+                out[key] = f"{value:.6g}"
+            else:
+                out[key] = value
+        self._writer.writerow(out)
+        self._fh.flush()
+
+    def close(self) -> None:
+        self._fh.close()
+
+
+# --------------------------------------------------------------------------- result
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` returns."""
+
+    run_dir: Path
+    iteration: int
+    last_checkpoint: Path
+    best_val_dice: float | None = None
+    best_checkpoint: Path | None = None
+    logs: dict[str, float] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+# --------------------------------------------------------------------------- trainer
+
+
+def _rng_state(device: torch.device, noise_gen: torch.Generator) -> dict[str, Any]:
+    state: dict[str, Any] = {"torch": torch.get_rng_state(), "noise": noise_gen.get_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _set_rng_state(state: dict[str, Any], device: torch.device, noise_gen: torch.Generator) -> None:
+    torch.set_rng_state(state["torch"])
+    noise_gen.set_state(state["noise"])
+    if device.type == "cuda" and state.get("cuda") is not None:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def _unwrap(module: nn.Module) -> nn.Module:
+    module = getattr(module, "_orig_mod", module)
+    return module.module if hasattr(module, "module") else module
+
+
+class Trainer:
+    """Train one run; see the module docstring for the loop.
+
+    Args:
+        cfg: the training config (resolved here with the method's defaults).
+        run_dir: the run folder (created; ``None``: ``runs/<method>_<time>``).
+        quiet: no progress bar, a log line every ``train.log_every`` iterations.
+        hooks: extra :class:`Hook` objects.
+        resume: continue the run in ``run_dir`` from ``checkpoints/last.pt``
+            (from the start when it has no checkpoint yet).
+        log: where log lines go (default ``print``).
+
+    Use :meth:`setup` (also called by :meth:`run`) to build everything without
+    training, e.g. to evaluate the untrained generator.
+    """
+
+    def __init__(
+        self,
+        cfg: Config,
+        run_dir: str | os.PathLike[str] | None = None,
+        quiet: bool = False,
+        hooks: Sequence[Hook] = (),
+        resume: bool = False,
+        log: Callable[[str], None] | None = None,
+    ) -> None:
+        self.cfg = resolve(cfg)
+        self.run_dir_arg = run_dir
+        self.quiet = quiet
+        self.hooks = list(hooks)
+        self.resume = resume
+        self._log = log or (lambda msg: print(msg, flush=True))
+        self._ready = False
+        self.iteration = 0
+        self.best_val: float | None = None
+        self.last_logs: dict[str, float] = {}
+
+    # ------------------------------------------------------------------ set-up
+
+    def setup(self) -> None:
+        """Process group, device, seeds, data, networks, optimizers; restore a checkpoint."""
+        if self._ready:
+            return
+        cfg = self.cfg
+        want = resolve_device(cfg.train.device)
+        self.dist = init_distributed(want.type == "cuda")
+        if want.type == "cuda" and self.dist.distributed and want.index is None:
+            want = torch.device("cuda", self.dist.local_rank)
+        self.device = want
+        if cfg.train.amp != "none" and self.device.type != "cuda":
+            raise ConfigError(f"train.amp {cfg.train.amp!r} needs a CUDA device, got {self.device}")
+        self.is_main = self.dist.is_main
+
+        run_dir = self.run_dir_arg
+        if run_dir is None:
+            stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+            run_dir = Path("runs") / f"{cfg.method}_{stamp}"
+        self.run_dir = Path(broadcast_object(str(run_dir), self.dist))
+        self.ckpt_dir = self.run_dir / "checkpoints"
+        last = self.ckpt_dir / "last.pt"
+        payload = None
+        if self.resume and last.is_file():
+            payload = load_checkpoint(last)
+        elif not self.resume and self.is_main and (last.is_file() or (self.run_dir / "config.yaml").is_file()):
+            raise ConfigError(
+                f"run folder {self.run_dir} already holds a run; resume it with --resume {self.run_dir} "
+                "or choose another --out"
+            )
+        barrier(self.dist)
+
+        if cfg.train.deterministic:
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+            torch.use_deterministic_algorithms(True, warn_only=True)
+            torch.backends.cudnn.benchmark = False
+        else:
+            torch.backends.cudnn.benchmark = self.device.type == "cuda"
+
+        # Data.
+        if cfg.data.root is None:
+            raise ConfigError("data.root is not set: pass --data ROOT_OR_DATALIST or set data.root in the config")
+        from canet.data import build_train_loader, open_dataset
+
+        self.spec = open_dataset(cfg.data.root, labeled=cfg.data.labeled)
+        num_classes = cfg.data.num_classes or int(self.spec.num_classes)
+        if cfg.data.num_classes is not None and cfg.data.num_classes != self.spec.num_classes:
+            raise ConfigError(
+                f"data.num_classes is {cfg.data.num_classes} but the dataset has {self.spec.num_classes} classes"
+            )
+        self.num_classes = num_classes
+        if cfg.validation.every > 0 and not self.spec.split(cfg.validation.split):
+            raise ConfigError(
+                f"validation.every is {cfg.validation.every} but the dataset has no "
+                f"{cfg.validation.split!r} cases (set validation.every: 0)"
+            )
+        self.method: Method = build_method(cfg, num_classes)
+        if cfg.method != "vnet" and not self.spec.unlabeled:
+            raise ConfigError(
+                f"method {cfg.method!r} needs unlabeled cases but the dataset has none "
+                f"(data.labeled is {cfg.data.labeled})"
+            )
+        self.loader = build_train_loader(
+            self.spec,
+            cfg.data.patch_size,
+            cfg.data.batch_size,
+            cfg.data.labeled_bs,
+            seed=cfg.seed,
+            num_workers=cfg.data.num_workers,
+            rank=self.dist.rank,
+            world_size=self.dist.world_size,
+            extra_targets=SDMTargets(num_classes) if self.method.needs_sdm else None,
+            pin_memory=self.device.type == "cuda",
+        )
+
+        # Networks: the same seed on every rank gives the same initial weights.
+        torch.manual_seed(cfg.seed)
+        self.generator = self.method.build_generator()
+        self.discriminator = self.method.build_discriminator()
+        self.teacher = self.method.build_teacher(self.generator)
+        if cfg.train.sync_bn and self.dist.distributed:
+            self.generator = nn.SyncBatchNorm.convert_sync_batchnorm(self.generator)
+        fmt = torch.channels_last_3d if cfg.train.channels_last else torch.contiguous_format
+        for net in (self.generator, self.discriminator, self.teacher):
+            if net is not None:
+                net.to(self.device, memory_format=fmt)
+
+        o = cfg.optimizer
+        self.opt_g = torch.optim.SGD(
+            self.generator.parameters(), lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay
+        )
+        self.opt_d = None
+        if self.discriminator is not None:
+            d = cfg.discriminator
+            self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=d.lr, betas=tuple(d.betas))
+        fp16 = cfg.train.amp == "fp16"
+        self.scaler_g = torch.amp.GradScaler(self.device.type, enabled=fp16)
+        self.scaler_d = torch.amp.GradScaler(self.device.type, enabled=fp16)
+        self.noise_gen = torch.Generator(device=self.device)
+        self.noise_gen.manual_seed(cfg.seed * 1000 + 17 + self.dist.rank)
+        # Dropout draws from the global generator: distinct per rank, fixed by the seed.
+        torch.manual_seed(cfg.seed + 100_003 * (self.dist.rank + 1))
+        if self.device.type == "cuda":
+            torch.cuda.manual_seed(cfg.seed + 100_003 * (self.dist.rank + 1))
+
+        if payload is not None:
+            self._restore(payload)
+
+        # Wrappers for the training forward/backward.
+        self.g_train: nn.Module = self.generator
+        self.d_train: nn.Module | None = self.discriminator
+        if self.dist.distributed:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            unused = not (cfg.loss.sdf or self.method.uses_discriminator)
+            self.g_train = DDP(self.generator, device_ids=ids, find_unused_parameters=unused)
+            if self.discriminator is not None:
+                self.d_train = DDP(self.discriminator, device_ids=ids)
+        if cfg.train.compile:
+            self.g_train = torch.compile(self.g_train)  # type: ignore[assignment]
+            if self.d_train is not None:
+                self.d_train = torch.compile(self.d_train)  # type: ignore[assignment]
+        self._ready = True
+
+    def _restore(self, payload: dict[str, Any]) -> None:
+        saved_cfg = payload.get("config") or {}
+        if saved_cfg.get("method") != self.cfg.method:
+            raise CheckpointError(
+                f"checkpoint was written by method {saved_cfg.get('method')!r}, this run is {self.cfg.method!r}"
+            )
+        self.generator.load_state_dict(payload["generator"])
+        if self.discriminator is not None:
+            self.discriminator.load_state_dict(payload["discriminator"])
+        if self.teacher is not None:
+            self.teacher.load_state_dict(payload["teacher"])
+        opts = payload["optimizers"]
+        self.opt_g.load_state_dict(opts["generator"])
+        if self.opt_d is not None:
+            self.opt_d.load_state_dict(opts["discriminator"])
+        scalers = payload.get("scalers") or {}
+        if scalers.get("generator"):
+            self.scaler_g.load_state_dict(scalers["generator"])
+        if scalers.get("discriminator"):
+            self.scaler_d.load_state_dict(scalers["discriminator"])
+        ranks = payload["ranks"]
+        if len(ranks) != self.dist.world_size:
+            raise CheckpointError(
+                f"checkpoint was written by {len(ranks)} process(es), this run has {self.dist.world_size}; "
+                "resume with the same number of processes"
+            )
+        mine = ranks[self.dist.rank]
+        self.loader.load_state_dict(mine["loader"])
+        _set_rng_state(mine["rng"], self.device, self.noise_gen)
+        self.iteration = int(payload["iteration"])
+        self.best_val = payload.get("best_val_dice")
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def _payload(self) -> dict[str, Any] | None:
+        """The checkpoint dict on rank 0 (gathers every rank's loader and RNG state); None elsewhere."""
+        local = {"loader": self.loader.state_dict(), "rng": _rng_state(self.device, self.noise_gen)}
+        if self.dist.distributed:
+            local["rng"] = {k: v.cpu() if isinstance(v, Tensor) else v for k, v in local["rng"].items()}
+        ranks = gather_objects(local, self.dist)
+        if not self.is_main:
+            return None
+        cfg = self.cfg
+        o = cfg.optimizer
+
+        def state(module: nn.Module | None) -> dict[str, Tensor] | None:
+            if module is None:
+                return None
+            return {k: v.detach().cpu() for k, v in _unwrap(module).state_dict().items()}
+
+        return make_checkpoint(
+            self.generator,
+            CREATED_BY,
+            config=cfg.to_dict(),
+            iteration=self.iteration,
+            method=cfg.method,
+            discriminator=state(self.discriminator),
+            discriminator_model=model_spec(self.discriminator) if self.discriminator is not None else None,
+            teacher=state(self.teacher),
+            optimizers={
+                "generator": self.opt_g.state_dict(),
+                "discriminator": self.opt_d.state_dict() if self.opt_d is not None else None,
+            },
+            schedulers={
+                "generator": {
+                    "kind": "multistep",
+                    "base_lr": o.lr,
+                    "milestones": list(o.milestones),
+                    "gamma": o.gamma,
+                    "lr": step_lr(self.iteration, o.lr, o.milestones, o.gamma),
+                }
+            },
+            scalers={
+                "generator": self.scaler_g.state_dict() if self.scaler_g.is_enabled() else None,
+                "discriminator": self.scaler_d.state_dict() if self.scaler_d.is_enabled() else None,
+            },
+            ranks=ranks,
+            best_val_dice=self.best_val,
+            world_size=self.dist.world_size,
+        )
+
+    def _save(self, payload: dict[str, Any], path: Path) -> None:
+        save_checkpoint(payload, path)
+        for hook in self.hooks:
+            hook.on_checkpoint(self, self.iteration, path)
+
+    def _copy(self, src: Path, dst: Path) -> None:
+        import shutil
+
+        with atomic_path(dst) as tmp:
+            shutil.copyfile(src, tmp)
+
+    # ------------------------------------------------------------------ one iteration
+
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+        amp = self.cfg.train.amp
+        if amp == "none":
+            return contextlib.nullcontext()
+        dtype = torch.bfloat16 if amp == "bf16" else torch.float16
+        return torch.autocast(device_type=self.device.type, dtype=dtype)
+
+    def _check_finite(self, value: Tensor, name: str, i: int) -> None:
+        ok = bool(torch.isfinite(value.detach()).all().item())
+        if all_true(ok, self.dist, self.device):
+            return
+        last = self.ckpt_dir / "last.pt"
+        where = f"the last good checkpoint is {last}" if last.is_file() else "no checkpoint was written yet"
+        bad = "on another rank" if ok else f"= {float(value.detach().float().item())}"
+        raise TrainingError(f"non-finite {name} ({bad}) at iteration {i + 1}; training stopped, {where}")
+
+    def train_step(self, batch: dict[str, Any], i: int) -> dict[str, Any]:
+        """One iteration with 0-based index ``i``; returns the logged scalars (tensors or floats)."""
+        cfg = self.cfg
+        device = self.device
+        fmt = torch.channels_last_3d if cfg.train.channels_last else torch.contiguous_format
+        image = batch["image"].to(device, non_blocking=True).contiguous(memory_format=fmt)
+        label = batch["label"].to(device, non_blocking=True).long()
+        sdm = batch.get("sdm")
+        if sdm is not None:
+            sdm = sdm.to(device, non_blocking=True).float()
+        lbs = cfg.data.labeled_bs
+        lr = step_lr(i, cfg.optimizer.lr, cfg.optimizer.milestones, cfg.optimizer.gamma)
+        for group in self.opt_g.param_groups:
+            group["lr"] = lr
+
+        # Generator step: D in eval mode (no dropout), its weights frozen.
+        self.generator.train()
+        d = self.discriminator
+        if d is not None:
+            d.eval()
+            d.requires_grad_(False)
+        with self._autocast():
+            raw = self.g_train(image)
+        output = SegOutput(seg=raw.seg.float(), sdf=raw.sdf.float())
+        ctx = StepContext(
+            iteration=i,
+            image=image,
+            label=label,
+            sdm=sdm,
+            labeled_bs=lbs,
+            output=output,
+            discriminator=d,
+            teacher=self.teacher,
+            generator=self.noise_gen,
+            autocast=self._autocast,
+        )
+        with self._autocast():
+            loss = self.method.generator_loss(ctx)
+        if d is not None:
+            d.requires_grad_(True)
+        self._check_finite(loss, "loss", i)
+        self.opt_g.zero_grad(set_to_none=True)
+        self.scaler_g.scale(loss).backward()
+        self.scaler_g.step(self.opt_g)
+        self.scaler_g.update()
+
+        # Discriminator step.
+        if d is not None and self.opt_d is not None and self.d_train is not None:
+            d.train()
+            with torch.no_grad():
+                if cfg.train.d_step_reuse_outputs:
+                    sdf = output.sdf.detach()
+                else:
+                    self.generator.eval()
+                    with self._autocast():
+                        sdf = self.generator(image).sdf.float()
+                    self.generator.train()
+            with self._autocast():
+                loss_d = self.method.discriminator_loss(self.d_train, sdf, image, lbs)
+            self._check_finite(loss_d, "discriminator loss", i)
+            self.opt_d.zero_grad(set_to_none=True)
+            self.scaler_d.scale(loss_d).backward()
+            self.scaler_d.step(self.opt_d)
+            self.scaler_d.update()
+            ctx.logs["loss_d"] = loss_d.detach()
+
+        self.method.after_step(ctx, self.generator)
+        ctx.logs["lr"] = lr
+        return ctx.logs
+
+    # ------------------------------------------------------------------ validation
+
+    def validate(self) -> float:
+        """Mean Dice of the generator on the validation split (sliding windows), rank 0 only."""
+        from canet.data import load_case
+        from canet.evaluation import evaluate_model
+
+        v = self.cfg.validation
+        if not hasattr(self, "_val_volumes"):
+            cases = self.spec.split(v.split)
+            if v.max_cases is not None:
+                cases = cases[: v.max_cases]
+            self._val_volumes = [load_case(c, with_label=True) for c in cases]
+        summary = evaluate_model(
+            self.generator,
+            self._val_volumes,
+            self.cfg.data.patch_size,
+            out_dir=None,
+            num_classes=self.num_classes,
+            mode=v.mode,
+            spacing="voxels",
+            lcc=v.lcc,
+            device=str(self.device),
+            overlap=v.overlap,
+        )
+        mean = summary["dice"]["mean"]
+        return float("nan") if mean is None else float(mean)
+
+    # ------------------------------------------------------------------ the loop
+
+    def _write_run_files(self) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+        save_config(self.cfg, self.run_dir / "config.yaml")
+        env_path = self.run_dir / "environment.json"
+        env = environment_info(self.device, self.dist)
+        env["start_iteration"] = self.iteration
+        history: list[Any] = []
+        if env_path.is_file():
+            try:
+                old = json.loads(env_path.read_text(encoding="utf-8"))
+                history = [*old.pop("previous", []), old]
+            except (OSError, json.JSONDecodeError):
+                history = []
+        if history:
+            env["previous"] = history
+        from canet.io import atomic_write_text
+
+        atomic_write_text(env_path, json.dumps(env, indent=2) + "\n")
+
+    def run(self) -> TrainResult:
+        """Train to ``cfg.iterations``; returns the :class:`TrainResult`.
+
+        Raises:
+            TrainingError: a non-finite loss (the last good checkpoint is kept).
+        """
+        self.setup()
+        try:
+            return self._run()
+        finally:
+            self.loader.close()
+            cleanup_distributed(self.dist)
+
+    def _run(self) -> TrainResult:
+        cfg = self.cfg
+        total = cfg.iterations
+        if self.iteration > total:
+            raise ConfigError(
+                f"the run is at iteration {self.iteration}; --iterations must be >= that, got {total}"
+            )
+        writer = None
+        csv_log = None
+        bar = None
+        if self.is_main:
+            self._write_run_files()
+            csv_log = MetricsCSV(self.run_dir / "metrics.csv", self.method.log_keys, self.iteration)
+            from torch.utils.tensorboard import SummaryWriter
+
+            writer = SummaryWriter(
+                log_dir=str(self.run_dir), purge_step=self.iteration + 1 if self.resume else None
+            )
+            if not self.quiet:
+                from tqdm import tqdm
+
+                bar = tqdm(total=total, initial=self.iteration, unit="it", dynamic_ncols=True, desc=cfg.method)
+            if self.iteration:
+                self._say(f"resumed {self.run_dir} at iteration {self.iteration}", bar)
+        barrier(self.dist)
+        for hook in self.hooks:
+            hook.on_start(self)
+
+        start_time = time.perf_counter()
+        start_iter = self.iteration
+        window_t = time.perf_counter()
+        window_n = 0
+        log_every = cfg.train.log_every
+        last_path = self.ckpt_dir / "last.pt"
+        try:
+            while self.iteration < total:
+                i = self.iteration
+                for hook in self.hooks:
+                    hook.on_step_start(self, i)
+                batch = next(self.loader)
+                logs = self.train_step(batch, i)
+                self.iteration = i + 1
+                it = self.iteration
+                window_n += 1
+                if bar is not None:
+                    bar.update(1)
+
+                val_dice = None
+                if cfg.validation.every and (it % cfg.validation.every == 0 or it == total):
+                    if self.is_main:
+                        val_dice = self.validate()
+                        for hook in self.hooks:
+                            hook.on_validation(self, it, val_dice)
+                    barrier(self.dist)
+
+                logged = it % log_every == 0 or it == total or val_dice is not None
+                if logged:
+                    values = {k: _float(v) for k, v in logs.items()}
+                    now = time.perf_counter()
+                    values["sec_per_it"] = (now - window_t) / max(window_n, 1)
+                    window_t, window_n = now, 0
+                    self.last_logs = values
+                    if self.is_main:
+                        self._log_row(it, values, val_dice, csv_log, writer, bar, start_time, start_iter)
+                for hook in self.hooks:
+                    hook.on_step_end(self, i, logs, logged)
+
+                improved = False
+                if val_dice is not None and math.isfinite(val_dice):
+                    if self.best_val is None or val_dice > self.best_val:
+                        self.best_val = val_dice
+                        improved = True
+                due = it % cfg.train.checkpoint_every == 0 or it == total
+                keep = bool(cfg.train.keep_every) and it % cfg.train.keep_every == 0
+                if due or keep or improved:
+                    payload = self._payload()
+                    if payload is not None:
+                        self._save(payload, last_path)
+                        if keep:
+                            self._copy(last_path, self.ckpt_dir / f"iter_{it}.pt")
+                        if improved:
+                            self._copy(last_path, self.ckpt_dir / "best_val.pt")
+                            self._say(f"iteration {it}: validation Dice {val_dice:.4f} (best so far)", bar)
+                    barrier(self.dist)
+        finally:
+            if bar is not None:
+                bar.close()
+            if csv_log is not None:
+                csv_log.close()
+            if writer is not None:
+                writer.close()
+
+        for hook in self.hooks:
+            hook.on_end(self)
+        best = self.ckpt_dir / "best_val.pt"
+        return TrainResult(
+            run_dir=self.run_dir,
+            iteration=self.iteration,
+            last_checkpoint=last_path,
+            best_val_dice=self.best_val,
+            best_checkpoint=best if best.is_file() else None,
+            logs=dict(self.last_logs),
+            seconds=time.perf_counter() - start_time,
+        )
+
+    def _say(self, message: str, bar: Any) -> None:
+        if bar is not None:
+            bar.write(message)
+        else:
+            self._log(message)
+
+    def _log_row(
+        self,
+        it: int,
+        values: dict[str, float],
+        val_dice: float | None,
+        csv_log: MetricsCSV | None,
+        writer: Any,
+        bar: Any,
+        start_time: float,
+        start_iter: int,
+    ) -> None:
+        row = {"iteration": it, **values, "val_dice": val_dice}
+        if csv_log is not None:
+            csv_log.write(row)
+        if writer is not None:
+            for key, value in values.items():
+                if math.isfinite(value):
+                    writer.add_scalar(f"train/{key}", value, it)
+            if val_dice is not None and math.isfinite(val_dice):
+                writer.add_scalar("val/dice", val_dice, it)
+        shown = {k: values[k] for k in ("loss", "loss_dice", "loss_sdf", "loss_adv", "loss_cons", "loss_d") if k in values}
+        if bar is not None:
+            post = {k.replace("loss_", ""): f"{v:.4f}" for k, v in shown.items()}
+            post["lr"] = f"{values['lr']:.1e}"
+            if val_dice is not None:
+                post["val"] = f"{val_dice:.4f}"
+            bar.set_postfix(post, refresh=False)
+        else:
+            elapsed = time.perf_counter() - start_time
+            done = it - start_iter
+            rate = done / elapsed if elapsed > 0 else 0.0
+            eta = (self.cfg.iterations - it) / rate if rate > 0 else float("nan")
+            parts = [f"iter {it}/{self.cfg.iterations}"]
+            parts += [f"{k} {v:.4f}" for k, v in shown.items()]
+            parts.append(f"lr {values['lr']:.2e}")
+            if val_dice is not None:
+                parts.append(f"val_dice {val_dice:.4f}")
+            parts.append(f"{rate:.2f} it/s")
+            parts.append(f"ETA {_hms(eta)}")
+            self._log("  ".join(parts))
+
+
+def _hms(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "?"
+    s = int(round(seconds))
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+# --------------------------------------------------------------------------- entry points
+
+
+def train(
+    cfg: Config,
+    run_dir: str | os.PathLike[str] | None = None,
+    quiet: bool = False,
+    hooks: Sequence[Hook] = (),
+) -> TrainResult:
+    """Train a new run with ``cfg`` into ``run_dir`` (see :class:`Trainer`)."""
+    if cfg.data.root is not None:
+        cfg = config_from_dict({**cfg.to_dict(), "data": {**cfg.to_dict()["data"], "root": _abs(cfg.data.root)}})
+    return Trainer(cfg, run_dir, quiet=quiet, hooks=hooks).run()
+
+
+def _abs(path: str) -> str:
+    return str(Path(os.path.expanduser(path)).resolve())
+
+
+def load_run_config(run_dir: str | os.PathLike[str]) -> Config:
+    """The resolved config saved in a run folder.
+
+    Raises:
+        ConfigError: the folder has no ``config.yaml``.
+    """
+    from canet.training.config import load_config
+
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        raise ConfigError(f"{run_dir} is not a run folder (no config.yaml)")
+    return load_config(path)
+
+
+def resume(
+    run_dir: str | os.PathLike[str],
+    iterations: int | None = None,
+    overrides: dict[str, Any] | None = None,
+    quiet: bool = False,
+    hooks: Sequence[Hook] = (),
+) -> TrainResult:
+    """Continue the run in ``run_dir`` from ``checkpoints/last.pt``.
+
+    Args:
+        run_dir: a folder written by :func:`train`.
+        iterations: new total (extends a finished run); ``None`` keeps the saved one.
+        overrides: dotted config keys that may change on resume (``data.root``,
+            ``train.device``, ``data.num_workers``, ``train.log_every``,
+            ``train.checkpoint_every``, ``train.keep_every``).
+        quiet, hooks: as for :func:`train`.
+    """
+    cfg = load_run_config(run_dir)
+    data = cfg.to_dict()
+    changes = dict(overrides or {})
+    if iterations is not None:
+        changes["iterations"] = iterations
+    allowed = {
+        "iterations", "data.root", "train.device", "data.num_workers", "train.log_every",
+        "train.checkpoint_every", "train.keep_every",
+    }
+    for key, value in changes.items():
+        if key not in allowed:
+            raise ConfigError(f"config key {key!r} cannot change when resuming a run")
+        if key == "data.root" and value is not None:
+            value = _abs(str(value))
+        node = data
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node[part]
+        node[parts[-1]] = value
+    cfg = config_from_dict(data)
+    return Trainer(cfg, run_dir, quiet=quiet, hooks=hooks, resume=True).run()

@@ -1,0 +1,193 @@
+"""evaluate_model / evaluate and the HTML report."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import json
+import re
+from types import SimpleNamespace
+from typing import NamedTuple
+
+import h5py
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from torch import Tensor, nn
+
+from canet.checkpoint import make_checkpoint, save_checkpoint
+from canet.cli import main as cli_main
+from canet.evaluation import evaluate_model
+from canet.metrics import binary_metrics
+from canet.models import create_model
+from canet.report import load_training_metrics, render_case_png, save_case_slices
+
+
+class FakeOutput(NamedTuple):
+    seg: Tensor
+    sdf: Tensor
+
+
+class Threshold(nn.Module):
+    """Logits = 8 * (x - 0.5): predicts x > 0.5."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.tensor(8.0))
+
+    def forward(self, x: Tensor) -> FakeOutput:
+        seg = self.w * (x - 0.5)
+        return FakeOutput(seg, torch.tanh(seg))
+
+
+@pytest.fixture()
+def run_cli(monkeypatch, capsys):
+    monkeypatch.setattr(cli_main, "COMMAND_MODULES", ("eval_cmds",))
+
+    def run(*argv):
+        code = cli_main.main([str(a) for a in argv])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run
+
+
+def _volumes(n: int = 3, shape=(30, 26, 18)):
+    rng = np.random.default_rng(0)
+    vols = []
+    for i in range(n):
+        label = np.zeros(shape, np.uint8)
+        label[6:20, 5:18, 4:14] = 1
+        image = label.astype(np.float32) + rng.normal(0, 0.25 + 0.1 * i, shape).astype(np.float32)
+        affine = np.diag([0.9, 0.8, 1.5, 1.0])
+        vols.append(SimpleNamespace(case_id=f"case{i}", image=image, label=label, affine=affine, spacing=(0.9, 0.8, 1.5)))
+    return vols
+
+
+def test_evaluate_model_writes_metrics_predictions_and_report(tmp_path) -> None:
+    vols = _volumes()
+    out = tmp_path / "eval"
+    summary = evaluate_model(
+        Threshold(), vols, (16, 16, 8), out_dir=out, mode="fast", spacing="mm",
+        save_predictions=True, report=True,
+    )
+    with open(out / "metrics.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["case"] for r in rows] == ["case0", "case1", "case2"]
+    for vol, row in zip(vols, rows):
+        pred = nib.load(str(out / f"{vol.case_id}_pred.nii.gz"))
+        np.testing.assert_allclose(pred.affine, vol.affine)
+        mask = np.asarray(pred.dataobj)
+        expected = binary_metrics(mask, vol.label, vol.spacing)
+        assert float(row["dice"]) == pytest.approx(expected["dice"])
+        assert float(row["hd95"]) == pytest.approx(expected["hd95"])
+        assert float(row["seconds"]) > 0
+    on_disk = json.loads((out / "summary.json").read_text())
+    assert on_disk["cases"] == 3 and on_disk["mode"] == "fast" and on_disk["spacing"] == "mm"
+    assert on_disk["dice"]["mean"] == pytest.approx(summary["dice"]["mean"])
+    assert sorted(p.name for p in (out / "report_slices").iterdir()) == ["case0.npz", "case1.npz", "case2.npz"]
+    page = (out / "report.html").read_text()
+    assert page.count("data:image/png;base64,") == 3
+    # worst Dice first in the case images
+    order = sorted(rows, key=lambda r: float(r["dice"]))
+    positions = [page.index(f'alt="{r["case"]}"') for r in order]
+    assert positions == sorted(positions)
+
+
+def test_evaluate_model_voxels_and_errors(tmp_path) -> None:
+    vols = _volumes(1)
+    s = evaluate_model(Threshold(), vols, (16, 16, 8), spacing="voxels")
+    mask_metrics = s["rows"][0]
+    assert s["spacing"] == "voxels" and mask_metrics["hd95"] >= 0
+    vols[0].label = None
+    from canet.errors import CanetError
+
+    with pytest.raises(CanetError, match="has no label"):
+        evaluate_model(Threshold(), vols, (16, 16, 8))
+    with pytest.raises(CanetError, match="spacing must be"):
+        evaluate_model(Threshold(), _volumes(1), (16, 16, 8), spacing="cm")
+
+
+def test_case_png_is_drawn_from_the_slices(tmp_path) -> None:
+    vol = _volumes(1, shape=(40, 30, 20))[0]
+    pred = np.roll(vol.label, 2, axis=0)
+    path = save_case_slices(tmp_path / "s.npz", "case0", vol.image, vol.label, pred, vol.spacing, 0.8)
+    with np.load(path) as data:
+        # centroid of label[6:20, 5:18, 4:14] is (12.5, 11, 8.5), rounded half to even
+        assert list(data["centroid"]) == [12, 11, 8]
+        assert data["image_axial"].shape == (40, 30) and data["gt_coronal"].shape == (40, 20)
+        assert data["pred_sagittal"].shape == (30, 20)
+        np.testing.assert_array_equal(data["gt_axial"], vol.label[:, :, 8])
+        np.testing.assert_array_equal(data["pred_sagittal"], pred[12])
+    png = render_case_png(path)
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+
+
+def test_run_folder_report_with_training_curves(tmp_path, run_cli) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.csv").write_text(
+        "iteration,loss,loss_seg,lr,val_dice\n"
+        "10,1.0,0.8,0.01,\n20,0.7,0.5,0.009,0.61\n30,0.5,0.4,0.008,\n40,0.4,,0.007,0.72\n"
+    )
+    curves = load_training_metrics(run / "metrics.csv")
+    np.testing.assert_array_equal(curves["val_dice"][0], [20, 40])
+    np.testing.assert_array_equal(curves["loss_seg"][1], [0.8, 0.5, 0.4])
+    evaluate_model(Threshold(), _volumes(2), (16, 16, 8), out_dir=run / "eval", report=True)
+    code, out, err = run_cli("report", run)
+    assert code == 0, err
+    page = (run / "report.html").read_text()
+    assert "Training curves" in page and "Metrics" in page and "case0" in page
+    images = re.findall(r'data:image/png;base64,([A-Za-z0-9+/=]+)', page)
+    assert len(images) == 3 + 2  # losses, learning rate, validation + two cases
+    assert all(base64.b64decode(i)[:4] == b"\x89PNG" for i in images)
+    assert "<script" not in page and "http" not in page.split("<body>")[1]  # self-contained
+
+    # an evaluation folder alone also works; a folder with neither fails in one line
+    code, _, err = run_cli("report", run / "eval", "-o", tmp_path / "eval.html")
+    assert code == 0 and (tmp_path / "eval.html").is_file()
+    (tmp_path / "nothing").mkdir()
+    code, _, err = run_cli("report", tmp_path / "nothing")
+    assert code == 2 and "neither an evaluation" in err and err.count("\n") == 1
+
+
+def _write_la_root(root, ids, shape=(40, 36, 20)) -> None:
+    rng = np.random.default_rng(0)
+    for i, case in enumerate(ids):
+        folder = root / "2018LA_Seg_Training Set" / case
+        folder.mkdir(parents=True)
+        label = np.zeros(shape, np.uint8)
+        label[8 + i : 28, 8:26, 4:16] = 1
+        image = (label * 2.0 + rng.normal(0, 1, shape)).astype(np.float32)
+        with h5py.File(folder / "mri_norm2.h5", "w") as f:
+            f.create_dataset("image", data=image, compression="gzip")
+            f.create_dataset("label", data=label, compression="gzip")
+    (root / "train.list").write_text("\n".join(ids[:2]) + "\n")
+    (root / "test.list").write_text("\n".join(ids[2:]) + "\n")
+
+
+def test_evaluate_command_on_an_la_folder(tmp_path, run_cli) -> None:
+    root = tmp_path / "LA"
+    _write_la_root(root, ["T0", "T1", "E0", "E1"])
+    torch.manual_seed(0)
+    model = create_model("vnet", n_filters=2)
+    ckpt = tmp_path / "m.pt"
+    save_checkpoint(make_checkpoint(model, "tests", config={"patch_size": [32, 32, 16]}), ckpt)
+    out = tmp_path / "out"
+    code, stdout, err = run_cli(
+        "evaluate", ckpt, "--data", root, "--out", out, "--mode", "reference",
+        "--save-predictions", "--report", "--quiet", "--no-lcc",
+    )
+    assert code == 0, err
+    assert "dice" in stdout and "cases: 2" in stdout
+    with open(out / "metrics.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["case"] for r in rows] == ["E0", "E1"]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["cases"] == 2 and summary["mode"] == "reference" and summary["spacing"] == "voxels"
+    assert summary["checkpoint"] == str(ckpt) and summary["patch_size"] == [32, 32, 16]
+    assert (out / "E0_pred.nii.gz").is_file() and (out / "report.html").is_file()
+
+    code, _, err = run_cli("evaluate", tmp_path / "none.pt", "--data", root, "--out", out)
+    assert code == 2 and "checkpoint not found" in err and err.count("\n") == 1

@@ -1,0 +1,110 @@
+"""MetricAccumulator, per-class metrics and summaries (NaNs counted, never turned into 0)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+
+import numpy as np
+import pytest
+
+from canet.errors import CanetError
+from canet.metrics import MetricAccumulator, binary_metrics, multiclass_metrics, stats, summarize
+
+
+def _cube(shape, lo, hi) -> np.ndarray:
+    m = np.zeros(shape, np.uint8)
+    m[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]] = 1
+    return m
+
+
+def test_stats_skip_nan_and_count_it() -> None:
+    s = stats([1.0, float("nan"), 3.0])
+    assert s == {"mean": 2.0, "std": 1.0, "n": 2, "nan": 1}
+    assert stats([float("nan")]) == {"mean": None, "std": None, "n": 0, "nan": 1}
+
+
+def test_accumulator_rows_summary_and_files(tmp_path) -> None:
+    shape = (16, 16, 12)
+    gt = _cube(shape, (3, 3, 3), (10, 10, 9))
+    acc = MetricAccumulator(spacing=(1.0, 1.0, 2.0))
+    preds = {
+        "a": _cube(shape, (4, 3, 3), (11, 10, 9)),
+        "b": _cube(shape, (3, 2, 3), (9, 10, 8)),
+        "empty": np.zeros(shape, np.uint8),
+    }
+    for i, (case, pred) in enumerate(preds.items()):
+        row = acc.add(case, pred, gt, seconds=0.5 + i)
+        assert set(row) == {"case", "dice", "jaccard", "hd95", "asd", "seconds"}
+    rows = acc.rows
+    expected_a = binary_metrics(preds["a"], gt, (1.0, 1.0, 2.0))
+    assert rows[0]["hd95"] == expected_a["hd95"] and rows[0]["dice"] == expected_a["dice"]
+    assert rows[2]["dice"] == 0.0 and math.isnan(rows[2]["hd95"])
+
+    summary = acc.write_summary(tmp_path / "summary.json", mode="fast")
+    dice_values = [r["dice"] for r in rows]
+    assert summary["dice"]["mean"] == pytest.approx(np.mean(dice_values))
+    assert summary["dice"]["std"] == pytest.approx(np.std(dice_values))
+    assert summary["hd95"]["n"] == 2 and summary["hd95"]["nan"] == 1
+    assert summary["hd95"]["mean"] == pytest.approx(np.mean([rows[0]["hd95"], rows[1]["hd95"]]))
+    assert summary["cases"] == 3 and summary["empty_pred"] == 1 and summary["empty_gt"] == 0
+    assert summary["nan_counts"] == {"dice": 0, "jaccard": 0, "hd95": 1, "asd": 1}
+    assert summary["spacing"] == "mm" and summary["mode"] == "fast"
+    assert summary["seconds"]["total"] == pytest.approx(0.5 + 1.5 + 2.5)
+    on_disk = json.loads((tmp_path / "summary.json").read_text())  # strict JSON: no NaN
+    assert on_disk["hd95"] == summary["hd95"]
+
+    acc.write_csv(tmp_path / "metrics.csv")
+    with open(tmp_path / "metrics.csv", newline="") as fh:
+        table = list(csv.reader(fh))
+    assert table[0] == ["case", "dice", "jaccard", "hd95", "asd", "seconds"]
+    assert [r[0] for r in table[1:]] == ["a", "b", "empty"]
+    assert float(table[1][1]) == rows[0]["dice"]
+    assert table[3][3] == "nan"
+    assert "hd95" in acc.table() and "empty predictions: 1" in acc.table()
+
+    with pytest.raises(CanetError, match="scored twice"):
+        acc.add("a", gt, gt)
+
+
+def test_voxel_units_and_mixed_units() -> None:
+    gt = _cube((10, 10, 10), (2, 2, 2), (7, 7, 7))
+    acc = MetricAccumulator()
+    acc.add("x", gt, gt)
+    assert acc.summary()["spacing"] == "voxels"
+    acc.add("y", gt, gt, spacing=(2.0, 2.0, 2.0))
+    assert acc.summary()["spacing"] == "mixed"
+
+
+def test_multiclass_rows_are_per_class() -> None:
+    shape = (16, 16, 10)
+    gt = np.zeros(shape, np.uint8)
+    gt[2:7, 2:7, 2:7] = 1
+    gt[9:14, 9:14, 3:8] = 2
+    pred = np.roll(gt, 1, axis=1)
+    pred[pred == 2] = 0  # class 2 missed completely
+    per_class = multiclass_metrics(pred, gt, 3)
+    assert per_class[1] == binary_metrics(pred == 1, gt == 1)
+    assert per_class[2]["dice"] == 0.0 and math.isnan(per_class[2]["hd95"])
+
+    acc = MetricAccumulator(num_classes=3)
+    row = acc.add("c", pred, gt)
+    assert acc.columns[:6] == ["case", "dice", "jaccard", "hd95", "asd", "seconds"]
+    assert "dice_2" in acc.columns and "asd_1" in acc.columns
+    assert row["dice"] == pytest.approx((per_class[1]["dice"] + 0.0) / 2)
+    assert row["hd95"] == per_class[1]["hd95"]  # mean over classes with a value
+    s = acc.summary()
+    assert s["per_class"]["2"]["hd95"]["nan"] == 1
+    assert s["empty_pred"] == 1
+
+
+def test_summarize_plain_rows() -> None:
+    rows = [{"dice": 0.5, "jaccard": 0.3, "hd95": 2.0, "asd": 1.0}, {"dice": 0.7, "jaccard": 0.5, "hd95": float("nan"), "asd": float("nan")}]
+    s = summarize(rows)
+    assert s["cases"] == 2 and s["dice"]["mean"] == pytest.approx(0.6) and s["asd"]["n"] == 1
+
+
+def test_bad_num_classes() -> None:
+    with pytest.raises(CanetError, match="at least 2, got 1"):
+        MetricAccumulator(num_classes=1)
