@@ -21,7 +21,7 @@ import math
 import os
 import re
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -185,8 +185,13 @@ def _load(checkpoint: str | os.PathLike[str], device: str) -> tuple[nn.Module, d
     except (RuntimeError, TypeError):
         raise CanetError(f"unknown device {device!r}") from None
     payload = load_checkpoint(checkpoint, map_location="cpu")
-    model = build_generator(payload).to(device).eval()
-    return model, payload
+    model = build_generator(payload)
+    try:
+        model = model.to(device)
+    except (RuntimeError, AssertionError) as exc:  # e.g. "Torch not compiled with CUDA enabled"
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CanetError(f"device {device!r} is not available: {first}") from None
+    return model.eval(), payload
 
 
 def _check_mode(mode: str) -> None:
@@ -252,7 +257,8 @@ def evaluate_model(
     if progress:
         from tqdm import tqdm
 
-        items = tqdm(volumes, desc="evaluate", unit="case")
+        total = len(volumes) if hasattr(volumes, "__len__") else None  # type: ignore[arg-type]
+        items = tqdm(volumes, desc="evaluate", unit="case", total=total)
     names: set[str] = set()
     for vol in items:
         if vol.label is None:
@@ -367,12 +373,18 @@ def evaluate(
     if spacing == "auto":
         spacing = "voxels" if getattr(spec, "kind", None) == "la" else "mm"
 
-    def volumes() -> Iterable[Any]:
-        for case in cases:
-            yield load_case(case, with_label=True, normalize=settings["normalize"])
+    class _Lazy:
+        """Loads one case at a time (memory stays at one volume) and knows its length."""
+
+        def __len__(self) -> int:
+            return len(cases)
+
+        def __iter__(self) -> Iterator[Any]:
+            for case in cases:
+                yield load_case(case, with_label=True, normalize=settings["normalize"])
 
     return evaluate_model(
-        model, volumes(), settings["patch_size"], out_dir=out_dir, num_classes=num_classes,
+        model, _Lazy(), settings["patch_size"], out_dir=out_dir, num_classes=num_classes,
         mode=mode, spacing=spacing, save_predictions=save_predictions, report=report, lcc=lcc,
         tta=tta, device=device, overlap=overlap, sw_batch_size=sw_batch_size, progress=progress,
         extra_summary={"checkpoint": str(checkpoint), "data": str(data), "split": split},

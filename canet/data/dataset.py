@@ -284,7 +284,7 @@ def read_array(
             zooms = img.header.get_zooms()
         except Exception as exc:
             raise DataError(f"{p}: cannot read NIfTI file ({_reason(exc)})") from None
-        array = _to_3d(array, p, "image" if key == "image" else key)
+        array = _to_3d(array, p, key)
         spacing = tuple(float(z) for z in zooms[:3])
         if len(spacing) != 3 or not all(np.isfinite(spacing)) or min(spacing) <= 0:
             spacing = spacing_of(affine)
@@ -295,7 +295,7 @@ def read_array(
         array, header = nrrd.read(str(p))
     except Exception as exc:
         raise DataError(f"{p}: cannot read NRRD file ({_reason(exc)})") from None
-    array = _to_3d(np.asarray(array), p, "image" if key == "image" else key)
+    array = _to_3d(np.asarray(array), p, key)
     affine = nrrd_affine(header)
     spacing = spacing_of(affine)
     if min(spacing) <= 0:
@@ -511,8 +511,7 @@ def _open_datalist(path: Path, labeled: int | None) -> DatasetSpec:
 
     # Ids: explicit ones, else the image name without extension; clashes fall
     # back to the path relative to the datalist folder.
-    all_rows = [r for rows in raw.values() for r in rows]
-    stems = [strip_suffix(r[1].name) for r in all_rows]
+    stems = [strip_suffix(r[1].name) for rows in raw.values() for r in rows if not r[0]]
 
     def case_id(row: tuple[str, Path, Path | None]) -> str:
         if row[0]:

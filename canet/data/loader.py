@@ -34,7 +34,7 @@ from torch.utils.data import DataLoader, Dataset
 from canet.data.augment import augment_pair, check_patch_size
 from canet.data.dataset import Case, DatasetSpec, load_case
 from canet.data.sampler import TwoStreamBatchSampler, _whole
-from canet.errors import ConfigError, DataError
+from canet.errors import CanetError, ConfigError, DataError
 
 ExtraTargets = Callable[[np.ndarray], Mapping[str, Any]]
 _AUGMENT_STREAM = 2
@@ -184,6 +184,20 @@ class _JobBatches:
             k += 1
 
 
+def _one_line(exc: CanetError) -> CanetError:
+    """A user error raised in a DataLoader worker, back to its original one-line message.
+
+    The DataLoader re-raises worker exceptions with the worker's traceback in
+    the message; its last line is ``module.Class: <original message>``.
+    """
+    text = str(exc)
+    if not text.startswith("Caught ") or "\n" not in text:
+        return exc
+    last = [line for line in text.splitlines() if line.strip()][-1].strip()
+    prefix = f"{type(exc).__module__}.{type(exc).__qualname__}: "
+    return type(exc)(last[len(prefix):] if last.startswith(prefix) else last)
+
+
 def _seed_worker(worker_id: int) -> None:
     """Seed the global RNGs of a DataLoader worker from its torch seed (base seed + worker id)."""
     seed = torch.initial_seed() % 2**32
@@ -260,7 +274,11 @@ class TrainLoader:
     def __next__(self) -> dict[str, Any]:
         if self._iter is None:
             self._iter = self._start()
-        batch = next(self._iter)
+        try:
+            batch = next(self._iter)
+        except CanetError as exc:
+            self._iter = None
+            raise _one_line(exc) from None
         self._drawn += 1
         return batch
 

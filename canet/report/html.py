@@ -139,7 +139,7 @@ def render_case_png(slices: dict[str, np.ndarray] | str | os.PathLike[str]) -> b
 
     spacing = np.asarray(slices.get("spacing", (1.0, 1.0, 1.0)), dtype=float)
     axes_of = {"axial": (0, 1), "coronal": (0, 2), "sagittal": (1, 2)}
-    fig, axes = plt.subplots(1, 3, figsize=(13, 4.0), dpi=90)
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.7), dpi=90)
     for ax, (plane, _) in zip(axes, PLANES):
         img = np.asarray(slices[f"image_{plane}"], dtype=np.float32)
         lo, hi = np.percentile(img, [1, 99]) if img.size else (0.0, 1.0)
@@ -150,9 +150,15 @@ def render_case_png(slices: dict[str, np.ndarray] | str | os.PathLike[str]) -> b
             m = np.asarray(slices[f"{key}_{plane}"])
             if m.any() and min(m.shape) > 1:
                 labels = [v for v in np.unique(m) if v != 0]
+                # a zero border lets a mask that reaches the slice's edge show a contour there
+                xs = np.arange(-1, m.shape[0] + 1)
+                ys = np.arange(-1, m.shape[1] + 1)
                 for v in labels:
-                    ax.contour((m == v).T.astype(float), levels=[0.5], colors=colour, linewidths=1.4, origin="lower")
+                    padded = np.pad((m == v).astype(float), 1)
+                    ax.contour(xs, ys, padded.T, levels=[0.5], colors=colour, linewidths=1.4)
         ax.set_title(f"{plane} ({'xyz'[h_axis]}-{'xyz'[v_axis]})", fontsize=11)
+        ax.set_xlim(-0.5, img.shape[0] - 0.5)
+        ax.set_ylim(-0.5, img.shape[1] - 0.5)
         ax.set_xticks([])
         ax.set_yticks([])
     dice = float(np.asarray(slices.get("dice", np.nan)))

@@ -12,7 +12,15 @@ import numpy as np
 import pytest
 import yaml
 
-from canet.data import LA_CASES_DIR, LA_FILE_NAME, Case, load_case, open_dataset, read_array, save_nifti
+from canet.data import (
+    LA_CASES_DIR,
+    LA_FILE_NAME,
+    Case,
+    load_case,
+    open_dataset,
+    read_array,
+    save_nifti,
+)
 from canet.data.dataset import nrrd_affine
 from canet.errors import DataError
 

@@ -1,0 +1,192 @@
+"""check_dataset / `canet check-data`: every problem of the issue, listed with its file, on broken copies."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+import h5py
+import nibabel as nib
+import numpy as np
+import pytest
+
+from canet.cli.main import main
+from canet.data import LA_CASES_DIR, LA_FILE_NAME, check_dataset, ensure_clean
+from canet.errors import DataError
+
+
+def _h5(root: Path, index: int = 1) -> Path:
+    case_id = (root / "train.list").read_text().split()[index]
+    return root / LA_CASES_DIR / case_id / LA_FILE_NAME
+
+
+def _rewrite(path: Path, image: np.ndarray | None = None, label: np.ndarray | None = None) -> None:
+    with h5py.File(path, "r+") as fh:
+        for key, value in (("image", image), ("label", label)):
+            if value is not None:
+                del fh[key]
+                fh.create_dataset(key, data=value)
+
+
+def _edit(path: Path, key: str, fn: Callable[[np.ndarray], np.ndarray]) -> None:
+    with h5py.File(path, "r") as fh:
+        arr = fh[key][()]
+    _rewrite(path, **{key: fn(arr)})
+
+
+def _set(arr: np.ndarray, value: float) -> np.ndarray:
+    arr = arr.copy()
+    arr[3, 4, 5] = value
+    return arr
+
+
+def _truncate(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def _delete_dataset(path: Path, key: str) -> None:
+    with h5py.File(path, "r+") as fh:
+        del fh[key]
+
+
+BREAKS: dict[str, tuple[Callable[[Path], None], str]] = {
+    "missing file": (lambda p: p.unlink(), "file not found"),
+    "truncated file": (_truncate, "cannot read HDF5 file"),
+    "not an h5 file": (lambda p: p.write_bytes(b"\x00garbage" * 64), "cannot read HDF5 file"),
+    "missing image": (lambda p: _delete_dataset(p, "image"), "no 'image' dataset"),
+    "missing label": (lambda p: _delete_dataset(p, "label"), "no 'label' dataset"),
+    "shape mismatch": (lambda p: _edit(p, "label", lambda a: a[:, :, :-1]), "label shape .* differs from image shape"),
+    "label outside classes": (lambda p: _edit(p, "label", lambda a: _set(a, 3)), r"label values \{3\} outside the 2 classes"),
+    "negative label": (lambda p: _edit(p, "label", lambda a: _set(a.astype(np.int16), -1)), r"label values \{-1\} outside"),
+    "fractional label": (lambda p: _edit(p, "label", lambda a: _set(a.astype(np.float32), 0.5)), "label values must be whole numbers, got 0.5"),
+    "nan": (lambda p: _edit(p, "image", lambda a: _set(a, np.nan)), "image holds 1 NaN and 0 inf values"),
+    "inf": (lambda p: _edit(p, "image", lambda a: _set(a, np.inf)), "image holds 0 NaN and 1 inf values"),
+    "constant image": (lambda p: _edit(p, "image", np.zeros_like), r"image is empty \(every voxel is 0\)"),
+    "zero-size image": (lambda p: _rewrite(p, np.zeros((0, 40, 24), np.float32), np.zeros((0, 40, 24), np.uint8)), "image is empty"),
+    "2D image": (lambda p: _edit(p, "image", lambda a: a[:, :, 0]), "image is 2D"),
+}
+
+
+@pytest.mark.parametrize("name", list(BREAKS))
+def test_each_problem_is_listed_with_its_file(synth_copy: Path, name: str, capsys: pytest.CaptureFixture[str]) -> None:
+    target = _h5(synth_copy)
+    damage, pattern = BREAKS[name]
+    damage(target)
+    report = check_dataset(synth_copy)
+    assert not report.ok
+    expected = 2 if name == "zero-size image" else 1  # its label is empty as well
+    assert len(report.problems) == expected, report.problems
+    assert all(p.startswith(f"{target}: ") for p in report.problems)
+    assert re.search(pattern, report.problems[0]), report.problems[0]
+    assert report.summary["cases"] == {"labeled": 8, "unlabeled": 0, "validation": 0, "test": 2}
+    with pytest.raises(DataError, match=f"the dataset has {expected} problem"):
+        ensure_clean(report)
+
+    assert main(["check-data", str(synth_copy), "--no-progress"]) == 1
+    out, err = capsys.readouterr()
+    assert f"problem: {target}: " in out and f"FAILED: {expected} problem(s)" in out
+    assert "Traceback" not in out + err
+
+
+def test_clean_dataset_summary_and_exit_code(synth_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    report = check_dataset(synth_root, labeled=3)
+    assert report.ok and report.problems == [] and report.warnings == []
+    ensure_clean(report)  # no exception
+    s = report.summary
+    assert s["kind"] == "la" and s["num_classes"] == 2
+    assert s["cases"] == {"labeled": 3, "unlabeled": 5, "validation": 0, "test": 2}
+    assert s["shape_min"] == s["shape_max"] == [40, 40, 24]
+    assert s["spacing_min"] == [1.0, 1.0, 1.0] and s["spacing_unit"] == "voxels"
+    assert s["files_read"] == 10
+    assert s["foreground_fraction"]["cases"] == 5  # 3 labeled + 2 test labels read
+    assert 0.01 < s["foreground_fraction"]["min"] <= s["foreground_fraction"]["max"] < 0.3
+    assert abs(s["intensity"]["mean"]) < 1e-3 and abs(s["intensity"]["std"] - 1) < 1e-3  # z-scored
+
+    js = tmp_path / "report.json"
+    assert main(["check-data", str(synth_root), "--labeled", "3", "--no-progress", "--json", str(js)]) == 0
+    out = capsys.readouterr().out
+    assert "cases: 3 labeled, 5 unlabeled, 0 validation, 2 test" in out and "OK: no problems found" in out
+    payload = json.loads(js.read_text())
+    assert payload["ok"] is True and payload["summary"]["cases"]["labeled"] == 3
+
+
+def test_unlabeled_labels_are_not_required(synth_copy: Path) -> None:
+    ids = (synth_copy / "train.list").read_text().split()
+    _delete_dataset(_h5(synth_copy, 6), "label")  # case 6 is unlabeled with labeled=4
+    assert check_dataset(synth_copy, labeled=4).ok
+    report = check_dataset(synth_copy)  # all labeled: now it is a problem
+    assert report.problems == [f"{_h5(synth_copy, 6)}: no 'label' dataset (the file holds: image)"]
+    assert ids[6] in report.problems[0]
+
+
+def test_structural_problems(synth_copy: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    ids = (synth_copy / "train.list").read_text().split()
+    (synth_copy / "train.list").write_text("\n".join([*ids, ids[2]]) + "\n")
+    report = check_dataset(synth_copy)
+    assert report.problems == [f"{_h5(synth_copy, 2)}: case {ids[2]!r} is listed twice in train"]
+
+    test_ids = (synth_copy / "test.list").read_text().split()
+    (synth_copy / "train.list").write_text("\n".join([*ids, test_ids[0]]) + "\n")
+    report = check_dataset(synth_copy)
+    assert report.ok and any("in both training and test" in w for w in report.warnings)
+
+    assert check_dataset(synth_copy, labeled=50).problems == [
+        f"labeled=50 exceeds the 9 training cases of {synth_copy / 'train.list'}"
+    ]
+    (synth_copy / "train.list").unlink()
+    assert check_dataset(synth_copy).problems == [f"{synth_copy}: not an LA dataset folder (no train.list)"]
+    missing = tmp_path / "absent"
+    assert main(["check-data", str(missing), "--no-progress"]) == 1
+    out, err = capsys.readouterr()
+    assert f"problem: dataset not found: {missing}" in out and "Traceback" not in out + err
+
+
+def test_empty_label_is_a_warning(synth_copy: Path) -> None:
+    _edit(_h5(synth_copy, 0), "label", np.zeros_like)
+    report = check_dataset(synth_copy)
+    assert report.ok and report.warnings == [f"{_h5(synth_copy, 0)}: label has no foreground"]
+
+
+def test_datalist_problems(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    img = rng.normal(size=(12, 12, 8)).astype(np.float32)
+    lab = (img > 1).astype(np.uint8)
+    nib.save(nib.Nifti1Image(img, np.diag([0.8, 0.8, 2.0, 1.0])), str(tmp_path / "a.nii.gz"))
+    nib.save(nib.Nifti1Image(lab, np.eye(4)), str(tmp_path / "a_seg.nii.gz"))
+    nib.save(nib.Nifti1Image(img, np.eye(4)), str(tmp_path / "b.nii.gz"))
+    (tmp_path / "c.nii.gz").write_bytes(b"\x1f\x8b\x08not really gzip")
+    nib.save(nib.Nifti1Image(lab * 4, np.eye(4)), str(tmp_path / "d_seg.nii.gz"))
+    datalist = {
+        "training": [
+            {"image": "a.nii.gz", "label": "a_seg.nii.gz"},
+            {"image": "b.nii.gz", "label": "b_seg.nii.gz"},  # label file absent
+            {"image": "a.nii.gz", "label": "d_seg.nii.gz", "id": "d"},  # label values 0 and 4
+        ],
+        "unlabeled": [{"image": "c.nii.gz"}],  # unreadable image
+    }
+    path = tmp_path / "dataset.json"
+    path.write_text(json.dumps(datalist))
+    report = check_dataset(path)
+    assert report.problems[0] == f"{tmp_path / 'b_seg.nii.gz'}: file not found"
+    assert report.problems[1] == f"{tmp_path / 'd_seg.nii.gz'}: label values {{4}} outside the 2 classes (0..1)"
+    assert report.problems[2].startswith(f"{tmp_path / 'c.nii.gz'}: cannot read NIfTI file (")
+    assert len(report.problems) == 3
+    assert report.summary["spacing_unit"] == "mm" and report.summary["spacing_max"] == [1.0, 1.0, 2.0]
+    datalist["num_classes"] = 5
+    path.write_text(json.dumps(datalist))
+    assert len(check_dataset(path).problems) == 2  # 4 is a class now
+
+    datalist["training"][0].pop("label")
+    path.write_text(json.dumps(datalist))
+    assert check_dataset(path).problems == [f"{path}: training[0] has no 'label' path (labeled cases need one)"]
+
+
+def test_real_la_copy_is_clean(la_small: Path) -> None:
+    report = check_dataset(la_small, labeled=2)
+    assert report.ok, report.problems
+    assert report.summary["cases"] == {"labeled": 2, "unlabeled": 1, "validation": 0, "test": 1}
+    assert report.summary["shape_min"][2] == report.summary["shape_max"][2] == 88
+    assert 0.02 < report.summary["foreground_fraction"]["mean"] < 0.3

@@ -1,0 +1,221 @@
+"""The training loader: batch composition, reproducibility, resume, DDP shards, unlabeled labels unread."""
+
+from __future__ import annotations
+
+import io
+from collections import Counter
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from canet.data import (
+    LA_CASES_DIR,
+    LA_FILE_NAME,
+    TwoStreamBatchSampler,
+    build_train_loader,
+    open_dataset,
+)
+from canet.errors import ConfigError, DataError
+
+PATCH = (24, 24, 16)
+
+
+def _extra(label: np.ndarray) -> dict[str, np.ndarray]:
+    """A stand-in extra target that depends on every voxel of the label patch."""
+    return {"sdm": (label.astype(np.float32) * 2 - 1)[None], "fg": np.array([label.sum()], np.int64)}
+
+
+def _same(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(
+        (torch.equal(a[k], b[k]) if isinstance(a[k], torch.Tensor) else a[k] == b[k]) for k in a
+    )
+
+
+def test_batches_have_labeled_rows_first_and_zero_targets_for_unlabeled(synth_root: Path) -> None:
+    spec = open_dataset(synth_root, labeled=4)
+    labeled_ids = {c.case_id for c in spec.labeled}
+    unlabeled_ids = {c.case_id for c in spec.unlabeled}
+    loader = build_train_loader(spec, PATCH, batch_size=4, labeled_bs=2, seed=0, extra_targets=_extra)
+    assert iter(loader) is loader and loader.batches_per_epoch == 2
+    for _ in range(6):
+        batch = next(loader)
+        assert batch["image"].shape == (4, 1, *PATCH) and batch["image"].dtype == torch.float32
+        assert batch["label"].shape == (4, *PATCH) and batch["label"].dtype == torch.int64
+        assert batch["labeled"].tolist() == [True, True, False, False]
+        assert set(batch["case_id"][:2]) <= labeled_ids and set(batch["case_id"][2:]) <= unlabeled_ids
+        assert batch["sdm"].shape == (4, 1, *PATCH) and batch["fg"].shape == (4, 1)
+        for row in range(2):  # labeled rows: the targets of their own label patch
+            lab = batch["label"][row]
+            assert lab.sum() > 0  # 24^2 x 16 patches of a 40^2 x 24 volume always meet the atrium
+            assert torch.equal(batch["sdm"][row, 0], lab.float() * 2 - 1)
+            assert int(batch["fg"][row, 0]) == int(lab.sum())
+        assert not batch["label"][2:].any() and not batch["sdm"][2:].any() and not batch["fg"][2:].any()
+        assert batch["image"][2:].abs().sum() > 0  # unlabeled images are real data
+    assert loader.batches_drawn == 6 and loader.epoch == 3
+
+
+def test_labeled_passes_and_unlabeled_stream(synth_root: Path) -> None:
+    spec = open_dataset(synth_root, labeled=4)
+    loader = build_train_loader(spec, PATCH, batch_size=4, labeled_bs=2, seed=9)
+    batches = [next(loader)["case_id"] for _ in range(4)]  # 2 passes over the 4 labeled cases
+    for e in range(2):
+        ids = [i for b in batches[2 * e : 2 * e + 2] for i in b[:2]]
+        assert sorted(ids) == sorted(c.case_id for c in spec.labeled)  # each once per pass
+    stream = [i for b in batches for i in b[2:]]  # 8 draws = 2 passes of the 4 unlabeled cases
+    for p in range(2):
+        assert sorted(stream[4 * p : 4 * p + 4]) == sorted(c.case_id for c in spec.unlabeled)
+    orders = {tuple(i for b in batches[2 * e : 2 * e + 2] for i in b[:2]) for e in range(2)}
+    more = [next(loader)["case_id"] for _ in range(8)]
+    orders |= {tuple(i for b in more[2 * e : 2 * e + 2] for i in b[:2]) for e in range(4)}
+    assert len(orders) > 1  # reshuffled between passes
+
+
+def test_same_seed_same_batches_any_worker_count(synth_root: Path) -> None:
+    spec = open_dataset(synth_root, labeled=4)
+    kwargs = dict(batch_size=4, labeled_bs=2, extra_targets=lambda lab: {"sdm": lab.astype(np.float32)})
+    a = [next(it) for it in [build_train_loader(spec, PATCH, seed=5, **kwargs)] for _ in range(5)]
+    b_loader = build_train_loader(spec, PATCH, seed=5, num_workers=2, **kwargs)
+    b = [next(b_loader) for _ in range(5)]
+    b_loader.close()
+    c_loader = build_train_loader(spec, PATCH, seed=6, cache=False, **kwargs)
+    c = [next(c_loader) for _ in range(5)]
+    assert all(_same(x, y) for x, y in zip(a, b))
+    assert not any(torch.equal(x["image"], y["image"]) for x, y in zip(a, c))
+
+
+def test_resume_continues_the_same_sequence(synth_root: Path) -> None:
+    spec = open_dataset(synth_root, labeled=5)
+    build = dict(spec=spec, patch_size=PATCH, batch_size=3, labeled_bs=2, seed=21, extra_targets=_extra)
+    reference = build_train_loader(**build)
+    expected = [next(reference) for _ in range(9)]
+
+    first = build_train_loader(**build)
+    for _ in range(5):
+        next(first)
+    buffer = io.BytesIO()
+    torch.save(first.state_dict(), buffer)  # as a checkpoint would store it
+    state = torch.load(io.BytesIO(buffer.getvalue()), weights_only=True)
+    assert state["batches_drawn"] == 5 and state["epoch"] == 2  # 5 labeled // 2 = 2 batches a pass
+    assert all(_same(next(first), e) for e in expected[5:7])
+
+    resumed = build_train_loader(**build, num_workers=2)
+    resumed.load_state_dict(state)
+    got = [next(resumed) for _ in range(4)]
+    resumed.close()
+    assert all(_same(g, e) for g, e in zip(got, expected[5:9]))
+    first.load_state_dict(state)  # rewinding a loader that has run replays from there
+    assert _same(next(first), expected[5])
+
+
+def test_resume_refuses_a_foreign_state(synth_root: Path) -> None:
+    spec = open_dataset(synth_root, labeled=4)
+    state = build_train_loader(spec, PATCH, 4, 2, seed=1).state_dict()
+    other = build_train_loader(spec, PATCH, 4, 2, seed=2)
+    with pytest.raises(ConfigError, match="saved with seed=1 but this loader has seed=2"):
+        other.load_state_dict(state)
+    with pytest.raises(ConfigError, match="batches_drawn must be a whole number >= 0, got -1"):
+        other.load_state_dict({"batches_drawn": -1})
+    with pytest.raises(ConfigError, match="patch_size"):
+        build_train_loader(spec, (16, 16, 16), 4, 2, seed=1).load_state_dict(state)
+
+
+def test_supervised_only_and_size_errors(synth_root: Path) -> None:
+    spec = open_dataset(synth_root)  # all 8 labeled, no unlabeled set
+    loader = build_train_loader(spec, PATCH, batch_size=2, labeled_bs=2, seed=0)
+    batch = next(loader)
+    assert batch["labeled"].all() and batch["label"].sum() > 0
+    with pytest.raises(DataError, match="2 unlabeled rows requested but the dataset has no unlabeled cases"):
+        build_train_loader(spec, PATCH, batch_size=4, labeled_bs=2, seed=0)
+    with pytest.raises(DataError, match="labeled_bs must be at most batch_size \\(2\\), got 3"):
+        build_train_loader(spec, PATCH, batch_size=2, labeled_bs=3, seed=0)
+    with pytest.raises(DataError, match="labeled_bs must be at least 1, got 0"):
+        build_train_loader(spec, PATCH, batch_size=2, labeled_bs=0, seed=0)
+    with pytest.raises(DataError, match="labeled_bs \\* world_size = 12 exceeds the 8 labeled cases"):
+        build_train_loader(spec, PATCH, batch_size=6, labeled_bs=6, seed=0, world_size=2)
+    with pytest.raises(DataError, match="rank must be below world_size \\(2\\), got 2"):
+        build_train_loader(spec, PATCH, batch_size=2, labeled_bs=2, seed=0, rank=2, world_size=2)
+    with pytest.raises(DataError, match="seed must be at least 0, got -1"):
+        build_train_loader(spec, PATCH, batch_size=2, labeled_bs=2, seed=-1)
+    with pytest.raises(DataError, match="patch_size must be three positive integers"):
+        build_train_loader(spec, (24, 24), batch_size=2, labeled_bs=2, seed=0)
+
+
+def test_ranks_draw_disjoint_batches_from_one_order() -> None:
+    world = 3
+    samplers = [TwoStreamBatchSampler(12, 7, 3, 2, seed=4, rank=r, world_size=world) for r in range(world)]
+    single = TwoStreamBatchSampler(12, 7, 3 * world, 2 * world, seed=4)
+    assert samplers[0].batches_per_epoch == 2
+    for k in range(6):
+        parts = [s.batch(k) for s in samplers]
+        labeled = [i for lab, _ in parts for i in lab]
+        unlabeled = [i for _, unl in parts for i in unl]
+        # the ranks' shares are exactly one big batch of the same shuffled order
+        assert (labeled, unlabeled) == single.batch(k)
+        assert len(set(labeled)) == len(labeled) == 6
+    epoch0 = Counter(i for k in range(2) for s in samplers for i in s.batch(k)[0])
+    assert sorted(epoch0) == list(range(12)) and set(epoch0.values()) == {1}
+    stream = [i for k in range(7) for s in samplers for i in s.batch(k)[1]]  # 21 draws = 3 passes
+    for p in range(3):
+        assert sorted(stream[7 * p : 7 * p + 7]) == list(range(7))
+
+
+def test_ddp_loaders_draw_disjoint_cases(synth_root: Path) -> None:
+    spec = open_dataset(synth_root, labeled=4)
+    loaders = [
+        build_train_loader(spec, PATCH, batch_size=2, labeled_bs=1, seed=3, rank=r, world_size=2)
+        for r in range(2)
+    ]
+    for _ in range(2):  # one labeled pass: 4 cases / (1 x 2 ranks)
+        rows = [next(loader)["case_id"] for loader in loaders]
+        assert rows[0][0] != rows[1][0] and rows[0][1] != rows[1][1]
+
+
+def _drop_labels(root: Path, ids: list[str]) -> None:
+    for case_id in ids:
+        with h5py.File(root / LA_CASES_DIR / case_id / LA_FILE_NAME, "r+") as fh:
+            del fh["label"]
+
+
+@pytest.mark.parametrize("cache", [True, False])
+def test_unlabeled_labels_are_never_read(synth_copy: Path, cache: bool) -> None:
+    spec = open_dataset(synth_copy, labeled=3)
+    _drop_labels(synth_copy, [c.case_id for c in spec.unlabeled])  # reading one would raise
+    loader = build_train_loader(spec, PATCH, batch_size=4, labeled_bs=2, seed=0, cache=cache,
+                                extra_targets=_extra)
+    seen = set()
+    for _ in range(6):
+        batch = next(loader)
+        seen.update(batch["case_id"][2:])
+    assert seen == {c.case_id for c in spec.unlabeled}
+    # the same damage on a labeled case is caught, with its file
+    _drop_labels(synth_copy, [spec.labeled[0].case_id])
+    broken = build_train_loader(spec, PATCH, batch_size=4, labeled_bs=2, seed=0)
+    with pytest.raises(DataError, match=f"{spec.labeled[0].case_id}.*no 'label' dataset"):
+        next(broken)
+    # decoded in a worker (no cache): still the same one-line message, not the worker's traceback
+    in_worker = build_train_loader(spec, PATCH, batch_size=4, labeled_bs=2, seed=0, cache=False,
+                                   num_workers=1)
+    with pytest.raises(DataError) as info:
+        for _ in range(10):  # the broken labeled case comes within the first passes
+            next(in_worker)
+    message = str(info.value)
+    assert "\n" not in message and "Traceback" not in message
+    assert message == f"{spec.labeled[0].image}: no 'label' dataset (the file holds: image)"
+
+
+def test_real_la_batch(la_small: Path) -> None:
+    spec = open_dataset(la_small, labeled=2)
+    loader = build_train_loader(spec, (112, 112, 80), batch_size=4, labeled_bs=2, seed=1337,
+                                extra_targets=_extra)
+    batch = next(loader)
+    assert batch["image"].shape == (4, 1, 112, 112, 80) and batch["sdm"].shape == (4, 1, 112, 112, 80)
+    assert batch["labeled"].tolist() == [True, True, False, False]
+    assert batch["case_id"][2] == batch["case_id"][3] == spec.unlabeled[0].case_id
+    fractions = batch["label"][:2].float().mean(dim=(1, 2, 3))
+    assert torch.all(fractions > 0.01) and torch.all(fractions < 0.5)
+    # the image is z-scored data, not padding: LA volumes are larger than the patch in every axis
+    assert (batch["image"] == 0).float().mean() < 0.01
+    assert loader.source.cached_bytes > 3 * 148 * 132 * 88 * 4
