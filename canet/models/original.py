@@ -207,7 +207,9 @@ def extract_state_dict(obj: object, source: str = "checkpoint") -> dict[str, Ten
     if not obj:
         raise CheckpointError(f"{source} holds an empty dict, not a state dict")
     for key, value in obj.items():
-        if not isinstance(key, str) or not isinstance(value, Tensor):
+        if not isinstance(key, str):
+            raise CheckpointError(f"{source} is not a state dict: key {key!r} is not a string")
+        if not isinstance(value, Tensor):
             raise CheckpointError(
                 f"{source} is not a state dict: entry {key!r} is a {type(value).__name__}, not a tensor"
             )
