@@ -112,8 +112,8 @@ def train_and_evaluate(method: str, data: Path, work: Path, args: argparse.Names
         "--seed", str(args.seed),
         "--device", "cpu",
         "--quiet",
-        "--set", f"optim.milestones=[{m1},{m2}]",
-        f"checkpoint_every={max(args.iterations // 4, 1)}",
+        "--set", f"optimizer.milestones=[{m1},{m2}]",
+        "--set", f"train.checkpoint_every={max(args.iterations // 4, 1)}",
     ]  # fmt: skip
     if (run_dir / "checkpoints" / "last.pt").is_file():
         train_cmd = ["canet", "train", "--resume", str(run_dir), "--quiet"]

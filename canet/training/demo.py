@@ -28,7 +28,7 @@ from canet.training.config import Config, config_from_dict
 DEMO_CONFIG: dict[str, Any] = {
     "method": "canet",
     "seed": 1337,
-    "iterations": 240,
+    "iterations": 150,
     "data": {
         "root": None,
         "labeled": 4,
@@ -39,8 +39,10 @@ DEMO_CONFIG: dict[str, Any] = {
     },
     "model": {"n_filters": 8, "dropout": 0.5},
     "discriminator": {"ndf": 32},
-    "optimizer": {"lr": 0.01, "milestones": [180]},
-    "train": {"device": "cpu", "log_every": 10, "checkpoint_every": 40, "keep_every": 0},
+    "optimizer": {"lr": 0.01, "milestones": [120]},
+    # The adversarial weight ramps up over 40 * 4 = 160 iterations instead of 40 * 150.
+    "loss": {"rampup_interval": 4},
+    "train": {"device": "cpu", "log_every": 10, "checkpoint_every": 50, "keep_every": 0},
 }
 
 #: Synthetic dataset of the demo: 20 training cases (4 labeled) and 4 test cases.

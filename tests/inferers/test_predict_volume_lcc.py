@@ -137,3 +137,16 @@ def test_real_vnet_runs_on_a_small_volume() -> None:
             torch.from_numpy(image)[None, None], lambda w: torch.sigmoid(model.eval()(w).seg), (32, 32, 16), sw_batch_size=2
         )[0, 0].numpy()
     np.testing.assert_allclose(prob, direct, atol=1e-6)
+
+
+def test_channels_last_gives_the_same_probabilities_and_restores_the_layout() -> None:
+    from canet.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("vnet", n_filters=4).eval()
+    image = np.random.default_rng(0).normal(size=(40, 36, 20)).astype(np.float32)
+    _, plain = predict_volume(model, image, (32, 32, 16), mode="fast", channels_last=False)
+    _, fast = predict_volume(model, image, (32, 32, 16), mode="fast", channels_last=True)
+    np.testing.assert_allclose(fast, plain, atol=1e-5)
+    weight = next(p for p in model.parameters() if p.dim() == 5)
+    assert weight.is_contiguous()
