@@ -226,15 +226,19 @@ def _plain(obj: Any) -> Any:
     return obj
 
 
+_PLURALS: dict[Any, str] = {int: "integers", float: "numbers", str: "strings", bool: "booleans"}
+
+
 def _type_name(tp: Any) -> str:
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         return " or ".join(_type_name(a) for a in typing.get_args(tp))
     if origin is tuple:
         args = typing.get_args(tp)
+        plural = _PLURALS.get(args[0], "values")
         if len(args) == 2 and args[1] is Ellipsis:
-            return f"a list of {_type_name(args[0])}s"
-        return f"a list of {len(args)} {_type_name(args[0])}s"
+            return f"a list of {plural}"
+        return f"a list of {len(args)} {plural}"
     if tp is type(None):
         return "null"
     return {bool: "true/false", int: "an integer", float: "a number", str: "a string"}.get(
@@ -345,7 +349,7 @@ def apply_overrides(data: Mapping[str, Any], overrides: Mapping[str, Any]) -> di
         for i, part in enumerate(parts):
             hints = typing.get_type_hints(cls)
             if part not in hints:
-                raise ConfigError(f"unknown config key {'.'.join(parts[: i + 1])!r}")
+                raise ConfigError(f"unknown config key {dotted!r}")
             tp = hints[part]
             last = i == len(parts) - 1
             if dataclasses.is_dataclass(tp):

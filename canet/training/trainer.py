@@ -280,6 +280,10 @@ class Trainer:
         resume: bool = False,
         log: Callable[[str], None] | None = None,
     ) -> None:
+        if cfg.data.root is not None and not Path(cfg.data.root).is_absolute():
+            data = cfg.to_dict()
+            data["data"]["root"] = _abs(cfg.data.root)
+            cfg = config_from_dict(data)
         self.cfg = resolve(cfg)
         self.run_dir_arg = run_dir
         self.quiet = quiet
@@ -327,6 +331,9 @@ class Trainer:
         if cfg.train.deterministic:
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
             torch.use_deterministic_algorithms(True, warn_only=True)
+            # Deterministic mode would also fill every new tensor with NaN, which costs
+            # up to 6x per CPU step; results do not depend on that memory.
+            torch.utils.deterministic.fill_uninitialized_memory = False  # type: ignore[attr-defined]
             torch.backends.cudnn.benchmark = False
         else:
             torch.backends.cudnn.benchmark = self.device.type == "cuda"
@@ -373,6 +380,8 @@ class Trainer:
         self.discriminator = self.method.build_discriminator()
         self.teacher = self.method.build_teacher(self.generator)
         if cfg.train.sync_bn and self.dist.distributed:
+            if self.device.type != "cuda":
+                raise ConfigError("train.sync_bn needs CUDA devices (SyncBatchNorm does not run on the CPU)")
             self.generator = nn.SyncBatchNorm.convert_sync_batchnorm(self.generator)
         fmt = torch.channels_last_3d if cfg.train.channels_last else torch.contiguous_format
         for net in (self.generator, self.discriminator, self.teacher):
@@ -793,7 +802,7 @@ class Trainer:
                 writer.add_scalar("val/dice", val_dice, it)
         shown = {k: values[k] for k in ("loss", "loss_dice", "loss_sdf", "loss_adv", "loss_cons", "loss_d") if k in values}
         if bar is not None:
-            post = {k.replace("loss_", ""): f"{v:.4f}" for k, v in shown.items()}
+            post = {_SHORT[k]: f"{v:.4f}" for k, v in shown.items()}
             post["lr"] = f"{values['lr']:.1e}"
             if val_dice is not None:
                 post["val"] = f"{val_dice:.4f}"
@@ -813,6 +822,17 @@ class Trainer:
             self._log("  ".join(parts))
 
 
+# Progress-bar names of the losses.
+_SHORT = {
+    "loss": "loss",
+    "loss_dice": "L_dice",
+    "loss_sdf": "L_sdf",
+    "loss_adv": "L_adv",
+    "loss_cons": "L_cons",
+    "loss_d": "L_D",
+}
+
+
 def _hms(seconds: float) -> str:
     if not math.isfinite(seconds):
         return "?"
@@ -830,8 +850,6 @@ def train(
     hooks: Sequence[Hook] = (),
 ) -> TrainResult:
     """Train a new run with ``cfg`` into ``run_dir`` (see :class:`Trainer`)."""
-    if cfg.data.root is not None:
-        cfg = config_from_dict({**cfg.to_dict(), "data": {**cfg.to_dict()["data"], "root": _abs(cfg.data.root)}})
     return Trainer(cfg, run_dir, quiet=quiet, hooks=hooks).run()
 
 

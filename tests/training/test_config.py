@@ -1,0 +1,157 @@
+"""Config schema: YAML loading, validation errors, overrides, method defaults, shipped configs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from canet.errors import ConfigError
+from canet.training.config import (
+    Config,
+    apply_overrides,
+    config_from_dict,
+    load_config,
+    parse_override,
+    resolve,
+    save_config,
+)
+from canet.training.demo import DEMO_CONFIG, demo_config
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "cfg.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"optimiser": {"lr": 0.1}}, "unknown config key 'optimiser'"),
+        ({"optimizer": {"lrate": 0.1}}, "unknown config key 'optimizer.lrate'"),
+        (
+            {"data": {"patch_size": [100, 112, 80]}},
+            r"patch_size must be 3 positive multiples of 16, got \[100, 112, 80\]",
+        ),
+        ({"data": {"patch_size": [112, 112]}}, r"data.patch_size must be a list of 3 integers, got \[112, 112\]"),
+        ({"method": "fixmatch"}, "method must be one of canet, sassnet, vnet, mt, uamt, got 'fixmatch'"),
+        ({"iterations": 0}, "iterations must be >= 1, got 0"),
+        ({"iterations": "many"}, "iterations must be an integer, got 'many'"),
+        ({"seed": 1.5}, "seed must be an integer, got 1.5"),
+        ({"model": {"transformer": "yes please"}}, "model.transformer must be true/false or null"),
+        ({"optimizer": {"lr": -1}}, "optimizer.lr must be > 0, got -1.0"),
+        ({"optimizer": {"milestones": [3800, 2500]}}, "optimizer.milestones must be increasing"),
+        ({"data": {"labeled_bs": 4, "batch_size": 4}}, "method 'canet' needs unlabeled cases in every batch"),
+        ({"method": "vnet"}, r"method 'vnet' trains on labeled cases only: data.labeled_bs must equal data.batch_size \(4\), got 2"),
+        ({"method": "vnet", "data": {"labeled_bs": 4}, "model": {"transformer": True}}, "model.transformer applies to method 'canet' only"),
+        ({"method": "mt", "loss": {"adversarial": True}}, "loss.adversarial applies to methods 'canet' and 'sassnet' only"),
+        ({"train": {"amp": "fp8"}}, "train.amp must be one of none, bf16, fp16, got 'fp8'"),
+        ({"train": {"device": "tpu"}}, "train.device must be auto, cpu, cuda or cuda:N, got 'tpu'"),
+        ({"validation": {"split": "train"}}, "validation.split must be one of validation, test, labeled"),
+        ({"teacher": {"ema_decay": 1.0}}, r"teacher.ema_decay must be in \[0, 1\), got 1.0"),
+        ({"data": 3}, "config key 'data' is a section and must be a mapping, got 3"),
+    ],
+)
+def test_bad_values_name_the_key(data: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message) as info:
+        config_from_dict(data)
+    assert "\n" not in str(info.value)
+
+
+def test_yaml_file_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "missing.yaml")
+    with pytest.raises(ConfigError, match=r"cannot parse .* as YAML \(line 3\)"):
+        load_config(write(tmp_path, "method: canet\ndata: [1, 2\n"))
+    with pytest.raises(ConfigError, match="must hold a mapping"):
+        load_config(write(tmp_path, "- 1\n- 2\n"))
+    with pytest.raises(ConfigError, match="unknown config key 'optimiser.lr'"):
+        load_config(write(tmp_path, "method: canet\n"), ["optimiser.lr=0.1"])
+
+
+def test_overrides() -> None:
+    assert parse_override("optimizer.lr=0.02") == ("optimizer.lr", 0.02)
+    assert parse_override("data.patch_size=[96, 96, 64]") == ("data.patch_size", [96, 96, 64])
+    assert parse_override("train.amp=bf16") == ("train.amp", "bf16")
+    assert parse_override("data.root=") == ("data.root", None)
+    with pytest.raises(ConfigError, match="--set expects key=value, got 'optimizer.lr'"):
+        parse_override("optimizer.lr")
+    cfg = load_config(None, ["optimizer.lr=0.02", "data.patch_size=[96,96,64]", "loss.sdf=false"])
+    assert cfg.optimizer.lr == 0.02 and cfg.data.patch_size == (96, 96, 64) and cfg.loss.sdf is False
+    with pytest.raises(ConfigError, match="config key 'optimizer' is a section; set one of its keys, e.g. 'optimizer.lr'"):
+        apply_overrides({}, {"optimizer": 3})
+    with pytest.raises(ConfigError, match="unknown config key 'seed.x'"):
+        apply_overrides({}, {"seed.x": 3})
+    # Overrides do not touch the mapping they are applied to.
+    base = {"optimizer": {"lr": 0.5}}
+    out = apply_overrides(base, {"optimizer.momentum": 0.5})
+    assert base == {"optimizer": {"lr": 0.5}} and out["optimizer"] == {"lr": 0.5, "momentum": 0.5}
+
+
+def test_defaults_are_the_papers_recipe_and_method_defaults_resolve() -> None:
+    cfg = resolve(Config())
+    assert (cfg.method, cfg.seed, cfg.iterations) == ("canet", 1337, 6000)
+    assert cfg.data.patch_size == (112, 112, 80) and (cfg.data.batch_size, cfg.data.labeled_bs) == (4, 2)
+    o = cfg.optimizer
+    assert (o.lr, o.momentum, o.weight_decay, o.milestones, o.gamma) == (0.01, 0.9, 1e-4, (2500, 3800), 0.1)
+    assert (cfg.discriminator.lr, cfg.discriminator.betas) == (1e-4, (0.9, 0.99))
+    assert cfg.loss.beta == 0.3 and cfg.loss.adv_weight == 0.01
+    assert cfg.model.transformer and cfg.discriminator.se and cfg.loss.sdf and cfg.loss.adversarial
+    sass = resolve(config_from_dict({"method": "sassnet"}))
+    assert not sass.model.transformer and not sass.discriminator.se and sass.loss.sdf
+    uamt = resolve(config_from_dict({"method": "uamt"}))
+    assert uamt.loss.seg_ce and not uamt.loss.sdf and not uamt.loss.adversarial
+    # An explicit value wins over the method's default (the ablations).
+    abl = resolve(config_from_dict({"model": {"transformer": False}, "loss": {"sdf": False}}))
+    assert abl.model.transformer is False and abl.loss.sdf is False and abl.discriminator.se is True
+
+
+def test_save_and_reload_round_trip(tmp_path: Path) -> None:
+    cfg = resolve(load_config(None, ["method=uamt", "data.root=/x/y", "teacher.passes=4"]))
+    save_config(cfg, tmp_path / "config.yaml")
+    again = load_config(tmp_path / "config.yaml")
+    assert again == cfg
+    text = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    assert text["teacher"]["passes"] == 4 and text["data"]["patch_size"] == [112, 112, 80]
+
+
+@pytest.mark.parametrize(
+    ("name", "method", "labeled", "labeled_bs"),
+    [
+        ("la_canet_8", "canet", 8, 2),
+        ("la_canet_16", "canet", 16, 2),
+        ("la_vnet_8", "vnet", 8, 4),
+        ("la_vnet_16", "vnet", 16, 4),
+        ("la_vnet_full", "vnet", None, 4),
+        ("la_sassnet_16", "sassnet", 16, 2),
+        ("la_uamt_16", "uamt", 16, 2),
+    ],
+)
+def test_shipped_configs(name: str, method: str, labeled: int | None, labeled_bs: int) -> None:
+    cfg = resolve(load_config(CONFIGS / f"{name}.yaml"))
+    assert cfg.method == method and cfg.data.labeled == labeled and cfg.data.labeled_bs == labeled_bs
+    assert cfg.data.root is None and cfg.iterations == 6000 and cfg.seed == 1337
+    assert cfg.data.patch_size == (112, 112, 80) and cfg.data.batch_size == 4
+    assert cfg.validation.every == 0  # never the test split by default
+    if method == "canet":
+        assert cfg == resolve(config_from_dict({"data": {"labeled": labeled, "num_workers": 4}}))
+
+
+def test_demo_yaml_matches_the_built_in_demo_config() -> None:
+    assert load_config(CONFIGS / "demo.yaml") == config_from_dict(DEMO_CONFIG)
+    cfg = demo_config("/tmp/somewhere", iterations=7)
+    assert cfg.iterations == 7 and cfg.data.root == str(Path("/tmp/somewhere").resolve())
+
+
+def test_shipped_configs_fit_the_real_la_data(la_root: Path) -> None:
+    from canet.data import open_dataset
+
+    for name, labeled in (("la_canet_8", 8), ("la_canet_16", 16), ("la_vnet_full", 80)):
+        cfg = load_config(CONFIGS / f"{name}.yaml", {"data.root": str(la_root)})
+        spec = open_dataset(cfg.data.root, labeled=cfg.data.labeled)
+        assert len(spec.labeled) == labeled and len(spec.labeled) + len(spec.unlabeled) == 80
+        assert len(spec.test) == 20 and not spec.validation

@@ -1,0 +1,86 @@
+"""DistributedDataParallel with two CPU processes on the gloo backend."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+from canet.checkpoint import load_checkpoint, load_model
+from canet.training.config import save_config
+
+SCRIPT = """
+import sys, torch
+from canet.training.config import load_config
+from canet.training.trainer import Trainer
+
+config, out, rank = sys.argv[1], sys.argv[2], sys.argv[3]
+trainer = Trainer(load_config(config), out, quiet=True)
+trainer.setup()
+init = {k: v.clone() for k, v in trainer.generator.state_dict().items()}
+trainer.run()
+torch.save({"init": init, "generator": trainer.generator.state_dict(),
+            "discriminator": trainer.discriminator.state_dict(),
+            "world": trainer.dist.world_size, "rank": trainer.dist.rank},
+           f"{out}/../rank{rank}.pt")
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_two_process_gloo_training(make_config, tmp_path: Path) -> None:
+    script = tmp_path / "ddp_rank.py"
+    script.write_text(SCRIPT)
+    cfg_path = tmp_path / "cfg.yaml"
+    save_config(make_config("canet", iterations=2, data__num_workers=0), cfg_path)
+    port = free_port()
+    procs = []
+    for rank in range(2):
+        env = {
+            **os.environ,
+            "RANK": str(rank),
+            "LOCAL_RANK": str(rank),
+            "WORLD_SIZE": "2",
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": str(port),
+            "OMP_NUM_THREADS": "1",
+        }
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, str(script), str(cfg_path), str(tmp_path / "run"), str(rank)],
+                cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            )
+        )
+    outputs = [p.communicate(timeout=300) for p in procs]
+    for p, (_, err) in zip(procs, outputs):
+        assert p.returncode == 0, err[-3000:]
+
+    r0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
+    r1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
+    assert (r0["world"], r0["rank"], r1["rank"]) == (2, 0, 1)
+    # Gradients are averaged across ranks, so both replicas hold the same weights...
+    for key in ("generator", "discriminator"):
+        for k, v in r0[key].items():
+            if k.endswith(("running_mean", "running_var", "num_batches_tracked")):
+                continue  # BatchNorm statistics are per rank (no SyncBatchNorm on the CPU)
+            assert torch.equal(v, r1[key][k]), f"{key}.{k}"
+    # ... which training changed.
+    assert any(not torch.equal(v, r0["init"][k]) for k, v in r0["generator"].items())
+
+    payload = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
+    assert payload["world_size"] == 2 and payload["iteration"] == 2
+    assert len(payload["ranks"]) == 2
+    assert [r["loader"]["batches_drawn"] for r in payload["ranks"]] == [2, 2]
+    assert not torch.equal(payload["ranks"][0]["rng"]["torch"], payload["ranks"][1]["rng"]["torch"])
+    for k, v in load_model(tmp_path / "run" / "checkpoints" / "last.pt").state_dict().items():
+        assert torch.equal(v, r0["generator"][k])
+    rows = (tmp_path / "run" / "metrics.csv").read_text().strip().splitlines()
+    assert len(rows) == 3  # header + one row per iteration, written by rank 0 only

@@ -1,0 +1,187 @@
+"""Trainer behaviour: run folder, validation, non-finite loss, atomic checkpoints, LR schedule, CLI."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from canet.checkpoint import load_checkpoint
+from canet.cli.main import main
+from canet.errors import ConfigError
+from canet.training.config import save_config
+from canet.training.methods import ema_update
+from canet.training.trainer import Hook, Trainer, TrainingError, step_lr
+
+QUIET = {"quiet": True, "log": lambda m: None}
+
+
+def test_step_lr_matches_the_original_schedule() -> None:
+    ms = (2500, 3800)
+    assert step_lr(0, 0.01, ms, 0.1) == 0.01 and step_lr(2499, 0.01, ms, 0.1) == 0.01
+    assert step_lr(2500, 0.01, ms, 0.1) == pytest.approx(0.001)
+    assert step_lr(3799, 0.01, ms, 0.1) == pytest.approx(0.001)
+    assert step_lr(3800, 0.01, ms, 0.1) == pytest.approx(0.0001)
+
+
+def test_ema_update_formula() -> None:
+    teacher, student = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
+    t0 = teacher.weight.detach().clone()
+    ema_update(teacher, student, 0.99, step=0)  # alpha = min(0, 0.99) = 0: a copy
+    assert torch.equal(teacher.weight, student.weight)
+    with torch.no_grad():
+        teacher.weight.copy_(t0)
+    ema_update(teacher, student, 0.99, step=1000)  # alpha = 0.99
+    assert torch.allclose(teacher.weight, 0.99 * t0 + 0.01 * student.weight)
+
+
+def test_run_folder_logging_and_validation(make_config, tmp_path: Path) -> None:
+    cfg = make_config(
+        "canet", iterations=4, train__log_every=2, train__checkpoint_every=2, train__keep_every=2,
+        validation__every=2, validation__split="labeled", validation__max_cases=1,
+    )
+    seen: list[tuple[int, float]] = []
+
+    class Record(Hook):
+        def on_validation(self, trainer, iteration, dice):
+            seen.append((iteration, dice))
+
+    run = tmp_path / "run"
+    result = Trainer(cfg, run, hooks=[Record()], **QUIET).run()
+    names = {p.name for p in run.iterdir()}
+    assert {"config.yaml", "environment.json", "metrics.csv", "checkpoints"} <= names
+    assert any(n.startswith("events.out.tfevents") for n in names)
+    ckpts = {p.name for p in (run / "checkpoints").iterdir()}
+    assert {"last.pt", "iter_2.pt", "iter_4.pt", "best_val.pt"} <= ckpts
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert saved["model"]["transformer"] is True and saved["discriminator"]["se"] is True  # resolved
+    env = json.loads((run / "environment.json").read_text())
+    assert env["torch"] == torch.__version__ and env["device"] == "cpu" and "git_commit" in env
+    with open(run / "metrics.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["iteration"] for r in rows] == ["2", "4"]
+    assert all(0 <= float(r["val_dice"]) <= 1 for r in rows) and "loss_adv" in rows[0]
+    assert [it for it, _ in seen] == [2, 4]
+    assert result.best_val_dice == max(d for _, d in seen)
+    best = load_checkpoint(run / "checkpoints" / "best_val.pt")
+    assert best["best_val_dice"] == result.best_val_dice
+    assert load_checkpoint(run / "checkpoints" / "iter_2.pt")["iteration"] == 2
+    # A second run into the same folder is refused.
+    with pytest.raises(ConfigError, match="already holds a run"):
+        Trainer(cfg, run, **QUIET).run()
+
+
+class PoisonAt(Hook):
+    """Set the generator's weights to NaN before step ``at``."""
+
+    def __init__(self, at: int) -> None:
+        self.at = at
+
+    def on_step_start(self, trainer, iteration):
+        if iteration == self.at:
+            with torch.no_grad():
+                for p in trainer.generator.parameters():
+                    p.fill_(float("nan"))
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(make_config, tmp_path: Path) -> None:
+    cfg = make_config("canet", iterations=6, train__checkpoint_every=2)
+    run = tmp_path / "run"
+    with pytest.raises(TrainingError) as info:
+        Trainer(cfg, run, hooks=[PoisonAt(3)], **QUIET).run()
+    message = str(info.value)
+    assert "non-finite loss" in message and "at iteration 4" in message
+    assert str(run / "checkpoints" / "last.pt") in message and "\n" not in message
+    payload = load_checkpoint(run / "checkpoints" / "last.pt")
+    assert payload["iteration"] == 2
+    assert all(torch.isfinite(v).all() for v in payload["generator"].values() if v.is_floating_point())
+
+
+def test_checkpoint_write_is_atomic(make_config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = make_config("vnet", iterations=3, train__checkpoint_every=1)
+    run = tmp_path / "run"
+    real_save = torch.save
+    calls = {"n": 0}
+
+    def flaky_save(obj, f, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:  # the third checkpoint dies half-way through writing
+            Path(f).write_bytes(b"partial")
+            raise OSError("disk full")
+        return real_save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", flaky_save)
+    with pytest.raises(OSError, match="disk full"):
+        Trainer(cfg, run, **QUIET).run()
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["iteration"] == 2
+    assert [p.name for p in (run / "checkpoints").iterdir()] == ["last.pt"]
+
+
+def test_d_step_reuse_outputs_changes_only_the_discriminator_input(make_config, tmp_path: Path) -> None:
+    results = {}
+    for reuse in (False, True):
+        cfg = make_config("canet", iterations=1, train__d_step_reuse_outputs=reuse)
+        trainer = Trainer(cfg, tmp_path / f"run{reuse}", **QUIET)
+        results[reuse] = (trainer.run().logs, trainer)
+    (a, ta), (b, tb) = results[False], results[True]
+    assert a["loss"] == b["loss"]  # the generator step is the same
+    for (k, v), w in zip(ta.generator.state_dict().items(), tb.generator.state_dict().values()):
+        assert torch.equal(v, w), k
+    # The discriminator saw train-mode (dropout) outputs instead of eval-mode re-predictions.
+    assert a["loss_d"] != b["loss_d"]
+
+
+def test_cli_train_and_errors(tiny_data: Path, make_config, tmp_path: Path, capsys) -> None:
+    cfg_path = tmp_path / "cfg.yaml"
+    cfg = make_config("vnet", iterations=2)
+    save_config(cfg, cfg_path)
+    text = cfg_path.read_text().replace(f"root: {tiny_data}", "root: null")
+    cfg_path.write_text(text)
+    out = tmp_path / "run"
+    code = main([
+        "train", "--config", str(cfg_path), "--data", str(tiny_data), "--out", str(out),
+        "--iterations", "2", "--patch-size", "32", "32", "32", "--seed", "3", "--device", "cpu",
+        "--set", "optimizer.lr=0.02", "--quiet",
+    ])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "finished 2 iterations" in printed and str(out) in printed
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    assert saved["seed"] == 3 and saved["optimizer"]["lr"] == 0.02
+    assert saved["data"]["root"] == str(tiny_data.resolve())
+
+    def error_of(argv: list[str]) -> str:
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and err.startswith("error: ")
+        return err
+
+    assert "give --config" in error_of(["train"])
+    assert "unknown config key 'optimiser.lr'" in error_of(
+        ["train", "--config", str(cfg_path), "--set", "optimiser.lr=0.1"]
+    )
+    assert "data.root is not set" in error_of(["train", "--config", str(cfg_path), "--out", str(tmp_path / "x")])
+    assert "patch_size must be 3 positive multiples of 16, got [100, 112, 80]" in error_of(
+        ["train", "--config", str(cfg_path), "--patch-size", "100", "112", "80"]
+    )
+    assert "cannot be combined with --resume" in error_of(["train", "--resume", str(out), "--seed", "1"])
+    assert "must be >= that" in error_of(["train", "--resume", str(out), "--iterations", "1"])
+    assert "not a run folder" in error_of(["train", "--resume", str(tmp_path / "nothing")])
+
+
+def test_resume_before_the_first_checkpoint_starts_over(make_config, tmp_path: Path) -> None:
+    from canet.training.trainer import resume
+
+    cfg = make_config("vnet", iterations=3, train__checkpoint_every=5)
+    run = tmp_path / "run"
+    with pytest.raises(TrainingError, match="at iteration 2; training stopped, no checkpoint was written yet"):
+        Trainer(cfg, run, hooks=[PoisonAt(1)], **QUIET).run()
+    assert (run / "config.yaml").is_file() and not (run / "checkpoints" / "last.pt").exists()
+    result = resume(run, quiet=True)
+    assert result.iteration == 3 and load_checkpoint(result.last_checkpoint)["iteration"] == 3
+    with open(run / "metrics.csv", newline="") as fh:
+        assert [r["iteration"] for r in csv.DictReader(fh)] == ["1", "2", "3"]
