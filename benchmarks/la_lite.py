@@ -7,8 +7,9 @@ keeps the real data and the real splits but shrinks everything else:
   written, in the LA layout, under ``WORK/data`` (made once, reused afterwards);
 * patch 64x64x32, batch 2 labeled + 2 unlabeled (the supervised baseline: 2 labeled),
   16 labeled cases (the first 16 of train.list) and the other 64 unlabeled;
-* a fixed iteration budget, with the lr drops at the same fractions of training as
-  the paper's (2500/6000 and 3800/6000);
+* a fixed iteration budget, with the lr drops and the adversarial ramp-up at the
+  same fractions of training as the paper's (lr x0.1 at 2500/6000 and 3800/6000 of
+  the budget; ramp-up step every 150/6000 of it);
 * evaluation of the last checkpoint on the 20 test volumes at that scale, in the
   `reference` sliding-window mode with largest-connected-component post-processing.
 
@@ -114,6 +115,7 @@ def train_and_evaluate(method: str, data: Path, work: Path, args: argparse.Names
         "--quiet",
         "--set", f"optimizer.milestones=[{m1},{m2}]",
         "--set", f"train.checkpoint_every={max(args.iterations // 4, 1)}",
+        "--set", f"loss.rampup_interval={max(round(150 * args.iterations / PAPER_ITERATIONS), 1)}",
     ]  # fmt: skip
     if (run_dir / "checkpoints" / "last.pt").is_file():
         train_cmd = ["canet", "train", "--resume", str(run_dir), "--quiet"]
