@@ -30,6 +30,7 @@ import platform
 import subprocess
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 
 import h5py
@@ -97,10 +98,26 @@ def run(cmd: list[str], log: Path) -> float:
     return seconds
 
 
+def recorded_train_seconds(run_dir: Path) -> float:
+    """Training wall time of a finished run: ``train_seconds.txt``, else the run folder's
+    timestamps (start time in environment.json to the last checkpoint's mtime)."""
+    saved = run_dir / "train_seconds.txt"
+    if saved.is_file():
+        return float(saved.read_text())
+    start = datetime.fromisoformat(json.loads((run_dir / "environment.json").read_text())["time"])
+    return (run_dir / "checkpoints" / "last.pt").stat().st_mtime - start.timestamp()
+
+
 def train_and_evaluate(method: str, data: Path, work: Path, args: argparse.Namespace) -> dict:
     run_dir = work / method
     run_dir.mkdir(parents=True, exist_ok=True)
     log = run_dir / "la_lite.log"
+    summary_path = run_dir / "eval" / "summary.json"
+    if summary_path.is_file():  # finished earlier: report it as it was measured
+        print(f"{method}: finished earlier, reusing {summary_path}")
+        summary = json.loads(summary_path.read_text())
+        return {"method": method, "train_s": recorded_train_seconds(run_dir), "eval_s": float("nan"),
+                "summary": summary}
     m1, m2 = (round(args.iterations * m / PAPER_ITERATIONS) for m in PAPER_MILESTONES)
     train_cmd = [
         "canet", "train",
@@ -120,6 +137,7 @@ def train_and_evaluate(method: str, data: Path, work: Path, args: argparse.Names
     if (run_dir / "checkpoints" / "last.pt").is_file():
         train_cmd = ["canet", "train", "--resume", str(run_dir), "--quiet"]
     train_s = run(train_cmd, log)
+    (run_dir / "train_seconds.txt").write_text(f"{train_s:.1f}\n")
     eval_dir = run_dir / "eval"
     eval_s = run(
         [
@@ -150,7 +168,9 @@ def table(results: list[dict], iterations: int) -> str:
         data = "16 + 0" if r["method"] == "vnet" else "16 + 64"
         lines.append(
             f"| {r['method']} | {data} | {iterations} | {ms('dice', 100)} | {ms('jaccard', 100)} "
-            f"| {ms('hd95')} | {ms('asd')} | {r['train_s'] / 60:.1f} | {r['eval_s'] / 60:.1f} |"
+            f"| {ms('hd95')} | {ms('asd')} | {r['train_s'] / 60:.1f} | "
+            + ("-" if r["eval_s"] != r["eval_s"] else f"{r['eval_s'] / 60:.1f}")
+            + " |"
         )
     return "\n".join(lines)
 
