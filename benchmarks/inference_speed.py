@@ -8,7 +8,7 @@ checkpoint it also scores both masks against the ground truth.
 
 The reference mode runs one window per forward pass, as the literature's test
 loop does (--ref-batch-size changes that); the fast mode uses --overlap (default
-0.5), Gaussian weighting and --sw-batch-size windows per pass. Both keep the
+0.5), Gaussian (or --weighting constant) weighting and --sw-batch-size windows per pass. Both keep the
 largest connected component.
 
 Usage:
@@ -51,6 +51,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--overlap", type=float, default=0.5, help="fast-mode overlap (default 0.5)")
     p.add_argument("--sw-batch-size", type=int, default=4, help="fast-mode windows per forward (default 4)")
     p.add_argument("--ref-batch-size", type=int, default=1, help="reference-mode windows per forward (default 1)")
+    p.add_argument("--weighting", default="gaussian", choices=["gaussian", "constant"], help="fast-mode window weighting")
     p.add_argument("--device", default="cpu")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
@@ -118,7 +119,8 @@ def main(argv=None) -> int:
         ref_mask, _ = predict_volume(model, image, patch, mode="reference", device=args.device, sw_batch_size=args.ref_batch_size)
         t1 = time.perf_counter()
         fast_mask, _ = predict_volume(
-            model, image, patch, mode="fast", device=args.device, overlap=args.overlap, sw_batch_size=args.sw_batch_size
+            model, image, patch, mode="fast", device=args.device, overlap=args.overlap, sw_batch_size=args.sw_batch_size,
+            weighting=args.weighting,
         )
         t2 = time.perf_counter()
         row = {
