@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from canet.data.dataset import strip_suffix
 from canet.errors import CanetError, CheckpointError, DataError
 from canet.inferers.predict import predict_volume
 from canet.inferers.sliding_window import MODES, check_patch_size
@@ -64,15 +65,6 @@ class VolumeLike(Protocol):
 
 
 # --------------------------------------------------------------------------- files
-
-
-def strip_suffix(name: str) -> str:
-    """File name without its image extension (``case.nii.gz`` -> ``case``)."""
-    lower = name.lower()
-    for suffix in IMAGE_SUFFIXES:
-        if lower.endswith(suffix):
-            return name[: -len(suffix)]
-    return name
 
 
 def _is_image(path: Path) -> bool:
