@@ -5,7 +5,8 @@ keeps the real data and the real splits but shrinks everything else:
 
 * every LA volume is downsampled 2x per axis (image trilinear, label nearest) and
   written, in the LA layout, under ``WORK/data`` (made once, reused afterwards);
-* patch 64x64x32, batch 2 labeled + 2 unlabeled (the supervised baseline: 2 labeled),
+* patch 64x64x32, batch 2 labeled + 2 unlabeled (the supervised baseline: its
+  config's 4 labeled),
   16 labeled cases (the first 16 of train.list) and the other 64 unlabeled;
 * a fixed iteration budget, with the lr drops and the adversarial ramp-up at the
   same fractions of training as the paper's (lr x0.1 at 2500/6000 and 3800/6000 of
@@ -44,6 +45,14 @@ CONFIGS = {
     "canet": "la_canet_16.yaml",
     "sassnet": "la_sassnet_16.yaml",
     "uamt": "la_uamt_16.yaml",
+    "canet-reuse": "la_canet_16.yaml",
+}
+# Extra ``--set`` overrides per method name (variants of a shipped config).
+EXTRA_SETS = {
+    # CA-Net with the discriminator step fed the generator step's own (detached)
+    # outputs instead of a second generator forward: measures what the speed option
+    # `train.d_step_reuse_outputs` does to results.
+    "canet-reuse": ["train.d_step_reuse_outputs=true"],
 }
 PAPER_ITERATIONS = 6000
 PAPER_MILESTONES = (2500, 3800)
@@ -134,6 +143,8 @@ def train_and_evaluate(method: str, data: Path, work: Path, args: argparse.Names
         "--set", f"train.checkpoint_every={max(args.iterations // 4, 1)}",
         "--set", f"loss.rampup_interval={max(round(150 * args.iterations / PAPER_ITERATIONS), 1)}",
     ]  # fmt: skip
+    for override in EXTRA_SETS.get(method, []):
+        train_cmd += ["--set", override]
     if (run_dir / "checkpoints" / "last.pt").is_file():
         train_cmd = ["canet", "train", "--resume", str(run_dir), "--quiet"]
     train_s = run(train_cmd, log)
