@@ -106,7 +106,7 @@ def main(argv=None) -> int:
         f"model: {args.checkpoint or args.model + ' (random init, seed ' + str(args.seed) + ')'}; patch {patch}; "
         f"device {args.device}; torch threads {torch.get_num_threads()}; {platform.processor() or platform.machine()}"
     )
-    print(f"fast: overlap {args.overlap}, gaussian, {args.sw_batch_size} windows/pass; reference: {args.ref_batch_size} window/pass")
+    print(f"fast: overlap {args.overlap}, {args.weighting} weighting, {args.sw_batch_size} windows/pass; reference: {args.ref_batch_size} window/pass")
     # one untimed pass so that lazy initialisation does not land on the first timed mode
     with torch.no_grad():
         model(torch.zeros(1, 1, *patch, device=args.device))
@@ -155,6 +155,7 @@ def main(argv=None) -> int:
         "device": args.device,
         "checkpoint": None if args.checkpoint is None else str(args.checkpoint),
         "overlap": args.overlap,
+        "weighting": args.weighting,
         "sw_batch_size": args.sw_batch_size,
         "ref_batch_size": args.ref_batch_size,
         "reference_s_per_volume": ref_total / len(rows),
@@ -175,10 +176,23 @@ def main(argv=None) -> int:
     if args.checkpoint is not None:
         d_ref = statistics.fmean(r["dice_reference"] for r in rows)
         d_fast = statistics.fmean(r["dice_fast"] for r in rows)
-        result.update({"dice_reference_mean": d_ref, "dice_fast_mean": d_fast})
+        diffs = [100 * (r["dice_fast"] - r["dice_reference"]) for r in rows]
+        result.update(
+            {
+                "dice_reference_mean": d_ref,
+                "dice_fast_mean": d_fast,
+                "dice_difference_median_points": statistics.median(diffs),
+                "cases_differing_over_1_point": sum(abs(d) > 1.0 for d in diffs),
+            }
+        )
         print(
             f"mean Dice vs ground truth: reference {100 * d_ref:.2f}, fast {100 * d_fast:.2f} "
             f"(difference {100 * (d_fast - d_ref):+.2f} points; goal within 0.3)"
+        )
+        print(
+            f"per case, fast minus reference: median {statistics.median(diffs):+.2f} points, "
+            f"range {min(diffs):+.2f} to {max(diffs):+.2f}; "
+            f"{result['cases_differing_over_1_point']} of {len(rows)} cases differ by more than 1 point"
         )
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)

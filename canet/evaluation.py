@@ -32,7 +32,7 @@ from torch import nn
 from canet.data.dataset import strip_suffix
 from canet.errors import CanetError, CheckpointError, DataError
 from canet.inferers.predict import predict_volume
-from canet.inferers.sliding_window import MODES, check_patch_size
+from canet.inferers.sliding_window import MODES, WEIGHTINGS, check_patch_size
 from canet.metrics.summary import MetricAccumulator
 
 DEFAULT_PATCH_SIZE: tuple[int, int, int] = (112, 112, 80)
@@ -186,9 +186,11 @@ def _load(checkpoint: str | os.PathLike[str], device: str) -> tuple[nn.Module, d
     return model.eval(), payload
 
 
-def _check_mode(mode: str) -> None:
+def _check_mode(mode: str, weighting: str = "gaussian") -> None:
     if mode not in MODES:
         raise CanetError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+    if weighting not in WEIGHTINGS:
+        raise CanetError(f"weighting must be one of {', '.join(WEIGHTINGS)}, got {weighting!r}")
 
 
 # --------------------------------------------------------------------------- evaluate
@@ -212,6 +214,7 @@ def evaluate_model(
     tta: bool = False,
     device: str = "cpu",
     overlap: float = 0.5,
+    weighting: str = "gaussian",
     sw_batch_size: int = 4,
     progress: bool = False,
     extra_summary: dict[str, Any] | None = None,
@@ -230,7 +233,8 @@ def evaluate_model(
         save_predictions: write ``<case>_pred.nii.gz`` with the volume's affine.
         report: keep three orthogonal slices per case in ``report_slices/`` and
             write ``report.html``.
-        lcc, tta, device, overlap, sw_batch_size: see :func:`canet.inferers.predict_volume`.
+        lcc, tta, device, overlap, weighting, sw_batch_size: see
+            :func:`canet.inferers.predict_volume`.
         progress: show a tqdm bar over cases.
         extra_summary: keys added to the summary.
 
@@ -238,7 +242,7 @@ def evaluate_model(
         The summary dict (also written to ``summary.json``), with ``"rows"``
         holding the per-case rows.
     """
-    _check_mode(mode)
+    _check_mode(mode, weighting)
     if spacing not in ("mm", "voxels"):
         raise CanetError(f"spacing must be 'mm' or 'voxels', got {spacing!r}")
     out = Path(out_dir) if out_dir is not None else None
@@ -262,7 +266,7 @@ def evaluate_model(
         start = time.perf_counter()
         mask, _ = predict_volume(
             model, image, patch_size, mode=mode, tta=tta, lcc=lcc, device=device,
-            overlap=overlap, sw_batch_size=sw_batch_size,
+            overlap=overlap, weighting=weighting, sw_batch_size=sw_batch_size,
         )
         seconds = time.perf_counter() - start
         case_spacing = None if spacing == "voxels" else tuple(float(s) for s in vol.spacing)
@@ -284,7 +288,9 @@ def evaluate_model(
             )
     if not acc.rows:
         raise DataError("no cases to evaluate")
-    extra = {"mode": mode, "tta": tta, "lcc": lcc, "patch_size": list(check_patch_size(patch_size))}
+    extra: dict[str, Any] = {"mode": mode, "tta": tta, "lcc": lcc, "patch_size": list(check_patch_size(patch_size))}
+    if mode == "fast":
+        extra.update(overlap=overlap, weighting=weighting)
     extra.update(extra_summary or {})
     if out is not None:
         acc.write_csv(out / "metrics.csv")
@@ -313,6 +319,7 @@ def evaluate(
     device: str = "cpu",
     spacing: str = "auto",
     overlap: float = 0.5,
+    weighting: str = "gaussian",
     sw_batch_size: int = 4,
     max_cases: int | None = None,
     progress: bool = True,
@@ -333,14 +340,14 @@ def evaluate(
         device: where the network runs (``"cpu"``, ``"cuda"``, ...).
         spacing: ``"auto"`` (voxels for LA, as published; mm otherwise),
             ``"voxels"`` or ``"mm"``.
-        overlap, sw_batch_size: fast-mode settings.
+        overlap, weighting, sw_batch_size: fast-mode settings.
         max_cases: evaluate only the first N cases of the split.
         progress: tqdm bar over cases.
 
     Returns:
         The summary (see :func:`evaluate_model`).
     """
-    _check_mode(mode)
+    _check_mode(mode, weighting)
     if spacing not in SPACING_CHOICES:
         raise CanetError(f"spacing must be one of {', '.join(SPACING_CHOICES)}, got {spacing!r}")
     if max_cases is not None and max_cases < 1:
@@ -378,8 +385,8 @@ def evaluate(
     return evaluate_model(
         model, _Lazy(), settings["patch_size"], out_dir=out_dir, num_classes=num_classes,
         mode=mode, spacing=spacing, save_predictions=save_predictions, report=report, lcc=lcc,
-        tta=tta, device=device, overlap=overlap, sw_batch_size=sw_batch_size, progress=progress,
-        extra_summary={"checkpoint": str(checkpoint), "data": str(data), "split": split},
+        tta=tta, device=device, overlap=overlap, weighting=weighting, sw_batch_size=sw_batch_size,
+        progress=progress, extra_summary={"checkpoint": str(checkpoint), "data": str(data), "split": split},
     )
 
 
@@ -396,6 +403,7 @@ def predict_files(
     lcc: bool = True,
     device: str = "cpu",
     overlap: float = 0.5,
+    weighting: str = "gaussian",
     sw_batch_size: int = 4,
     progress: bool = True,
 ) -> list[Path]:
@@ -410,7 +418,7 @@ def predict_files(
     Returns:
         The mask files written, in input order.
     """
-    _check_mode(mode)
+    _check_mode(mode, weighting)
     files = find_image_files(inputs)
     stems = [strip_suffix(f.name) for f in files]
     dupes = sorted({s for s in stems if stems.count(s) > 1})
@@ -435,7 +443,7 @@ def predict_files(
         image = zscore(array) if normalize else np.asarray(array, dtype=np.float32)
         mask, probs = predict_volume(
             model, image, settings["patch_size"], mode=mode, tta=tta, lcc=lcc, device=device,
-            overlap=overlap, sw_batch_size=sw_batch_size,
+            overlap=overlap, weighting=weighting, sw_batch_size=sw_batch_size,
         )
         target = save_nifti(out / f"{stem}_pred.nii.gz", mask, affine)
         if probabilities:

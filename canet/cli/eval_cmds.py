@@ -9,7 +9,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from canet.inferers.sliding_window import MODES
+from canet.inferers.sliding_window import MODES, WEIGHTINGS
 
 
 def _positive_int(text: str) -> int:
@@ -35,8 +35,10 @@ def _overlap(text: str) -> float:
 def _add_inference_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mode", choices=MODES, default="fast",
                    help="sliding-window protocol: 'reference' = the literature's (stride 18/18/4), "
-                        "'fast' = overlap + Gaussian weighting (default)")
+                        "'fast' = fewer windows, weighted, batched (default)")
     p.add_argument("--overlap", type=_overlap, default=0.5, help="fast-mode window overlap in [0, 1) (default 0.5)")
+    p.add_argument("--weighting", choices=WEIGHTINGS, default="gaussian",
+                   help="fast-mode weighting of each window's voxels (default gaussian)")
     p.add_argument("--sw-batch-size", type=_positive_int, default=4, help="windows per forward pass (default 4)")
     p.add_argument("--tta", action="store_true", help="average over the 8 flips of the spatial axes")
     p.add_argument("--no-lcc", action="store_true", help="do not keep only the largest connected component")
@@ -55,7 +57,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         args.checkpoint, args.data, split=args.split, mode=args.mode, out_dir=args.out,
         save_predictions=args.save_predictions, report=args.report, lcc=not args.no_lcc,
         tta=args.tta, device=args.device, spacing=args.spacing, overlap=args.overlap,
-        sw_batch_size=args.sw_batch_size, max_cases=args.max_cases, progress=not args.quiet,
+        weighting=args.weighting, sw_batch_size=args.sw_batch_size, max_cases=args.max_cases, progress=not args.quiet,
     )
     _print_table(summary, Path(args.out))
     if args.report:
@@ -69,7 +71,8 @@ def _run_predict(args: argparse.Namespace) -> int:
     written = predict_files(
         args.checkpoint, args.inputs, args.output, probabilities=args.probabilities,
         mode=args.mode, tta=args.tta, lcc=not args.no_lcc, device=args.device,
-        overlap=args.overlap, sw_batch_size=args.sw_batch_size, progress=not args.quiet,
+        overlap=args.overlap, weighting=args.weighting, sw_batch_size=args.sw_batch_size,
+        progress=not args.quiet,
     )
     print(f"wrote {len(written)} mask(s) to {args.output}")
     return 0

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from canet.checkpoint import make_checkpoint, save_checkpoint
 from canet.cli import main as cli_main
+from canet.errors import CanetError
 from canet.evaluation import evaluate_model
 from canet.metrics import binary_metrics
 from canet.models import create_model
@@ -191,3 +192,29 @@ def test_evaluate_command_on_an_la_folder(tmp_path, run_cli) -> None:
 
     code, _, err = run_cli("evaluate", tmp_path / "none.pt", "--data", root, "--out", out)
     assert code == 2 and "checkpoint not found" in err and err.count("\n") == 1
+
+
+def test_evaluate_fast_mode_records_its_weighting(tmp_path, run_cli) -> None:
+    root = tmp_path / "LA"
+    _write_la_root(root, ["T0", "T1", "E0"])
+    torch.manual_seed(0)
+    ckpt = tmp_path / "m.pt"
+    save_checkpoint(make_checkpoint(create_model("vnet", n_filters=2), "tests", config={"patch_size": [32, 32, 16]}), ckpt)
+    for weighting in ("constant", "gaussian"):
+        out = tmp_path / weighting
+        code, _, err = run_cli(
+            "evaluate", ckpt, "--data", root, "--out", out, "--weighting", weighting,
+            "--overlap", "0.25", "--quiet",
+        )
+        assert code == 0, err
+        summary = json.loads((out / "summary.json").read_text())
+        assert summary["mode"] == "fast" and summary["weighting"] == weighting and summary["overlap"] == 0.25
+
+    with pytest.raises(SystemExit) as exc:  # argparse: usage line + one error line, status 2
+        run_cli("evaluate", ckpt, "--data", root, "--out", tmp_path / "x", "--weighting", "cosine")
+    assert exc.value.code == 2
+
+
+def test_evaluate_model_rejects_an_unknown_weighting(tmp_path) -> None:
+    with pytest.raises(CanetError, match="weighting must be one of gaussian, constant, got 'cosine'"):
+        evaluate_model(Threshold(), [], (16, 16, 8), weighting="cosine")
