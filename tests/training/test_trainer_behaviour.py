@@ -135,6 +135,29 @@ def test_d_step_reuse_outputs_changes_only_the_discriminator_input(make_config, 
     assert a["loss_d"] != b["loss_d"]
 
 
+def test_compiled_training_matches_eager(make_config, tmp_path: Path) -> None:
+    """``train.compile`` (the generator's train and D-step graphs, D's graph) changes speed, not maths."""
+    torch._dynamo.reset()
+    runs = {}
+    for compiled in (False, True):
+        # SASSNet: the same trainer paths as CA-Net (G, D-step and D graphs), less to compile.
+        # No dropout: compiled graphs draw random numbers differently from eager mode.
+        cfg = make_config(
+            "sassnet", iterations=2, train__compile=compiled, train__deterministic=False,
+            model__dropout=0.0, discriminator__dropout=0.0,
+        )
+        trainer = Trainer(cfg, tmp_path / f"run{compiled}", **QUIET)
+        runs[compiled] = (trainer.run().logs, trainer)
+    (eager_logs, eager), (comp_logs, comp) = runs[False], runs[True]
+    assert isinstance(comp.g_eval, torch._dynamo.eval_frame.OptimizedModule)
+    for key in ("loss", "loss_d"):
+        assert float(comp_logs[key]) == pytest.approx(float(eager_logs[key]), rel=1e-4, abs=1e-5), key
+    for name, value in eager.generator.state_dict().items():
+        other = comp.generator.state_dict()[name]
+        assert torch.allclose(value.float(), other.float(), rtol=1e-4, atol=1e-5), name
+    torch._dynamo.reset()
+
+
 def test_cli_train_and_errors(tiny_data: Path, make_config, tmp_path: Path, capsys) -> None:
     cfg_path = tmp_path / "cfg.yaml"
     cfg = make_config("vnet", iterations=2)
