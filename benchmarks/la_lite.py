@@ -190,6 +190,31 @@ def table(results: list[dict], iterations: int) -> str:
     return "\n".join(lines)
 
 
+def case_dice(run_dir: Path) -> dict[str, float]:
+    """Per-case Dice of a finished run, from its ``eval/metrics.csv``."""
+    import csv
+
+    with open(run_dir / "eval" / "metrics.csv", newline="") as fh:
+        return {row["case"]: float(row["dice"]) for row in csv.DictReader(fh)}
+
+
+def paired_lines(methods: list[str], work: Path) -> list[str]:
+    """Paired per-case Dice differences (points) between every two methods."""
+    dice = {m: case_dice(work / m) for m in methods}
+    lines = []
+    for i, a in enumerate(methods):
+        for b in methods[i + 1 :]:
+            cases = sorted(set(dice[a]) & set(dice[b]))
+            diffs = [100 * (dice[b][c] - dice[a][c]) for c in cases]
+            mean = sum(diffs) / len(diffs)
+            sd = (sum((d - mean) ** 2 for d in diffs) / max(len(diffs) - 1, 1)) ** 0.5
+            wins = sum(d > 0 for d in diffs)
+            lines.append(
+                f"{b} - {a}: {mean:+.2f} Dice points (sd {sd:.2f}), {b} better on {wins} of {len(diffs)} cases"
+            )
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--la", type=Path, default=REPO.parent / "shared" / "data" / "LA")
@@ -215,7 +240,11 @@ def main() -> None:
         pass
     print(f"\nLA-lite on {cpu}, {os.cpu_count()} cores, seed {args.seed}\n")
     print(text)
-    (args.work / "results.md").write_text(text + "\n")
+    paired = paired_lines(args.methods, args.work)
+    if paired:
+        print("\nPaired per-case Dice differences over the test cases:")
+        print("\n".join(paired))
+    (args.work / "results.md").write_text(text + "\n\n" + "\n".join(paired) + "\n")
     (args.work / "results.json").write_text(json.dumps(results, indent=2, default=str))
 
 
