@@ -411,7 +411,6 @@ class Trainer:
 
         # Wrappers for the training forward/backward.
         self.g_train: nn.Module = self.generator
-        self.g_eval: nn.Module = self.generator  # the D step's no-grad, eval-mode forward
         self.d_train: nn.Module | None = self.discriminator
         if self.dist.distributed:
             from torch.nn.parallel import DistributedDataParallel as DDP
@@ -423,9 +422,6 @@ class Trainer:
                 self.d_train = DDP(self.discriminator, device_ids=ids)
         if cfg.train.compile:
             self.g_train = torch.compile(self.g_train)  # type: ignore[assignment]
-            # A second wrapper of the same module: dynamo keeps one graph per mode
-            # (train with gradients, eval without), each compiled once.
-            self.g_eval = torch.compile(self.generator)  # type: ignore[assignment]
             if self.d_train is not None:
                 self.d_train = torch.compile(self.d_train)  # type: ignore[assignment]
         self._ready = True
@@ -595,7 +591,7 @@ class Trainer:
                 else:
                     self.generator.eval()
                     with self._autocast():
-                        sdf = self.g_eval(image).sdf.float()
+                        sdf = self.generator(image).sdf.float()
                     self.generator.train()
             with self._autocast():
                 loss_d = self.method.discriminator_loss(self.d_train, sdf, image, lbs)

@@ -136,11 +136,11 @@ def test_d_step_reuse_outputs_changes_only_the_discriminator_input(make_config, 
 
 
 def test_compiled_training_matches_eager(make_config, tmp_path: Path) -> None:
-    """``train.compile`` (the generator's train and D-step graphs, D's graph) changes speed, not maths."""
+    """``train.compile`` (the generator's and the discriminator's graphs) changes speed, not maths."""
     torch._dynamo.reset()
     runs = {}
     for compiled in (False, True):
-        # SASSNet: the same trainer paths as CA-Net (G, D-step and D graphs), less to compile.
+        # SASSNet: the same trainer paths as CA-Net (generator and D graphs), less to compile.
         # No dropout: compiled graphs draw random numbers differently from eager mode.
         cfg = make_config(
             "sassnet", iterations=2, train__compile=compiled, train__deterministic=False,
@@ -149,7 +149,7 @@ def test_compiled_training_matches_eager(make_config, tmp_path: Path) -> None:
         trainer = Trainer(cfg, tmp_path / f"run{compiled}", **QUIET)
         runs[compiled] = (trainer.run().logs, trainer)
     (eager_logs, eager), (comp_logs, comp) = runs[False], runs[True]
-    assert isinstance(comp.g_eval, torch._dynamo.eval_frame.OptimizedModule)
+    assert isinstance(comp.g_train, torch._dynamo.eval_frame.OptimizedModule)
     for key in ("loss", "loss_d"):
         assert float(comp_logs[key]) == pytest.approx(float(eager_logs[key]), rel=1e-4, abs=1e-5), key
     for name, value in eager.generator.state_dict().items():
