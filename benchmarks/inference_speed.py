@@ -190,7 +190,7 @@ def main(argv=None) -> int:
             f"(difference {100 * (d_fast - d_ref):+.2f} points; goal within 0.3)"
         )
         print(
-            f"per case, fast minus reference: median {statistics.median(diffs):+.2f} points, "
+            f"per case, fast minus reference: median {result['dice_difference_median_points']:+.2f} points, "
             f"range {min(diffs):+.2f} to {max(diffs):+.2f}; "
             f"{result['cases_differing_over_1_point']} of {len(rows)} cases differ by more than 1 point"
         )

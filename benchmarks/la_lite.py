@@ -28,6 +28,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import time
@@ -206,11 +207,10 @@ def paired_lines(methods: list[str], work: Path) -> list[str]:
         for b in methods[i + 1 :]:
             cases = sorted(set(dice[a]) & set(dice[b]))
             diffs = [100 * (dice[b][c] - dice[a][c]) for c in cases]
-            mean = sum(diffs) / len(diffs)
-            sd = (sum((d - mean) ** 2 for d in diffs) / max(len(diffs) - 1, 1)) ** 0.5
             wins = sum(d > 0 for d in diffs)
             lines.append(
-                f"{b} - {a}: {mean:+.2f} Dice points (sd {sd:.2f}), {b} better on {wins} of {len(diffs)} cases"
+                f"{b} - {a}: {statistics.fmean(diffs):+.2f} Dice points (sd {statistics.stdev(diffs):.2f}), "
+                f"{b} better on {wins} of {len(diffs)} cases"
             )
     return lines
 
@@ -239,12 +239,11 @@ def main() -> None:
     except OSError:
         pass
     print(f"\nLA-lite on {cpu}, {os.cpu_count()} cores, seed {args.seed}\n")
-    print(text)
     paired = paired_lines(args.methods, args.work)
     if paired:
-        print("\nPaired per-case Dice differences over the test cases:")
-        print("\n".join(paired))
-    (args.work / "results.md").write_text(text + "\n\n" + "\n".join(paired) + "\n")
+        text += "\n\nPaired per-case Dice differences over the test cases:\n" + "\n".join(paired)
+    print(text)
+    (args.work / "results.md").write_text(text + "\n")
     (args.work / "results.json").write_text(json.dumps(results, indent=2, default=str))
 
 

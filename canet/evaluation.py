@@ -32,7 +32,7 @@ from torch import nn
 from canet.data.dataset import strip_suffix
 from canet.errors import CanetError, CheckpointError, DataError
 from canet.inferers.predict import predict_volume
-from canet.inferers.sliding_window import MODES, WEIGHTINGS, check_patch_size
+from canet.inferers.sliding_window import check_mode_and_weighting, check_patch_size
 from canet.metrics.summary import MetricAccumulator
 
 DEFAULT_PATCH_SIZE: tuple[int, int, int] = (112, 112, 80)
@@ -186,13 +186,6 @@ def _load(checkpoint: str | os.PathLike[str], device: str) -> tuple[nn.Module, d
     return model.eval(), payload
 
 
-def _check_mode(mode: str, weighting: str = "gaussian") -> None:
-    if mode not in MODES:
-        raise CanetError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
-    if weighting not in WEIGHTINGS:
-        raise CanetError(f"weighting must be one of {', '.join(WEIGHTINGS)}, got {weighting!r}")
-
-
 # --------------------------------------------------------------------------- evaluate
 
 
@@ -242,7 +235,7 @@ def evaluate_model(
         The summary dict (also written to ``summary.json``), with ``"rows"``
         holding the per-case rows.
     """
-    _check_mode(mode, weighting)
+    check_mode_and_weighting(mode, weighting)
     if spacing not in ("mm", "voxels"):
         raise CanetError(f"spacing must be 'mm' or 'voxels', got {spacing!r}")
     out = Path(out_dir) if out_dir is not None else None
@@ -347,7 +340,7 @@ def evaluate(
     Returns:
         The summary (see :func:`evaluate_model`).
     """
-    _check_mode(mode, weighting)
+    check_mode_and_weighting(mode, weighting)
     if spacing not in SPACING_CHOICES:
         raise CanetError(f"spacing must be one of {', '.join(SPACING_CHOICES)}, got {spacing!r}")
     if max_cases is not None and max_cases < 1:
@@ -418,7 +411,7 @@ def predict_files(
     Returns:
         The mask files written, in input order.
     """
-    _check_mode(mode, weighting)
+    check_mode_and_weighting(mode, weighting)
     files = find_image_files(inputs)
     stems = [strip_suffix(f.name) for f in files]
     dupes = sorted({s for s in stems if stems.count(s) > 1})

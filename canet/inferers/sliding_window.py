@@ -39,6 +39,7 @@ __all__ = [
     "MODES",
     "REFERENCE_STRIDES",
     "WEIGHTINGS",
+    "check_mode_and_weighting",
     "check_patch_size",
     "gaussian_weights",
     "pad_amounts",
@@ -56,6 +57,14 @@ def check_patch_size(patch_size: Sequence[int]) -> tuple[int, int, int]:
     if len(values) != 3 or any(v <= 0 for v in values) or list(values) != [float(v) for v in patch_size]:
         raise CanetError(f"patch size must be three positive integers, got {list(patch_size)}")
     return values  # type: ignore[return-value]
+
+
+def check_mode_and_weighting(mode: str, weighting: str = "gaussian") -> None:
+    """Raise a one-line :class:`CanetError` for an unknown mode or weighting."""
+    if mode not in MODES:
+        raise CanetError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+    if weighting not in WEIGHTINGS:
+        raise CanetError(f"weighting must be one of {', '.join(WEIGHTINGS)}, got {weighting!r}")
 
 
 def pad_amounts(size: int, patch: int) -> tuple[int, int]:
@@ -157,10 +166,7 @@ def sliding_window_inference(
         shape = tuple(image.shape) if hasattr(image, "shape") else type(image).__name__
         raise CanetError(f"image must be a B x C x X x Y x Z tensor, got shape {shape}")
     patch = check_patch_size(patch_size)
-    if mode not in MODES:
-        raise CanetError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
-    if weighting not in WEIGHTINGS:
-        raise CanetError(f"weighting must be one of {', '.join(WEIGHTINGS)}, got {weighting!r}")
+    check_mode_and_weighting(mode, weighting)
     if not 0.0 <= overlap < 1.0:
         raise CanetError(f"overlap must be in [0, 1), got {overlap}")
     if int(sw_batch_size) != sw_batch_size or sw_batch_size < 1:
