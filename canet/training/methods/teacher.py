@@ -43,8 +43,16 @@ def ema_update(teacher: nn.Module, student: nn.Module, decay: float, step: int) 
     teacher's own, as in UA-MT).
     """
     alpha = min(1.0 - 1.0 / (step + 1), decay)
-    for t, s in zip(teacher.parameters(), student.parameters()):
-        t.mul_(alpha).add_(s.detach(), alpha=1.0 - alpha)
+    t_params = list(teacher.parameters())
+    s_params = [p.detach() for p in student.parameters()]
+    if len(t_params) != len(s_params):
+        raise ValueError(
+            f"teacher has {len(t_params)} parameter tensors, student {len(s_params)}"
+        )
+    # Two fused calls over all tensors (one kernel launch per group on CUDA) with
+    # the same arithmetic as the per-parameter ``mul_(alpha).add_(s, 1 - alpha)``.
+    torch._foreach_mul_(t_params, alpha)
+    torch._foreach_add_(t_params, s_params, alpha=1.0 - alpha)
 
 
 class MeanTeacherMethod(Method):
