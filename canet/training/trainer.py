@@ -379,6 +379,11 @@ class Trainer:
         self.generator = self.method.build_generator()
         self.discriminator = self.method.build_discriminator()
         self.teacher = self.method.build_teacher(self.generator)
+        head_sdf = getattr(self.generator, "head_sdf", None)
+        if head_sdf is not None and not self.method.uses_sdf_head:
+            # No loss reads this head: it gets no gradient (as before) and DDP
+            # skips it instead of searching the graph for unused parameters.
+            head_sdf.requires_grad_(False)
         if cfg.train.sync_bn and self.dist.distributed:
             if self.device.type != "cuda":
                 raise ConfigError("train.sync_bn needs CUDA devices (SyncBatchNorm does not run on the CPU)")
@@ -416,8 +421,7 @@ class Trainer:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
             ids = [self.device.index] if self.device.type == "cuda" else None
-            unused = not (cfg.loss.sdf or self.method.uses_discriminator)
-            self.g_train = DDP(self.generator, device_ids=ids, find_unused_parameters=unused)
+            self.g_train = DDP(self.generator, device_ids=ids, find_unused_parameters=False)
             if self.discriminator is not None:
                 self.d_train = DDP(self.discriminator, device_ids=ids)
         if cfg.train.compile:

@@ -98,6 +98,17 @@ class Method:
         return bool(self.cfg.loss.sdf)
 
     @property
+    def uses_sdf_head(self) -> bool:
+        """Whether a loss of the generator step reads the signed-distance head.
+
+        The SDF loss reads it on the labeled rows, the adversarial loss on the
+        unlabeled ones. Where neither does, the trainer freezes the head, so that
+        DDP needs no search for unused parameters.
+        """
+        d = self.cfg.data
+        return bool(self.cfg.loss.sdf) or (self.uses_discriminator and d.labeled_bs < d.batch_size)
+
+    @property
     def log_keys(self) -> tuple[str, ...]:
         """Scalar names logged every iteration, in column order."""
         return self.base_log_keys + self.extra_log_keys
