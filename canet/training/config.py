@@ -12,7 +12,7 @@ missing keys take the defaults, which are the paper's recipe for ``canet``)::
     optimizer:  {lr, momentum, weight_decay, milestones, gamma}
     loss:       {seg_ce, sdf, beta, adversarial, adv_weight, consistency, rampup_length, rampup_interval}
     teacher:    {ema_decay, noise_std, noise_clip, passes}
-    train:      {device, amp, channels_last, compile, sync_bn, deterministic,
+    train:      {profile, device, amp, channels_last, compile, sync_bn, deterministic,
                  d_step_reuse_outputs, log_every, checkpoint_every, keep_every}
     validation: {every, split, mode, lcc, overlap, max_cases}
 
@@ -49,6 +49,7 @@ from canet.io import atomic_write_text
 
 METHODS: tuple[str, ...] = ("canet", "sassnet", "vnet", "mt", "uamt")
 AMP_MODES: tuple[str, ...] = ("none", "bf16", "fp16")
+PROFILES: tuple[str, ...] = ("exact", "fast")
 VALIDATION_SPLITS: tuple[str, ...] = ("validation", "test", "labeled")
 INFERENCE_MODES: tuple[str, ...] = ("fast", "reference")
 PATCH_MULTIPLE = 16
@@ -165,8 +166,13 @@ class TrainConfig:
         log_every: iterations between metrics.csv rows / log lines.
         checkpoint_every: iterations between writes of ``checkpoints/last.pt``.
         keep_every: iterations between kept ``checkpoints/iter_<N>.pt`` (0 = none).
+        profile: ``exact`` (default: the paper's fp32 semantics, a finiteness
+            check after every step) or ``fast`` (GPU speed settings, see
+            :func:`canet.training.profiles.apply_profile`; the settings it
+            chose are written into the run's ``config.yaml``).
     """
 
+    profile: str = "exact"
     device: str = "auto"
     amp: str = "none"
     channels_last: bool = False
@@ -520,6 +526,7 @@ def validate(cfg: Config) -> None:
     tr = cfg.train
     _check(_valid_device(tr.device), f"train.device must be auto, cpu, cuda or cuda:N, got {tr.device!r}")
     _check(tr.amp in AMP_MODES, f"train.amp must be one of {', '.join(AMP_MODES)}, got {tr.amp!r}")
+    _check(tr.profile in PROFILES, f"train.profile must be one of {', '.join(PROFILES)}, got {tr.profile!r}")
     _check(tr.log_every >= 1, f"train.log_every must be >= 1, got {tr.log_every}")
     _check(tr.checkpoint_every >= 1, f"train.checkpoint_every must be >= 1, got {tr.checkpoint_every}")
     _check(tr.keep_every >= 0, f"train.keep_every must be >= 0, got {tr.keep_every}")

@@ -61,6 +61,7 @@ from canet.training.distributed import (
     init_distributed,
 )
 from canet.training.methods import Method, StepContext, build_method
+from canet.training.profiles import apply_profile, defers_sync
 
 CREATED_BY = "canet.training.Trainer"
 
@@ -307,6 +308,9 @@ class Trainer:
         if want.type == "cuda" and self.dist.distributed and want.index is None:
             want = torch.device("cuda", self.dist.local_rank)
         self.device = want
+        self.cfg = cfg = apply_profile(cfg, self.device)
+        self._defer_sync = defers_sync(cfg)
+        self._first_bad: dict[str, Tensor] = {}
         if cfg.train.amp != "none" and self.device.type != "cuda":
             raise ConfigError(f"train.amp {cfg.train.amp!r} needs a CUDA device, got {self.device}")
         self.is_main = self.dist.is_main
@@ -337,6 +341,9 @@ class Trainer:
             torch.backends.cudnn.benchmark = False
         else:
             torch.backends.cudnn.benchmark = self.device.type == "cuda"
+        if cfg.train.profile == "fast" and self.device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
 
         # Data.
         if cfg.data.root is None:
@@ -532,13 +539,41 @@ class Trainer:
         return torch.autocast(device_type=self.device.type, dtype=dtype)
 
     def _check_finite(self, value: Tensor, name: str, i: int) -> None:
+        """Stop on a non-finite ``value`` at 0-based step ``i``.
+
+        With a deferred check (the fast profile) this only records, on the
+        device and without a synchronisation, the first step whose ``value`` was
+        not finite; :meth:`_flush_finite` reads it.
+        """
+        if self._defer_sync:
+            bad = ~torch.isfinite(value.detach()).all()
+            never = torch.iinfo(torch.int64).max
+            at = torch.where(bad, i, never)
+            seen = self._first_bad.get(name)
+            self._first_bad[name] = at if seen is None else torch.minimum(seen, at)
+            return
         ok = bool(torch.isfinite(value.detach()).all().item())
         if all_true(ok, self.dist, self.device):
             return
+        bad_value = "on another rank" if ok else f"= {float(value.detach().float().item())}"
+        self._stop_non_finite(name, f"({bad_value}) at iteration {i + 1}")
+
+    def _flush_finite(self) -> None:
+        """Read the deferred finiteness checks (a host synchronisation); stop on a failure."""
+        if not self._defer_sync:
+            return
+        never = torch.iinfo(torch.int64).max
+        for name, first in self._first_bad.items():
+            step = int(first.item())
+            if all_true(step == never, self.dist, self.device):
+                continue
+            where = f"first at iteration {step + 1}" if step != never else "on another rank"
+            self._stop_non_finite(name, f"({where}; found at the check after iteration {self.iteration})")
+
+    def _stop_non_finite(self, name: str, detail: str) -> None:
         last = self.ckpt_dir / "last.pt"
         where = f"the last good checkpoint is {last}" if last.is_file() else "no checkpoint was written yet"
-        bad = "on another rank" if ok else f"= {float(value.detach().float().item())}"
-        raise TrainingError(f"non-finite {name} ({bad}) at iteration {i + 1}; training stopped, {where}")
+        raise TrainingError(f"non-finite {name} {detail}; training stopped, {where}")
 
     def train_step(self, batch: dict[str, Any], i: int) -> dict[str, Any]:
         """One iteration with 0-based index ``i``; returns the logged scalars (tensors or floats)."""
@@ -720,8 +755,14 @@ class Trainer:
                 if bar is not None:
                     bar.update(1)
 
+                val_due = bool(cfg.validation.every) and (it % cfg.validation.every == 0 or it == total)
+                ckpt_due = it % cfg.train.checkpoint_every == 0 or it == total
+                keep = bool(cfg.train.keep_every) and it % cfg.train.keep_every == 0
+                if it % log_every == 0 or val_due or ckpt_due or keep:
+                    self._flush_finite()
+
                 val_dice = None
-                if cfg.validation.every and (it % cfg.validation.every == 0 or it == total):
+                if val_due:
                     if self.is_main:
                         val_dice = self.validate()
                         for hook in self.hooks:
@@ -745,9 +786,7 @@ class Trainer:
                     if self.best_val is None or val_dice > self.best_val:
                         self.best_val = val_dice
                         improved = True
-                due = it % cfg.train.checkpoint_every == 0 or it == total
-                keep = bool(cfg.train.keep_every) and it % cfg.train.keep_every == 0
-                if due or keep or improved:
+                if ckpt_due or keep or improved:
                     payload = self._payload()
                     if payload is not None:
                         self._save(payload, last_path)
