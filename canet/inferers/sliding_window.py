@@ -3,7 +3,9 @@
 ``reference`` is the protocol of the LA literature (UA-MT, SASSNet, DTC, MC-Net,
 CA-Net): windows every ``18`` voxels in x and y and every ``4`` in z, the number
 of windows per axis ``ceil((size - patch) / stride) + 1`` with the last window
-clamped so that it ends at the border, every window weighted equally; a volume
+clamped so that it ends at the border, every window weighted equally (a stride
+larger than the patch is clamped to the patch, so that no voxel is left
+without a window); a volume
 smaller than the patch along an axis is padded with zeros (split as
 ``pad // 2`` before and the rest after) and the result cropped back.
 
@@ -87,7 +89,9 @@ def window_starts(
         patch: window length.
         mode: ``"reference"`` (fixed ``stride``, last window clamped to the
             border) or ``"fast"`` (stride from ``overlap``, windows evenly spread).
-        stride: the reference stride (required in reference mode).
+        stride: the reference stride (required in reference mode); a stride
+            larger than ``patch`` is clamped to ``patch`` (windows may touch but
+            never leave a gap).
         overlap: fraction of a window shared with its neighbour in fast mode, in [0, 1).
     """
     if size < patch:
@@ -96,6 +100,7 @@ def window_starts(
     if mode == "reference":
         if stride is None or stride < 1:
             raise CanetError(f"reference stride must be a positive integer, got {stride}")
+        stride = min(int(stride), patch)
         count = math.ceil(span / stride) + 1
         return [min(i * stride, span) for i in range(count)]
     if mode != "fast":
@@ -155,7 +160,8 @@ def sliding_window_inference(
             reference mode always weights windows equally.
         sw_batch_size: windows per predictor call (default 4). Batching does
             not change the result of a model in eval mode.
-        strides: reference-mode strides per axis, default ``(18, 18, 4)``.
+        strides: reference-mode strides per axis, default ``(18, 18, 4)``; each
+            is clamped to the patch along its axis.
         device: where the predictor runs; windows are moved there and the
             outputs back. Default: the image's device.
 
@@ -228,6 +234,8 @@ def sliding_window_inference(
                     total[region] += piece * weight
                     norm[region] += weight
     assert total is not None  # at least one window always exists
+    if not bool((norm > 0).all()):  # cannot happen with the window starts above; never silently NaN
+        raise RuntimeError(f"{int((norm <= 0).sum())} voxels were covered by no window")
     result = total / norm
     if any(a or b for a, b in pads):
         result = result[

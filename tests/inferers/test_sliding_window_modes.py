@@ -184,3 +184,40 @@ def test_bad_arguments_raise_canet_errors() -> None:
         sliding_window_inference(image, ident, (4, 4, 4), sw_batch_size=0)
     with pytest.raises(ValueError, match="predictor returned shape"):
         sliding_window_inference(image, lambda w: w[:, :, :2], (4, 4, 4))
+
+
+def test_every_voxel_is_covered_for_any_patch_stride_and_size() -> None:
+    """Strides larger than the patch are clamped to it: no voxel is left without a window.
+
+    A random sweep (fixed seed) over patch sizes, strides up to three patches and
+    volume sizes from below the patch to several patches, in both modes.
+    """
+    rng = np.random.default_rng(2024)
+    for _ in range(60):
+        patch = tuple(int(v) for v in rng.integers(1, 9, 3))
+        strides = tuple(int(v) for v in rng.integers(1, 3 * 9, 3))
+        shape = tuple(int(v) for v in rng.integers(1, 30, 3))
+        for axis in range(3):
+            for mode in ("reference", "fast"):
+                starts = window_starts(
+                    max(shape[axis], patch[axis]), patch[axis], mode, stride=strides[axis],
+                    overlap=float(rng.choice([0.0, 0.5, 0.9])),
+                )
+                covered = np.zeros(max(shape[axis], patch[axis]), bool)
+                for s in starts:
+                    covered[s : s + patch[axis]] = True
+                assert covered.all(), (mode, shape[axis], patch[axis], strides[axis], starts)
+        image = torch.rand(1, 1, *shape, generator=torch.Generator().manual_seed(1))
+        out = sliding_window_inference(image, lambda w: w + 1, patch, mode="reference", strides=strides)
+        assert bool(torch.isfinite(out).all()), (shape, patch, strides)
+        torch.testing.assert_close(out, image + 1, atol=1e-5, rtol=0)
+
+
+def test_stride_above_the_patch_is_clamped_to_the_patch() -> None:
+    # 40 voxels, patch 16, stride 30: without the clamp windows start at 0 and 24
+    # (voxels 16..23 uncovered); clamped to 16 they start at 0, 16, 24.
+    assert window_starts(40, 16, "reference", stride=30) == [0, 16, 24]
+    out = sliding_window_inference(
+        torch.zeros(1, 1, 40, 40, 40), lambda w: w + 1, (16, 16, 16), mode="reference", strides=(30, 30, 30)
+    )
+    assert int(torch.isnan(out).sum()) == 0 and float(out.min()) == 1.0
