@@ -19,11 +19,13 @@ Definitions (identical to medpy 0.5):
 
 Empty-mask policy (see ``docs/METRICS.md``):
 
-- ``dice`` and ``jaccard`` are 1.0 when both masks are empty (medpy's convention)
-  and 0.0 when exactly one is empty.
+- ``dice`` and ``jaccard`` are 0.0 when exactly one mask is empty and ``NaN``
+  when both are (there is no object to overlap; medpy's ``dc`` gives NaN too,
+  its ``jc`` 1.0). A structure absent from both masks is therefore never
+  scored as a perfect 1.0.
 - ``hd95`` and ``asd`` are ``NaN`` when either mask is empty (medpy raises instead).
-  A NaN is never turned into 0; summaries count NaNs separately
-  (:mod:`canet.metrics.summary`).
+  A NaN is never turned into 0; summaries leave it out of the means and count
+  it (:mod:`canet.metrics.summary`).
 
 Speed: medpy runs a Euclidean distance transform over the whole volume. Here
 the surfaces are extracted inside the bounding box of both masks grown by one
@@ -81,19 +83,19 @@ def _normalise_spacing(spacing: Spacing, ndim: int) -> np.ndarray | None:
 
 
 def dice(pred: np.ndarray, gt: np.ndarray) -> float:
-    """Dice coefficient of two masks of the same shape (1.0 when both are empty)."""
+    """Dice coefficient of two masks of the same shape (NaN when both are empty)."""
     p, g = _as_bool_pair(pred, gt)
     inter = np.count_nonzero(p & g)
     total = np.count_nonzero(p) + np.count_nonzero(g)
-    return 1.0 if total == 0 else float(2.0 * inter / float(total))
+    return float("nan") if total == 0 else float(2.0 * inter / float(total))
 
 
 def jaccard(pred: np.ndarray, gt: np.ndarray) -> float:
-    """Jaccard index (IoU) of two masks of the same shape (1.0 when both are empty)."""
+    """Jaccard index (IoU) of two masks of the same shape (NaN when both are empty)."""
     p, g = _as_bool_pair(pred, gt)
     inter = np.count_nonzero(p & g)
     union = np.count_nonzero(p | g)
-    return 1.0 if union == 0 else float(inter) / float(union)
+    return float("nan") if union == 0 else float(inter) / float(union)
 
 
 def _crop_box(p: np.ndarray, g: np.ndarray) -> tuple[slice, ...]:
@@ -173,7 +175,8 @@ def binary_metrics(pred: np.ndarray, gt: np.ndarray, spacing: Spacing = None) ->
         spacing: voxel size per axis in mm; ``None`` gives distances in voxels.
 
     Returns:
-        ``{"dice", "jaccard", "hd95", "asd"}``; hd95/asd are NaN when a mask is empty.
+        ``{"dice", "jaccard", "hd95", "asd"}``; hd95/asd are NaN when a mask is
+        empty, all four when both are.
     """
     p, g = _as_bool_pair(pred, gt)
     sampling = _normalise_spacing(spacing, p.ndim)

@@ -7,12 +7,20 @@ and turns them into the summary dict written as ``summary.json``::
     {"dice": {"mean": 0.91, "std": 0.02, "n": 20, "nan": 0}, "jaccard": {...},
      "hd95": {...}, "asd": {...}, "cases": 20, "empty_pred": 0, "empty_gt": 0,
      "nan_counts": {"dice": 0, "jaccard": 0, "hd95": 0, "asd": 0},
-     "spacing": "voxels", "std_ddof": 0}
+     "absent_classes": {"1": 0}, "num_classes": 2, "spacing": "voxels", "std_ddof": 0}
 
 Means and standard deviations (population std, ``ddof=0``) are taken over the
 finite values only; ``n`` says how many there were and ``nan`` how many were
 left out (cases where a mask was empty, see :mod:`canet.metrics.binary`). A
 statistic of no values is ``None`` (JSON ``null``), never 0.
+
+Labels: with ``num_classes=2`` a mask is binary whatever its object value
+(0/1, 0/255, ...: any non-zero voxel is object); a mask holding two or more
+non-zero values is refused (:class:`~canet.errors.DataError`), because scoring
+it as binary would merge its classes. With ``num_classes > 2`` every label
+must be below ``num_classes``. A class absent from both the prediction and the
+ground truth of a case has no score there: its four metrics are NaN, and
+``absent_classes`` counts such cases per class.
 """
 
 from __future__ import annotations
@@ -26,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from canet.errors import CanetError
+from canet.errors import CanetError, DataError
 from canet.io import atomic_open, atomic_write_text
 from canet.metrics.binary import Spacing, binary_metrics
 
@@ -35,6 +43,8 @@ METRICS: tuple[str, ...] = ("dice", "jaccard", "hd95", "asd")
 __all__ = [
     "METRICS",
     "MetricAccumulator",
+    "check_label_values",
+    "label_values",
     "multiclass_metrics",
     "stats",
     "summarize",
@@ -58,6 +68,42 @@ def multiclass_metrics(
     if num_classes < 2:
         raise CanetError(f"num_classes must be at least 2, got {num_classes}")
     return {c: binary_metrics(pred == c, gt == c, spacing) for c in range(1, num_classes)}
+
+
+def label_values(mask: np.ndarray) -> list[int]:
+    """The distinct non-zero values of an integer (or bool) mask, ascending."""
+    arr = np.asarray(mask)
+    if arr.dtype == np.bool_:
+        return [1] if arr.any() else []
+    if arr.dtype == np.uint8:
+        counts = np.bincount(arr.ravel(), minlength=256)
+        return [int(v) for v in np.flatnonzero(counts[1:]) + 1]
+    return [int(v) for v in np.unique(arr) if v != 0]
+
+
+def check_label_values(values: Sequence[int], num_classes: int, what: str) -> None:
+    """Refuse label values that ``num_classes`` cannot score (see the module docstring).
+
+    Args:
+        values: distinct non-zero values of a mask (:func:`label_values`).
+        num_classes: classes including the background.
+        what: how the message names the mask, e.g. ``"case 'a': ground truth"``.
+
+    Raises:
+        DataError: two or more object values in a binary mask, or a label
+            outside ``1 .. num_classes - 1`` in a multi-class one.
+    """
+    if num_classes == 2:
+        if len(values) > 1:
+            shown = ", ".join(str(v) for v in values[:6]) + (", ..." if len(values) > 6 else "")
+            raise DataError(
+                f"{what} holds labels {{{shown}}}, but the scoring is binary (num_classes 2: one "
+                f"non-zero value marks the object); give the number of classes it has"
+            )
+        return
+    bad = [v for v in values if v < 0 or v >= num_classes]
+    if bad:
+        raise DataError(f"{what} holds label {bad[0]} but num_classes is {num_classes}")
 
 
 def stats(values: Iterable[float]) -> dict[str, Any]:
@@ -106,6 +152,7 @@ class MetricAccumulator:
         self.rows: list[dict[str, Any]] = []
         self.empty_pred: list[str] = []
         self.empty_gt: list[str] = []
+        self.absent: dict[int, int] = {c: 0 for c in range(1, num_classes)}
         self._seen: set[str] = set()
         self._units: set[str] = set()
 
@@ -143,25 +190,36 @@ class MetricAccumulator:
 
         Returns:
             The row ``{"case", "dice", "jaccard", "hd95", "asd", "seconds", ...}``.
+
+        Raises:
+            DataError: a mask with labels ``num_classes`` cannot score (see
+                the module docstring).
         """
         if case in self._seen:
             raise CanetError(f"case {case!r} scored twice")
         sp = self.spacing if isinstance(spacing, str) and spacing == "default" else spacing
+        pred_arr, gt_arr = np.asarray(pred), np.asarray(gt)
+        pred_values, gt_values = label_values(pred_arr), label_values(gt_arr)
+        check_label_values(gt_values, self.num_classes, f"case {case!r}: ground truth")
+        check_label_values(pred_values, self.num_classes, f"case {case!r}: prediction")
         row: dict[str, Any] = {"case": case}
         if self.num_classes == 2:
-            p, g = np.asarray(pred) != 0, np.asarray(gt) != 0
+            p, g = pred_arr != 0, gt_arr != 0
             row.update(binary_metrics(p, g, sp))  # type: ignore[arg-type]
-            pred_empty, gt_empty = not p.any(), not g.any()
+            pred_empty, gt_empty = not pred_values, not gt_values
+            absent = [1] if pred_empty and gt_empty else []
         else:
-            per_class = multiclass_metrics(np.asarray(pred), np.asarray(gt), self.num_classes, sp)  # type: ignore[arg-type]
+            per_class = multiclass_metrics(pred_arr, gt_arr, self.num_classes, sp)  # type: ignore[arg-type]
             for m in METRICS:
                 row[m] = _nanmean([v[m] for v in per_class.values()])
             for c, values in per_class.items():
                 for m in METRICS:
                     row[f"{m}_{c}"] = values[m]
-            pred_p, gt_p = np.asarray(pred), np.asarray(gt)
-            pred_empty = any(not np.any(pred_p == c) for c in per_class)
-            gt_empty = any(not np.any(gt_p == c) for c in per_class)
+            pred_empty = any(c not in pred_values for c in per_class)
+            gt_empty = any(c not in gt_values for c in per_class)
+            absent = [c for c in per_class if c not in pred_values and c not in gt_values]
+        for c in absent:
+            self.absent[c] += 1
         row["seconds"] = float("nan") if seconds is None else float(seconds)
         if pred_empty:
             self.empty_pred.append(case)
@@ -177,6 +235,8 @@ class MetricAccumulator:
         out = summarize(self.rows)
         out["empty_pred"] = len(self.empty_pred)
         out["empty_gt"] = len(self.empty_gt)
+        out["absent_classes"] = {str(c): n for c, n in self.absent.items()}
+        out["num_classes"] = self.num_classes
         out["spacing"] = self.units
         out["std_ddof"] = 0
         secs = [r["seconds"] for r in self.rows if math.isfinite(r["seconds"])]

@@ -108,3 +108,67 @@ def test_summarize_plain_rows() -> None:
 def test_bad_num_classes() -> None:
     with pytest.raises(CanetError, match="at least 2, got 1"):
         MetricAccumulator(num_classes=1)
+
+
+def test_binary_scoring_takes_any_single_object_value() -> None:
+    """A 0/255 mask (the LA challenge's own) is binary: 255 is the object, not class 255."""
+    gt = _cube((12, 12, 12), (2, 2, 2), (8, 8, 8))
+    pred = _cube((12, 12, 12), (3, 2, 2), (9, 8, 8))
+    acc = MetricAccumulator(num_classes=2)
+    row = acc.add("a", pred, gt * 255)
+    assert row["dice"] == pytest.approx(2 * 5 * 6 * 6 / (2 * 216))
+    missed = acc.add("missed", np.zeros_like(gt), gt * 255)
+    assert missed["dice"] == 0.0 and missed["jaccard"] == 0.0
+
+
+def test_binary_scoring_refuses_a_multiclass_mask() -> None:
+    gt = _cube((10, 10, 10), (2, 2, 2), (5, 5, 5))
+    gt[6:9, 6:9, 6:9] = 2
+    acc = MetricAccumulator(num_classes=2)
+    with pytest.raises(CanetError, match=r"case 'x': ground truth holds labels \{1, 2\}.*binary"):
+        acc.add("x", gt > 0, gt)
+    with pytest.raises(CanetError, match=r"case 'y': prediction holds labels \{1, 2\}"):
+        acc.add("y", gt, gt > 0)
+    assert acc.rows == []
+
+
+def test_multiclass_label_beyond_the_classes_is_refused() -> None:
+    gt = _cube((10, 10, 10), (2, 2, 2), (5, 5, 5)) * 3
+    with pytest.raises(CanetError, match=r"case 'x': ground truth holds label 3 but num_classes is 3"):
+        MetricAccumulator(num_classes=3).add("x", gt, gt)
+
+
+def test_class_absent_from_both_masks_is_nan_and_counted() -> None:
+    """Class 2 is in neither mask of case "only1": NaN there, left out of the means, counted."""
+    shape = (16, 16, 10)
+    gt = np.zeros(shape, np.uint8)
+    gt[2:7, 2:7, 2:7] = 1
+    gt[9:14, 9:14, 3:8] = 2
+    pred = gt.copy()
+    pred[2:7, 2:7, 2] = 0  # class 1: 100 of 125 voxels found
+    only1_gt = np.where(gt == 2, 0, gt).astype(np.uint8)
+    only1_pred = np.where(pred == 2, 0, pred).astype(np.uint8)
+    acc = MetricAccumulator(num_classes=3)
+    full = acc.add("full", pred, gt)
+    only1 = acc.add("only1", only1_pred, only1_gt)
+    dice1 = 2 * 100 / (100 + 125)
+    assert full["dice_1"] == pytest.approx(dice1) and full["dice_2"] == 1.0
+    assert full["dice"] == pytest.approx((dice1 + 1.0) / 2)
+    for m in ("dice", "jaccard", "hd95", "asd"):
+        assert math.isnan(only1[f"{m}_2"]), m
+    assert only1["dice"] == pytest.approx(dice1)  # the mean over the classes present: class 1 only
+    s = acc.summary()
+    assert s["per_class"]["2"]["dice"] == {"mean": 1.0, "std": 0.0, "n": 1, "nan": 1}
+    assert s["absent_classes"] == {"1": 0, "2": 1}
+    assert s["dice"]["mean"] == pytest.approx(((dice1 + 1.0) / 2 + dice1) / 2)
+
+
+def test_binary_case_with_both_masks_empty_is_nan_not_perfect() -> None:
+    gt = _cube((10, 10, 10), (2, 2, 2), (6, 6, 6))
+    acc = MetricAccumulator()
+    acc.add("hit", gt, gt)
+    row = acc.add("nothing", np.zeros_like(gt), np.zeros_like(gt))
+    assert math.isnan(row["dice"]) and math.isnan(row["jaccard"])
+    s = acc.summary()
+    assert s["dice"] == {"mean": 1.0, "std": 0.0, "n": 1, "nan": 1}
+    assert s["absent_classes"] == {"1": 1}

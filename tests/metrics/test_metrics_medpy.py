@@ -119,8 +119,11 @@ def test_empty_mask_policy() -> None:
     other_empty = binary_metrics(gt, empty)
     assert math.isnan(other_empty["hd95"]) and math.isnan(other_empty["asd"])
     both = binary_metrics(empty, empty)
-    assert both["dice"] == 1.0 and both["jaccard"] == 1.0  # medpy's convention
-    assert math.isnan(both["hd95"]) and math.isnan(both["asd"])
+    # nothing to overlap: every metric is NaN (left out of means and counted), never 1 or 0
+    assert all(math.isnan(v) for v in both.values()), both
+    assert math.isnan(dice(empty, empty)) and math.isnan(jaccard(empty, empty))
+    with np.errstate(invalid="ignore"):
+        assert math.isnan(mb.dc(empty, empty))  # medpy's Dice agrees (0 / 0)
     assert math.isnan(hd95(empty, gt)) and math.isnan(asd(gt, empty))
     assert surface_distances(empty, gt).size == 0
     # medpy itself refuses: we never fall back to 0
