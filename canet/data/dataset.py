@@ -35,6 +35,13 @@ Slicer convention); their ``space directions`` (one row per voxel axis) and
 coordinates, so an NRRD volume gets exactly the affine nibabel reports for the
 same volume saved as NIfTI by ITK or Slicer. Predictions written with
 :func:`save_nifti` and that affine therefore overlay the source scan.
+
+Files that do not state their geometry: LA ``.h5`` files and NRRD files
+without ``space directions`` (and without ``spacings``) have no voxel size, so
+their distances are in **voxels** (:attr:`Geometry.unit` / ``Volume.spacing_unit``
+is ``"voxels"``); they, and NRRD files with only ``spacings``, also have no
+orientation (:attr:`Geometry.oriented` is False) and are always used in stored
+voxel order. NIfTI files are oriented when their sform or qform code is set.
 """
 
 from __future__ import annotations
@@ -99,6 +106,10 @@ class Volume:
         label: ``X x Y x Z`` uint8 array (class indices), or ``None``.
         affine: 4 x 4 float64 voxel-to-world matrix, RAS+ mm (identity for LA).
         spacing: voxel size per axis in mm (``(1.0, 1.0, 1.0)`` = voxels for LA).
+        spacing_unit: ``"mm"``, or ``"voxels"`` when the file states no voxel
+            size (LA ``.h5``, NRRD without space directions).
+        oriented: whether the file states its orientation (False for LA
+            ``.h5`` and NRRD without space directions: stored voxel order).
     """
 
     case_id: str
@@ -106,6 +117,37 @@ class Volume:
     label: np.ndarray | None
     affine: np.ndarray
     spacing: tuple[float, float, float]
+    spacing_unit: Literal["mm", "voxels"] = "mm"
+    oriented: bool = True
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Where a volume's voxels are, as its file states it.
+
+    Attributes:
+        shape: ``(X, Y, Z)``.
+        affine: 4 x 4 float64 voxel-to-world matrix, RAS+ mm (identity when
+            the file states none).
+        spacing: voxel size per axis (``(1, 1, 1)`` when unknown).
+        unit: ``"mm"``, or ``"voxels"`` when the file states no voxel size.
+        oriented: whether the file states its orientation.
+    """
+
+    shape: tuple[int, int, int]
+    affine: np.ndarray
+    spacing: tuple[float, float, float]
+    unit: Literal["mm", "voxels"] = "mm"
+    oriented: bool = True
+
+    @property
+    def axcodes(self) -> str | None:
+        """Orientation as three axis codes (``"RAS"``, ``"LPS"``, ...), None when not oriented."""
+        if not self.oriented:
+            return None
+        import nibabel as nib
+
+        return "".join(str(c) for c in nib.aff2axcodes(self.affine))
 
 
 @dataclass
@@ -189,6 +231,26 @@ def _to_3d(array: np.ndarray, path: Path, what: str) -> np.ndarray:
     return array
 
 
+def _nrrd_states(header: dict[str, Any]) -> tuple[bool, bool]:
+    """``(has voxel size, has orientation)`` of an NRRD header."""
+    directions = header.get("space directions")
+    rows = 0
+    if directions is not None:
+        for row in directions:
+            if row is None:
+                continue
+            vec = np.asarray(row, dtype=np.float64).ravel()
+            rows += int(vec.size >= 3 and bool(np.all(np.isfinite(vec[:3]))))
+    if rows >= 3:
+        return True, True
+    spacings = header.get("spacings")
+    if spacings is not None:
+        steps = np.asarray(spacings, dtype=np.float64).ravel()[:3]
+        if steps.size == 3 and bool(np.all(np.isfinite(steps))):
+            return True, False
+    return False, False
+
+
 def nrrd_affine(header: dict[str, Any]) -> np.ndarray:
     """The RAS+ voxel-to-world affine of an NRRD header (see the module docstring).
 
@@ -248,7 +310,82 @@ def read_array(
     Returns:
         ``(array, affine, spacing)``: the ``X x Y x Z`` array in its stored
         dtype, the 4 x 4 RAS+ affine (identity for HDF5) and the spacing
-        (``(1, 1, 1)`` for HDF5).
+        (``(1, 1, 1)`` for HDF5). :func:`read_volume` also says whether the
+        spacing and orientation are known.
+
+    Raises:
+        DataError: missing, unreadable or truncated file, missing dataset, not 3D.
+    """
+    array, geometry = read_volume(path, key)
+    return array, geometry.affine, geometry.spacing
+
+
+def _nifti_geometry(img: Any, shape: tuple[int, ...]) -> Geometry:
+    affine = np.asarray(img.affine, dtype=np.float64)
+    zooms = img.header.get_zooms()
+    spacing = tuple(float(z) for z in zooms[:3])
+    if len(spacing) != 3 or not all(np.isfinite(spacing)) or min(spacing) <= 0:
+        spacing = spacing_of(affine)
+    oriented = int(img.header["sform_code"]) > 0 or int(img.header["qform_code"]) > 0
+    return Geometry(tuple(shape[:3]), affine, spacing, "mm", oriented)  # type: ignore[arg-type]
+
+
+def _nrrd_geometry(header: dict[str, Any], shape: tuple[int, ...]) -> Geometry:
+    has_size, oriented = _nrrd_states(header)
+    affine = nrrd_affine(header)
+    spacing = spacing_of(affine)
+    if not has_size or min(spacing) <= 0:
+        return Geometry(tuple(shape[:3]), affine, (1.0, 1.0, 1.0), "voxels", False)  # type: ignore[arg-type]
+    return Geometry(tuple(shape[:3]), affine, spacing, "mm", oriented)  # type: ignore[arg-type]
+
+
+def read_geometry(path: str | os.PathLike[str], key: str = "image") -> Geometry:
+    """The :class:`Geometry` of a volume file from its header only (cheap).
+
+    Raises:
+        DataError: missing or unreadable file, unknown extension, not 3D.
+    """
+    p = Path(path)
+    fmt = file_format(p)
+    if not p.is_file():
+        raise DataError(f"{p}: file not found")
+    try:
+        if fmt == "h5":
+            import h5py
+
+            with h5py.File(p, "r") as fh:
+                if key not in fh or not isinstance(fh[key], h5py.Dataset):
+                    held = ", ".join(sorted(fh.keys())) or "nothing"
+                    raise DataError(f"{p}: no '{key}' dataset (the file holds: {held})")
+                shape = tuple(int(v) for v in fh[key].shape)
+            geometry = None
+        elif fmt == "nifti":
+            import nibabel as nib
+
+            img = nib.load(str(p))
+            shape = tuple(int(v) for v in img.shape)
+            geometry = _nifti_geometry(img, shape)
+        else:
+            import nrrd
+
+            header = nrrd.read_header(str(p))
+            shape = tuple(int(v) for v in header["sizes"])
+            geometry = _nrrd_geometry(header, shape)
+    except DataError:
+        raise
+    except Exception as exc:  # any reader failure means a bad file
+        raise DataError(f"{p}: cannot read header ({_reason(exc)})") from None
+    while len(shape) > 3 and shape[-1] == 1:
+        shape = shape[:-1]
+    if len(shape) != 3:
+        raise DataError(f"{p}: {key} is {len(shape)}D with shape {shape}; expected a 3D volume")
+    if geometry is None:
+        return Geometry(shape, np.eye(4), (1.0, 1.0, 1.0), "voxels", False)  # type: ignore[arg-type]
+    return Geometry(shape, geometry.affine, geometry.spacing, geometry.unit, geometry.oriented)  # type: ignore[arg-type]
+
+
+def read_volume(path: str | os.PathLike[str], key: str = "image") -> tuple[np.ndarray, Geometry]:
+    """Read one 3D array and its :class:`Geometry` (see :func:`read_array`).
 
     Raises:
         DataError: missing, unreadable or truncated file, missing dataset, not 3D.
@@ -273,22 +410,19 @@ def read_array(
             raise
         except Exception as exc:  # any reader failure means a bad file
             raise DataError(f"{p}: cannot read HDF5 file ({_reason(exc)})") from None
-        return _to_3d(array, p, key), np.eye(4), (1.0, 1.0, 1.0)
+        array = _to_3d(array, p, key)
+        return array, Geometry(array.shape, np.eye(4), (1.0, 1.0, 1.0), "voxels", False)  # type: ignore[arg-type]
     if fmt == "nifti":
         import nibabel as nib
 
         try:
             img = nib.load(str(p))
             array = np.asarray(img.dataobj)
-            affine = np.asarray(img.affine, dtype=np.float64)
-            zooms = img.header.get_zooms()
+            geometry = _nifti_geometry(img, array.shape)
         except Exception as exc:
             raise DataError(f"{p}: cannot read NIfTI file ({_reason(exc)})") from None
         array = _to_3d(array, p, key)
-        spacing = tuple(float(z) for z in zooms[:3])
-        if len(spacing) != 3 or not all(np.isfinite(spacing)) or min(spacing) <= 0:
-            spacing = spacing_of(affine)
-        return array, affine, spacing  # type: ignore[return-value]
+        return array, geometry
     import nrrd
 
     try:
@@ -296,11 +430,7 @@ def read_array(
     except Exception as exc:
         raise DataError(f"{p}: cannot read NRRD file ({_reason(exc)})") from None
     array = _to_3d(np.asarray(array), p, key)
-    affine = nrrd_affine(header)
-    spacing = spacing_of(affine)
-    if min(spacing) <= 0:
-        spacing = (1.0, 1.0, 1.0)
-    return array, affine, spacing
+    return array, _nrrd_geometry(header, array.shape)
 
 
 def as_label(array: np.ndarray, path: str | os.PathLike[str]) -> np.ndarray:
@@ -372,13 +502,14 @@ def load_case(case: Case, with_label: bool = True, normalize: bool | None = None
 
     Returns:
         A :class:`Volume`: image ``X x Y x Z`` float32, label ``X x Y x Z``
-        uint8 or ``None``, affine and spacing of the image file.
+        uint8 or ``None``, the image file's affine, spacing, spacing unit and
+        whether it is oriented.
 
     Raises:
         DataError: a missing or unreadable file, not 3D, a label of another
             shape than the image or with values that are not class indices.
     """
-    image, affine, spacing = read_array(case.image, "image")
+    image, geometry = read_volume(case.image, "image")
     do_norm = case.normalize if normalize is None else bool(normalize)
     image = zscore(image) if do_norm else np.asarray(image, dtype=np.float32)
     label = None
@@ -389,7 +520,9 @@ def load_case(case: Case, with_label: bool = True, normalize: bool | None = None
                 f"{case.label}: label shape {tuple(raw.shape)} differs from image shape {tuple(image.shape)}"
             )
         label = as_label(raw, case.label)
-    return Volume(case.case_id, image, label, affine, spacing)
+    return Volume(
+        case.case_id, image, label, geometry.affine, geometry.spacing, geometry.unit, geometry.oriented
+    )
 
 
 # --------------------------------------------------------------------------- datasets

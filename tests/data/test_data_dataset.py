@@ -19,6 +19,8 @@ from canet.data import (
     load_case,
     open_dataset,
     read_array,
+    read_geometry,
+    read_volume,
     save_nifti,
 )
 from canet.data.dataset import nrrd_affine
@@ -264,3 +266,56 @@ def test_prediction_written_back_in_place(datalist_dir: Path, tmp_path: Path) ->
     lps_world = header["space origin"] + np.array([5, 4, 3]) @ header["space directions"]
     ras_world = back.affine @ np.array([5, 4, 3, 1.0])
     np.testing.assert_allclose(ras_world[:3], lps_world * np.array([-1, -1, 1]), atol=1e-5)
+
+
+def _hand_written_nrrd(path: Path, header_lines: list[str]) -> np.ndarray:
+    """An NRRD written byte by byte (not through pynrrd): 4 x 3 x 2 uint8 voxels 0..23, x fastest."""
+    data = np.arange(24, dtype=np.uint8)
+    head = "NRRD0004\ntype: uint8\ndimension: 3\nsizes: 4 3 2\nencoding: raw\n" + "".join(
+        line + "\n" for line in header_lines
+    )
+    path.write_bytes(head.encode() + b"\n" + data.tobytes())
+    return data.reshape((2, 3, 4)).transpose(2, 1, 0)  # [x, y, z] = x + 4 y + 12 z
+
+
+def test_nrrd_affine_from_hand_written_space_directions(tmp_path: Path) -> None:
+    """Space directions and origin typed by hand, the expected RAS affine written out by hand."""
+    path = tmp_path / "lps.nrrd"
+    expected_array = _hand_written_nrrd(path, [
+        "space: left-posterior-superior",
+        "space directions: (0,0.7,0) (-0.8,0,0) (0,0,1.5)",
+        "space origin: (10,20,30)",
+        "kinds: domain domain domain",
+    ])
+    # voxel axis 0 steps 0.7 mm posterior (-0.7 in RAS y), axis 1 steps 0.8 mm right (LPS x = -0.8
+    # is 0.8 mm to the right), axis 2 steps 1.5 mm superior; the origin (10, 20, 30) LPS is
+    # (-10, -20, 30) RAS.
+    expected_affine = np.array([
+        [0.0, 0.8, 0.0, -10.0],
+        [-0.7, 0.0, 0.0, -20.0],
+        [0.0, 0.0, 1.5, 30.0],
+        [0.0, 0.0, 0.0, 1.0],
+    ])
+    array, affine, spacing = read_array(path)
+    np.testing.assert_array_equal(array, expected_array)
+    np.testing.assert_allclose(affine, expected_affine, atol=1e-12)
+    assert spacing == pytest.approx((0.7, 0.8, 1.5))
+    geometry = read_geometry(path)
+    assert geometry.unit == "mm" and geometry.oriented and geometry.axcodes == "PRS"
+    np.testing.assert_allclose(geometry.affine, expected_affine, atol=1e-12)
+    assert geometry.shape == (4, 3, 2)
+
+
+def test_nrrd_without_space_directions_has_no_voxel_size_or_orientation(tmp_path: Path) -> None:
+    bare = tmp_path / "bare.nrrd"
+    _hand_written_nrrd(bare, [])
+    _, geometry = read_volume(bare)
+    assert geometry.unit == "voxels" and not geometry.oriented and geometry.axcodes is None
+    assert geometry.spacing == (1.0, 1.0, 1.0)
+    np.testing.assert_array_equal(geometry.affine, np.eye(4))
+    spaced = tmp_path / "spaced.nrrd"
+    _hand_written_nrrd(spaced, ["spacings: 0.5 0.5 2"])
+    _, geometry = read_volume(spaced)
+    assert geometry.unit == "mm" and not geometry.oriented and geometry.spacing == (0.5, 0.5, 2.0)
+    vol = load_case(Case("bare", bare, bare))
+    assert vol.spacing_unit == "voxels" and not vol.oriented
