@@ -21,6 +21,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "data_cmds",  # check-data, prepare-la, make-synthetic
     "train_cmds",  # train, demo
     "eval_cmds",  # evaluate, predict, score, report
+    "compare_cmds",  # compare
 )
 
 

@@ -14,8 +14,8 @@ id), :func:`paired_statistics` gives what is needed to judge a difference:
 
 A case enters the statistics only when both of its values are finite; cases with a
 NaN on either side (HD95/ASD of an empty mask, see docs/METRICS.md) are named in
-the result, never dropped silently. Differences are rounded to 1e-12 before signs
-and ranks are taken, so that floating-point noise (``0.85 - 0.80`` against
+the result, never dropped silently. Differences are rounded to 1e-12 before anything
+is computed from them, so that floating-point noise (``0.85 - 0.80`` against
 ``0.90 - 0.85``) neither breaks a tie nor turns a zero into a win.
 """
 
@@ -263,7 +263,7 @@ def paired_statistics(
         return result  # every shared case is NaN on some side: counted, no statistics
     ref = np.array([float(reference[c]) for c in cases])
     oth = np.array([float(other[c]) for c in cases])
-    d = oth - ref
+    d = np.round(oth - ref, TIE_DECIMALS)  # float noise of the inputs is not a difference
     result.mean_reference = float(ref.mean())
     result.mean_other = float(oth.mean())
     result.mean_difference = float(d.mean())

@@ -300,6 +300,8 @@ def write_report(
     Args:
         path: run folder (``metrics.csv`` with ``iteration``; ``eval/`` inside)
             or evaluation folder (``summary.json``, ``metrics.csv``, ``report_slices/``).
+            A folder with only a ``compare.json`` (``canet compare --out``) gets
+            the comparison page (:func:`canet.report.write_comparison_report`).
         out: output file, default ``<path>/report.html``.
         title: page title, default the folder name.
 
@@ -323,6 +325,10 @@ def write_report(
             train_csv = cand
             break
     if eval_dir is None and train_csv is None:
+        if (root / "compare.json").is_file():  # a `canet compare --out` folder
+            from canet.report.comparison import write_comparison_report
+
+            return write_comparison_report(root / "compare.json", out if out is not None else root / "report.html")
         raise CanetError(
             f"{root} holds neither an evaluation (summary.json) nor training metrics (metrics.csv with an 'iteration' column)"
         )

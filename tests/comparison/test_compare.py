@@ -1,0 +1,272 @@
+"""``canet compare`` (canet.comparison) on hand-made evaluation folders with known answers."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy.stats import wilcoxon
+
+from canet.cli.main import main
+from canet.comparison import compare, load_group
+from canet.errors import CanetError
+from canet.metrics.summary import MetricAccumulator
+
+CASES = [f"case{i:02d}" for i in range(12)]
+
+
+def write_eval(folder: Path, rows: dict[str, dict[str, float]], unit: str = "voxels", **extra: object) -> Path:
+    """An evaluation folder in canet evaluate's format (metrics.csv + summary.json)."""
+    folder.mkdir(parents=True)
+    lines = ["case,dice,jaccard,hd95,asd,seconds"]
+    for case, r in rows.items():
+        cells = [repr(float(r.get(m, 0.5))) if not math.isnan(r.get(m, 0.5)) else "nan"
+                 for m in ("dice", "jaccard", "hd95", "asd")]
+        lines.append(",".join([case, *cells, "nan"]))
+    (folder / "metrics.csv").write_text("\n".join(lines) + "\n")
+    summary = {"cases": len(rows), "spacing": unit, "mode": "reference", "std_ddof": 0, **extra}
+    (folder / "summary.json").write_text(json.dumps(summary))
+    return folder
+
+
+def dice_rows(values: dict[str, float], hd95: dict[str, float] | None = None) -> dict[str, dict[str, float]]:
+    return {c: {"dice": v, "jaccard": v / (2 - v), "hd95": (hd95 or {}).get(c, 4.0), "asd": 1.0}
+            for c, v in values.items()}
+
+
+def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    code = main(["compare", *args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture()
+def base_dice() -> dict[str, float]:
+    rng = np.random.default_rng(0)
+    return dict(zip(CASES, rng.uniform(0.6, 0.9, len(CASES)).tolist()))
+
+
+def test_identical_groups_through_the_cli(tmp_path: Path, base_dice: dict[str, float],
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    write_eval(tmp_path / "a" / "eval", dice_rows(base_dice))
+    write_eval(tmp_path / "b" / "eval", dice_rows(base_dice))
+    out_dir = tmp_path / "cmp"
+    code, out, err = run_cli([str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(out_dir),
+                              "--resamples", "500"], capsys)
+    assert code == 0, err
+    data = json.loads((out_dir / "compare.json").read_text())
+    assert data["reference"] == "a" and [g["name"] for g in data["groups"]] == ["a", "b"]
+    for m in ("dice", "jaccard", "hd95", "asd"):
+        st = data["pairs"][0]["metrics"][m]
+        assert st["mean_difference"] == 0.0
+        assert st["ci_low"] <= 0.0 <= st["ci_high"]
+        assert st["p_value"] == 1.0
+        assert (st["better"], st["worse"], st["tied"], st["n"]) == (0, 0, 12, 12)
+    md = (out_dir / "compare.md").read_text()
+    assert md in out  # the same table on stdout
+    assert "| a | b | dice % | 12 |" in md and "+0.00 | [+0.00, +0.00] | 1.0000 | 0 / 0 / 12 |" in md
+
+
+def test_constant_shift_of_one_point(tmp_path: Path, base_dice: dict[str, float]) -> None:
+    write_eval(tmp_path / "a", dice_rows(base_dice))
+    write_eval(tmp_path / "b", dice_rows({c: v + 0.01 for c, v in base_dice.items()}))
+    st = compare([tmp_path / "a", tmp_path / "b"], metrics=["dice"], resamples=1000).pairs[0].metrics["dice"]
+    assert st.mean_difference == pytest.approx(0.01, abs=1e-12)
+    assert st.ci_low == st.ci_high == pytest.approx(0.01, abs=1e-12)
+    assert (st.better, st.worse) == (12, 0)
+
+
+def test_p_value_equals_scipy_and_direction_of_distances(tmp_path: Path, base_dice: dict[str, float]) -> None:
+    rng = np.random.default_rng(9)
+    hd_a = dict(zip(CASES, rng.uniform(3, 9, len(CASES)).tolist()))
+    hd_b = {c: v + rng.normal(-0.5, 1.0) for c, v in hd_a.items()}
+    other_dice = {c: v + rng.normal(0.01, 0.03) for c, v in base_dice.items()}
+    write_eval(tmp_path / "a", dice_rows(base_dice, hd_a))
+    write_eval(tmp_path / "b", dice_rows(other_dice, hd_b))
+    pair = compare([tmp_path / "a", tmp_path / "b"], metrics=["dice", "hd95"], resamples=200).pairs[0]
+    for metric, ref, oth, higher in (("dice", base_dice, other_dice, True), ("hd95", hd_a, hd_b, False)):
+        # values pass through metrics.csv as repr(float): exact
+        d = np.array([oth[c] - ref[c] for c in CASES])
+        st = pair.metrics[metric]
+        assert st.p_value == wilcoxon(d).pvalue
+        assert st.mean_difference == pytest.approx(d.mean(), abs=1e-12)
+        wins = int((d > 0).sum()) if higher else int((d < 0).sum())
+        assert (st.better, st.worse) == (wins, len(CASES) - wins)
+
+
+def test_cases_matched_by_id_and_a_missing_case_is_named(tmp_path: Path, base_dice: dict[str, float],
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    write_eval(tmp_path / "a", dice_rows(base_dice))
+    other = {c: base_dice[c] + 0.02 for c in reversed(CASES) if c != "case05"}  # other order, one missing
+    write_eval(tmp_path / "b", dice_rows(other))
+    code, out, _ = run_cli([str(tmp_path / "a"), str(tmp_path / "b"), "--metric", "dice", "--resamples", "100"],
+                           capsys)
+    assert code == 0
+    assert "b vs a: 1 case(s) only in a, left out: case05" in out
+    assert "| a | b | dice % | 11 |" in out and "11 / 0 / 0 | 1 missing, 0 NaN |" in out
+    pair = compare([tmp_path / "a", tmp_path / "b"], metrics=["dice"], resamples=100).pairs[0]
+    assert pair.only_in_reference == ["case05"] and pair.only_in_other == []
+    assert pair.metrics["dice"].mean_difference == pytest.approx(0.02, abs=1e-12)
+
+
+def test_nan_distances_are_left_out_and_counted(tmp_path: Path, base_dice: dict[str, float]) -> None:
+    write_eval(tmp_path / "a", dice_rows(base_dice, {"case01": math.nan}))
+    write_eval(tmp_path / "b", dice_rows(base_dice, {"case02": math.nan, "case03": 2.0}))
+    comparison = compare([tmp_path / "a", tmp_path / "b"], resamples=100)
+    st = comparison.pairs[0].metrics["hd95"]
+    assert st.nan_in_reference == ["case01"] and st.nan_in_other == ["case02"]
+    assert st.n == 10 and st.mean_difference == pytest.approx(-2.0 / 10)  # case03: 4 -> 2
+    assert comparison.pairs[0].metrics["dice"].n == 12  # Dice keeps every case
+    assert comparison.group_stats["a"]["hd95"]["nan"] == 1
+    md = comparison.markdown()
+    assert "b vs a, hd95: 1 case(s) NaN in a, left out: case01" in md
+    assert "b vs a, hd95: 1 case(s) NaN in b, left out: case02" in md
+    assert "| 4.00 ± 0.00 (1 NaN) |" in md
+
+
+def test_seeds_are_aggregated(tmp_path: Path) -> None:
+    cases = ["c1", "c2", "c3"]
+    seeds_a = {"seed1": [0.80, 0.70, 0.90], "seed2": [0.82, 0.74, 0.86], "seed3": [0.78, 0.72, 0.88]}
+    seeds_b = {"seed1": [0.90, 0.80, 0.90], "seed2": [0.70, 0.60, 0.80]}
+    for name, table in (("A", seeds_a), ("B", seeds_b)):
+        for seed, vals in table.items():
+            write_eval(tmp_path / name / seed / "eval", dice_rows(dict(zip(cases, vals))))
+    (tmp_path / "A" / "notes").mkdir()  # a sub-folder without an evaluation: listed, ignored
+    comparison = compare([tmp_path / "A", tmp_path / "B"], metrics=["dice"], resamples=200)
+    a, b = comparison.groups
+    assert (a.n_seeds, b.n_seeds) == (3, 2) and a.member_names == ["seed1", "seed2", "seed3"]
+    assert a.ignored == ["notes"]
+    per_case_a = np.mean(list(seeds_a.values()), axis=0)
+    per_case_b = np.mean(list(seeds_b.values()), axis=0)
+    assert list(a.values("dice").values()) == pytest.approx(per_case_a.tolist(), abs=1e-15)
+    st_a = comparison.group_stats["A"]["dice"]
+    seed_means_a = [np.mean(v) for v in seeds_a.values()]
+    assert st_a["seed_means"] == pytest.approx(seed_means_a, abs=1e-15)
+    assert st_a["seed_mean"] == pytest.approx(np.mean(seed_means_a), abs=1e-15)
+    assert st_a["seed_std"] == pytest.approx(np.std(seed_means_a, ddof=1), abs=1e-15)
+    assert st_a["mean"] == pytest.approx(per_case_a.mean()) and st_a["std"] == pytest.approx(per_case_a.std())
+    pair = comparison.pairs[0]
+    st = pair.metrics["dice"]
+    assert st.mean_difference == pytest.approx((per_case_b - per_case_a).mean(), abs=1e-12)
+    seed_std_b = np.std([np.mean(v) for v in seeds_b.values()], ddof=1)
+    assert pair.seed_std_other["dice"] == pytest.approx(seed_std_b)
+    assert pair.spread_ratio("dice") == pytest.approx(abs(st.mean_difference) / max(st_a["seed_std"], seed_std_b))
+    md = comparison.markdown()
+    assert "| A | 3 | seed1, seed2, seed3 |" in md and "notes" in md
+    assert "abs(difference) / seed std" in md
+
+
+def test_a_case_nan_in_one_seed_is_nan_for_the_group(tmp_path: Path) -> None:
+    write_eval(tmp_path / "A" / "s1", dice_rows({"c1": 0.8, "c2": 0.7}, {"c1": math.nan}))
+    write_eval(tmp_path / "A" / "s2", dice_rows({"c1": 0.8, "c2": 0.7}, {"c1": 3.0}))
+    group = load_group(tmp_path / "A")
+    assert math.isnan(group.values("hd95")["c1"]) and group.values("hd95")["c2"] == 4.0
+    st = group.statistics("hd95")
+    assert (st["n"], st["nan"], st["nan_values"]) == (1, 1, 1)
+
+
+def test_a_case_missing_in_one_seed_is_named(tmp_path: Path) -> None:
+    write_eval(tmp_path / "A" / "s1", dice_rows({"c1": 0.8, "c2": 0.7, "c3": 0.6}))
+    write_eval(tmp_path / "A" / "s2", dice_rows({"c1": 0.8, "c2": 0.7}))
+    group = load_group(tmp_path / "A")
+    assert group.cases == ["c1", "c2"] and group.incomplete_cases == {"c3": ["s2"]}
+    assert any("c3 (not in s2)" in n for n in group.notes)
+
+
+def test_bootstrap_is_reproducible_for_a_seed(tmp_path: Path, base_dice: dict[str, float]) -> None:
+    rng = np.random.default_rng(4)
+    write_eval(tmp_path / "a", dice_rows(base_dice))
+    write_eval(tmp_path / "b", dice_rows({c: v + rng.normal(0, 0.03) for c, v in base_dice.items()}))
+    srcs = [tmp_path / "a", tmp_path / "b"]
+    first = compare(srcs, metrics=["dice"], resamples=2000, seed=11, out_dir=tmp_path / "o1")
+    compare(srcs, metrics=["dice"], resamples=2000, seed=11, out_dir=tmp_path / "o2")
+    other = compare(srcs, metrics=["dice"], resamples=2000, seed=12).pairs[0].metrics["dice"]
+    assert (tmp_path / "o1" / "compare.json").read_bytes() == (tmp_path / "o2" / "compare.json").read_bytes()
+    st = first.pairs[0].metrics["dice"]
+    assert (st.ci_low, st.ci_high) != (other.ci_low, other.ci_high)
+    assert st.p_value == other.p_value
+
+
+def test_real_evaluation_format(tmp_path: Path) -> None:
+    """Folders written by the evaluation's own writer (MetricAccumulator) are read as they are."""
+    gt = np.zeros((12, 12, 8), np.uint8)
+    gt[3:9, 3:9, 2:6] = 1
+    for name, grow in (("small", 0), ("big", 1)):
+        acc = MetricAccumulator()
+        for i in range(4):
+            pred = np.zeros_like(gt)
+            pred[3:9 + grow * (i % 2), 3:9, 2:6] = 1
+            acc.add(f"case{i}", pred, gt)
+        acc.add("case_empty", np.zeros_like(gt), gt)  # HD95/ASD NaN
+        folder = tmp_path / name
+        folder.mkdir()
+        acc.write_csv(folder / "metrics.csv")
+        acc.write_summary(folder / "summary.json")
+    comparison = compare([tmp_path / "small", tmp_path / "big"], resamples=100)
+    dice = comparison.pairs[0].metrics["dice"]
+    assert dice.n == 5 and (dice.better, dice.worse, dice.tied) == (0, 2, 3)
+    assert comparison.pairs[0].metrics["hd95"].nan_in_reference == ["case_empty"]
+    assert comparison.distance_unit == "voxels"
+
+
+def test_report_and_canet_report(tmp_path: Path, base_dice: dict[str, float],
+                                 capsys: pytest.CaptureFixture[str]) -> None:
+    write_eval(tmp_path / "a", dice_rows(base_dice))
+    write_eval(tmp_path / "b", dice_rows(base_dice))
+    code, out, err = run_cli([str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "o"),
+                              "--report", "--resamples", "100"], capsys)
+    assert code == 0, err
+    page = (tmp_path / "o" / "compare.html").read_text()
+    assert "<td>dice %</td>" in page and "Paired differences" in page
+    assert main(["report", str(tmp_path / "o")]) == 0
+    assert "Paired differences" in (tmp_path / "o" / "report.html").read_text()
+
+
+def test_seed_folders_of_different_methods_are_refused(tmp_path: Path, base_dice: dict[str, float]) -> None:
+    for method in ("vnet", "canet"):
+        write_eval(tmp_path / "la_lite" / method / "eval", dice_rows(base_dice))
+        (tmp_path / "la_lite" / method / "config.yaml").write_text(f"method: {method}\nseed: 1\n")
+    with pytest.raises(CanetError, match="different methods"):
+        load_group(tmp_path / "la_lite")
+    (tmp_path / "la_lite" / "canet" / "config.yaml").write_text("method: vnet\nseed: 2\ndata:\n  batch_size: 2\n")
+    group = load_group(tmp_path / "la_lite")  # same method, other seed: fine, other keys noted
+    assert group.n_seeds == 2 and any("data.batch_size" in n for n in group.notes)
+
+
+def _one_line_error(capsys: pytest.CaptureFixture[str], args: list[str]) -> str:
+    code, out, err = run_cli(args, capsys)
+    assert code == 2
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    return err
+
+
+def test_bad_input_ends_in_one_line(tmp_path: Path, base_dice: dict[str, float],
+                                    capsys: pytest.CaptureFixture[str]) -> None:
+    a = write_eval(tmp_path / "a", dice_rows(base_dice))
+    b = write_eval(tmp_path / "b", dice_rows({f"other{i}": 0.5 for i in range(3)}))
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "train_run").mkdir()
+    (tmp_path / "train_run" / "metrics.csv").write_text("iteration,loss\n1,0.5\n")
+    (tmp_path / "train_run" / "summary.json").write_text("{}")
+    mm = write_eval(tmp_path / "mm", dice_rows(base_dice), unit="mm")
+
+    assert "holds no evaluation" in _one_line_error(capsys, [str(a), str(tmp_path / "empty")])
+    assert "not found" in _one_line_error(capsys, [str(a), str(tmp_path / "missing")])
+    assert "no 'case' column" in _one_line_error(capsys, [str(a), str(tmp_path / "train_run")])
+    err = _one_line_error(capsys, [str(a), str(b)])
+    assert "share no case id" in err and "'other0'" in err
+    assert "'dsc'" in _one_line_error(capsys, [str(a), str(mm), "--metric", "dsc"])
+    assert "'dice_2' is not a column" in _one_line_error(capsys, [str(a), str(mm), "--metric", "dice_2"])
+    assert "different units" in _one_line_error(capsys, [str(a), str(mm), "--metric", "dice", "hd95"])
+    assert "'nope'" in _one_line_error(capsys, [str(a), str(mm), "--reference", "nope"])
+    assert "needs --out" in _one_line_error(capsys, [str(a), str(mm), "--report"])
+    assert "given twice" in _one_line_error(capsys, [str(a), str(a)])
+    bad = write_eval(tmp_path / "bad", {"c1": {"dice": 0.5}})
+    (bad / "metrics.csv").write_text("case,dice,jaccard,hd95,asd,seconds\nc1,oops,0,0,0,0\n")
+    assert "'oops'" in _one_line_error(capsys, [str(a), str(bad)])
+    # a unit difference does not matter when only Dice is compared; the reference can be named
+    code, out, _ = run_cli([str(a), str(mm), "--metric", "dice", "--reference", "mm", "--resamples", "50"], capsys)
+    assert code == 0 and "| mm | a | dice % | 12 |" in out
