@@ -439,7 +439,11 @@ class Comparison:
         return 1.0, f"{metric} ({unit})"
 
     def tables(self) -> list[dict[str, Any]]:
-        """The tables as ``[{"title", "header", "rows"}]`` of strings (Markdown and HTML use them)."""
+        """The tables as ``[{"kind", "title", "header", "rows"}]`` of strings (Markdown and HTML use them).
+
+        ``kind`` is ``"groups"`` (mean ± std over cases), ``"seeds"`` (mean ± std of
+        the seeds' means; only when a group has several seeds) or ``"pairs"``.
+        """
         out: list[dict[str, Any]] = []
         header = ["group", "seeds", "cases", *[self._scale(m)[1] for m in self.metrics]]
         rows = []
@@ -454,6 +458,7 @@ class Comparison:
                 cells.append(text)
             rows.append(cells)
         out.append({
+            "kind": "groups",
             "title": "Groups: mean ± std over cases" + (" (with seeds: of each case's mean over the seeds)" if self.has_seeds else ""),
             "header": header, "rows": rows,
         })
@@ -466,6 +471,7 @@ class Comparison:
                     cells.append(_pm(st["seed_mean"], st["seed_std"], self._scale(m)[0]))
                 rows.append(cells)
             out.append({
+                "kind": "seeds",
                 "title": "Seeds: mean ± std (ddof 1) of the seeds' means",
                 "header": ["group", "seeds", "members", *[self._scale(m)[1] for m in self.metrics]],
                 "rows": rows,
@@ -497,6 +503,7 @@ class Comparison:
                         cells += [f"{_num(sr, scale)} / {_num(so, scale)}", _ratio(ratio)]
                     rows.append(cells)
             out.append({
+                "kind": "pairs",
                 "title": (
                     f"Paired differences (other - reference) on shared cases: {pct} percentile bootstrap CI "
                     f"({self.resamples} resamples, seed {self.seed}), two-sided Wilcoxon signed-rank p"
@@ -529,10 +536,12 @@ class Comparison:
         notes.extend(self.notes)
         return notes
 
-    def markdown(self) -> str:
-        """The tables and notes as Markdown."""
+    def markdown(self, kinds: Sequence[str] | None = None) -> str:
+        """The tables (all, or those whose ``kind`` is in ``kinds``) and the notes as Markdown."""
         parts: list[str] = []
         for table in self.tables():
+            if kinds is not None and table["kind"] not in kinds:
+                continue
             parts.append(f"**{table['title']}**\n")
             parts.append("| " + " | ".join(_cell(h) for h in table["header"]) + " |")
             parts.append("|" + "---|" * len(table["header"]))
