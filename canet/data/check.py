@@ -7,7 +7,9 @@ with the file it is in:
 * an unreadable or truncated file;
 * a missing ``image`` or ``label`` (HDF5 dataset, or datalist entry);
 * an image/label shape mismatch;
-* label values outside ``0..num_classes-1`` (or not whole numbers);
+* label values outside ``0..num_classes-1`` (or not whole numbers); a binary
+  dataset's label may instead hold one other object value (0/255 masks), as
+  the trainer and the metrics take any non-zero voxel as object there;
 * NaN or inf values;
 * an empty image (a zero-length axis, or one constant value everywhere);
 * a case id listed twice, and structural problems (no ``train.list``, an
@@ -15,7 +17,8 @@ with the file it is in:
 
 Labels are read for labeled, validation and test cases; unlabeled cases only
 need an image. Conditions that do not stop training (a label without any
-foreground, a case both in training and test) are *warnings*.
+foreground, a case both in training and test, training images stored in more
+than one orientation) are *warnings*.
 It never raises for a problem of the data; :func:`ensure_clean` turns a report
 with problems into a :class:`~canet.errors.DataError`.
 """
@@ -30,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from canet.data.dataset import Case, DatasetSpec, _reason, open_dataset, read_array
+from canet.data.dataset import Case, DatasetSpec, _reason, open_dataset, read_array, read_volume
 from canet.errors import DataError
 
 
@@ -118,9 +121,12 @@ class _Stats:
         self.means: list[float] = []
         self.stds: list[float] = []
         self.files = 0
+        self.units: set[str] = set()
+        self.orientations: dict[str, int] = {}
 
-    def summary(self, unit: str) -> dict[str, Any]:
+    def summary(self) -> dict[str, Any]:
         out: dict[str, Any] = {"files_read": self.files}
+        unit = next(iter(self.units)) if len(self.units) == 1 else "mixed"
         if self.shapes:
             arr = np.asarray(self.shapes)
             out["shape_min"] = [int(v) for v in arr.min(axis=0)]
@@ -140,15 +146,21 @@ class _Stats:
                 "min": float(self.lo), "max": float(self.hi),
                 "mean": float(np.mean(self.means)), "std": float(np.mean(self.stds)),
             }
+        if self.orientations:
+            out["orientations"] = dict(self.orientations)
         return out
 
 
 def _check_case(
-    case: Case, need_label: bool, num_classes: int, stats: _Stats, report: CheckReport
+    case: Case, need_label: bool, num_classes: int, stats: _Stats, report: CheckReport, training: bool = False
 ) -> None:
     """Read one case fully and record its problems and statistics."""
     try:
-        image, _, spacing = read_array(case.image, "image")
+        image, geometry = read_volume(case.image, "image")
+        spacing = geometry.spacing
+        stats.units.add(geometry.unit)
+        if training and geometry.axcodes is not None:
+            stats.orientations[geometry.axcodes] = stats.orientations.get(geometry.axcodes, 0) + 1
     except DataError as exc:
         report.problems.append(str(exc))
         msg = str(exc)
@@ -221,11 +233,14 @@ def _check_case(
             )
             return
     values = np.unique(label)
-    bad = [v for v in values.tolist() if v < 0 or v >= num_classes]
+    objects = [v for v in values.tolist() if v != 0]
+    one_object = num_classes == 2 and len(objects) == 1 and 0 < objects[0] <= 255
+    bad = [] if one_object else [v for v in values.tolist() if v < 0 or v >= num_classes]
     if bad:
         shown = ", ".join(str(int(v)) for v in bad[:5]) + (", ..." if len(bad) > 5 else "")
+        hint = "; a binary label may hold one other object value instead of 1, such as 255" if num_classes == 2 else ""
         report.problems.append(
-            f"{case.label}: label values {{{shown}}} outside the {num_classes} classes (0..{num_classes - 1})"
+            f"{case.label}: label values {{{shown}}} outside the {num_classes} classes (0..{num_classes - 1}{hint})"
         )
         return
     fraction = float(np.count_nonzero(label)) / label.size
@@ -265,7 +280,9 @@ def check_dataset(
         ``num_classes``, ``normalize``, ``cases`` (counts per split),
         ``files_read``, ``shape_min``/``shape_max``,
         ``spacing_min``/``spacing_max`` (with ``spacing_unit``: ``"voxels"``
-        for LA, ``"mm"`` otherwise), ``foreground_fraction`` (mean/min/max
+        for LA and files that state no voxel size, ``"mm"`` otherwise,
+        ``"mixed"`` for both), ``orientations`` (axis codes of the oriented
+        training images and how many have each), ``foreground_fraction`` (mean/min/max
         over the labels read) and ``intensity`` (min/max over all images, mean
         of per-case means and stds, of the values as stored).
     """
@@ -289,19 +306,26 @@ def check_dataset(
         where = spec.datalist if spec.datalist is not None else spec.root / "train.list"
         report.problems.append(f"{where}: no labeled training cases")
     _duplicates(spec, report)
-    jobs: list[tuple[Case, bool]] = [(c, True) for c in spec.labeled]
-    jobs += [(c, False) for c in spec.unlabeled]
-    jobs += [(c, c.label is not None) for c in [*spec.validation, *spec.test]]
+    jobs: list[tuple[Case, bool, bool]] = [(c, True, True) for c in spec.labeled]
+    jobs += [(c, False, True) for c in spec.unlabeled]
+    jobs += [(c, c.label is not None, False) for c in [*spec.validation, *spec.test]]
     stats = _Stats()
-    items: Iterable[tuple[Case, bool]] = jobs
+    items: Iterable[tuple[Case, bool, bool]] = jobs
     if progress:
         from tqdm import tqdm
 
         items = tqdm(jobs, desc="check-data", unit="case")
-    for case, need_label in items:
+    for case, need_label, training in items:
         try:
-            _check_case(case, need_label, spec.num_classes, stats, report)
+            _check_case(case, need_label, spec.num_classes, stats, report, training)
         except Exception as exc:  # an unforeseen reader failure is still one line
             report.problems.append(f"{case.image}: cannot check case ({_reason(exc)})")
-    report.summary.update(stats.summary("voxels" if spec.kind == "la" else "mm"))
+    if len(stats.orientations) > 1:
+        where = spec.datalist if spec.datalist is not None else spec.root
+        counts = ", ".join(f"{k}: {v}" for k, v in sorted(stats.orientations.items(), key=lambda kv: -kv[1]))
+        report.warnings.append(
+            f"{where}: training images come in {len(stats.orientations)} orientations ({counts}); the network "
+            "sees each in its stored voxel order, so reorient them to one orientation first"
+        )
+    report.summary.update(stats.summary())
     return report

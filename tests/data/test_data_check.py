@@ -159,11 +159,16 @@ def test_datalist_problems(tmp_path: Path) -> None:
     nib.save(nib.Nifti1Image(img, np.eye(4)), str(tmp_path / "b.nii.gz"))
     (tmp_path / "c.nii.gz").write_bytes(b"\x1f\x8b\x08not really gzip")
     nib.save(nib.Nifti1Image(lab * 4, np.eye(4)), str(tmp_path / "d_seg.nii.gz"))
+    two = lab.copy()
+    two[0, 0, 0] = 4
+    two[1, 1, 1] = 2
+    nib.save(nib.Nifti1Image(two, np.eye(4)), str(tmp_path / "e_seg.nii.gz"))
     datalist = {
         "training": [
             {"image": "a.nii.gz", "label": "a_seg.nii.gz"},
             {"image": "b.nii.gz", "label": "b_seg.nii.gz"},  # label file absent
-            {"image": "a.nii.gz", "label": "d_seg.nii.gz", "id": "d"},  # label values 0 and 4
+            {"image": "a.nii.gz", "label": "d_seg.nii.gz", "id": "d"},  # 0 and 4: binary, object = 4
+            {"image": "a.nii.gz", "label": "e_seg.nii.gz", "id": "e"},  # 0, 1, 2 and 4: not binary
         ],
         "unlabeled": [{"image": "c.nii.gz"}],  # unreadable image
     }
@@ -171,13 +176,16 @@ def test_datalist_problems(tmp_path: Path) -> None:
     path.write_text(json.dumps(datalist))
     report = check_dataset(path)
     assert report.problems[0] == f"{tmp_path / 'b_seg.nii.gz'}: file not found"
-    assert report.problems[1] == f"{tmp_path / 'd_seg.nii.gz'}: label values {{4}} outside the 2 classes (0..1)"
+    assert report.problems[1] == (
+        f"{tmp_path / 'e_seg.nii.gz'}: label values {{2, 4}} outside the 2 classes (0..1; "
+        "a binary label may hold one other object value instead of 1, such as 255)"
+    )
     assert report.problems[2].startswith(f"{tmp_path / 'c.nii.gz'}: cannot read NIfTI file (")
     assert len(report.problems) == 3
     assert report.summary["spacing_unit"] == "mm" and report.summary["spacing_max"] == [1.0, 1.0, 2.0]
     datalist["num_classes"] = 5
     path.write_text(json.dumps(datalist))
-    assert len(check_dataset(path).problems) == 2  # 4 is a class now
+    assert len(check_dataset(path).problems) == 2  # 2 and 4 are classes now
 
     datalist["training"][0].pop("label")
     path.write_text(json.dumps(datalist))
@@ -190,3 +198,35 @@ def test_real_la_copy_is_clean(la_small: Path) -> None:
     assert report.summary["cases"] == {"labeled": 2, "unlabeled": 1, "validation": 0, "test": 1}
     assert report.summary["shape_min"][2] == report.summary["shape_max"][2] == 88
     assert 0.02 < report.summary["foreground_fraction"]["mean"] < 0.3
+
+
+def test_binary_labels_with_one_object_value_are_clean(tmp_path: Path) -> None:
+    """A 0/255 mask (as the LA challenge stores the atrium) is a binary label, not 256 classes."""
+    img = np.random.default_rng(1).normal(size=(12, 12, 8)).astype(np.float32)
+    lab = np.zeros((12, 12, 8), np.uint8)
+    lab[3:8, 3:8, 2:6] = 255
+    nib.save(nib.Nifti1Image(img, np.eye(4)), str(tmp_path / "a.nii.gz"))
+    nib.save(nib.Nifti1Image(lab, np.eye(4)), str(tmp_path / "a_seg.nii.gz"))
+    path = tmp_path / "dataset.json"
+    path.write_text(json.dumps({"training": [{"image": "a.nii.gz", "label": "a_seg.nii.gz"}]}))
+    report = check_dataset(path)
+    assert report.ok, report.problems
+    assert report.summary["foreground_fraction"]["mean"] == pytest.approx(5 * 5 * 4 / (12 * 12 * 8))
+
+
+def test_training_images_in_several_orientations_are_a_warning(tmp_path: Path) -> None:
+    img = np.random.default_rng(2).normal(size=(12, 12, 8)).astype(np.float32)
+    lab = (img > 1).astype(np.uint8)
+    flipped = np.diag([-1.0, 1.0, 1.0, 1.0])
+    for name, affine in (("a", np.eye(4)), ("b", np.eye(4)), ("c", flipped)):
+        nib.save(nib.Nifti1Image(img, affine), str(tmp_path / f"{name}.nii.gz"))
+        nib.save(nib.Nifti1Image(lab, affine), str(tmp_path / f"{name}_seg.nii.gz"))
+    path = tmp_path / "dataset.json"
+    path.write_text(json.dumps({"training": [{"image": f"{n}.nii.gz", "label": f"{n}_seg.nii.gz"} for n in "abc"]}))
+    report = check_dataset(path)
+    assert report.ok
+    assert report.warnings == [
+        f"{path}: training images come in 2 orientations (RAS: 2, LAS: 1); the network sees each "
+        "in its stored voxel order, so reorient them to one orientation first"
+    ]
+    assert report.summary["orientations"] == {"RAS": 2, "LAS": 1}
