@@ -14,7 +14,7 @@ Two kinds of dataset are understood by :func:`open_dataset`:
 * **Datalist** (``kind="datalist"``): a JSON or YAML file in the style of the
   Medical Segmentation Decathlon's ``dataset.json``::
 
-      {"num_classes": 2, "normalize": true,
+      {"num_classes": 2, "normalize": true, "postprocess": {"lcc": false},
        "training":   [{"image": "imagesTr/a.nii.gz", "label": "labelsTr/a.nii.gz"}, ...],
        "unlabeled":  [{"image": "imagesUn/b.nrrd"}, ...],
        "validation": [{"image": ..., "label": ...}, ...],
@@ -25,6 +25,9 @@ Two kinds of dataset are understood by :func:`open_dataset`:
   HDF5 (``.h5``, ``.hdf5`` with an ``image`` / ``label`` dataset). Unlabeled
   entries need no label. ``num_classes`` defaults to 2 and ``normalize`` (z-score
   each image over the whole volume when it is loaded) to true.
+  ``postprocess: {lcc: true}`` keeps only the largest connected component of
+  each predicted class when the dataset is evaluated (default false: right for
+  structures in several parts; the LA layout always uses it, as the literature).
 
 Geometry convention: every :class:`Volume` carries a 4 x 4 voxel-to-world
 affine in **RAS+ millimetres**, the convention of NIfTI and nibabel. NIfTI
@@ -161,6 +164,9 @@ class DatasetSpec:
         normalize: default z-scoring of its images (see :class:`Case`).
         kind: ``"la"`` or ``"datalist"``.
         datalist: the datalist file (``None`` for the LA layout).
+        lcc: largest-connected-component post-processing by default when the
+            dataset is evaluated (True for LA; a datalist's ``postprocess.lcc``,
+            default False).
     """
 
     root: Path
@@ -172,6 +178,7 @@ class DatasetSpec:
     normalize: bool = False
     kind: Literal["la", "datalist"] = "la"
     datalist: Path | None = None
+    lcc: bool = True
 
     @property
     def train(self) -> list[Case]:
@@ -571,7 +578,7 @@ def _open_la(root: Path, labeled: int | None) -> DatasetSpec:
     test = [case(i) for i in _read_list(split_files["test"])] if split_files["test"].is_file() else []
     return DatasetSpec(
         root=root, labeled=train[:n], unlabeled=train[n:], validation=validation, test=test,
-        num_classes=2, normalize=False, kind="la", datalist=None,
+        num_classes=2, normalize=False, kind="la", datalist=None, lcc=True,
     )
 
 
@@ -628,6 +635,15 @@ def _open_datalist(path: Path, labeled: int | None) -> DatasetSpec:
     normalize = data.get("normalize", True)
     if not isinstance(normalize, bool):
         raise DataError(f"{path}: normalize must be true or false, got {normalize!r}")
+    post = data.get("postprocess") or {}
+    if not isinstance(post, dict):
+        raise DataError(f"{path}: postprocess must be a mapping such as {{lcc: true}}, got {post!r}")
+    unknown = sorted(str(k) for k in post if k != "lcc")
+    if unknown:
+        raise DataError(f"{path}: unknown postprocess key {unknown[0]!r} (known: lcc)")
+    lcc = post.get("lcc", False)
+    if not isinstance(lcc, bool):
+        raise DataError(f"{path}: postprocess.lcc must be true or false, got {lcc!r}")
 
     raw: dict[str, list[tuple[str, Path, Path | None]]] = {}
     for key, need_label in (("training", True), ("unlabeled", False), ("validation", False), ("test", False)):
@@ -667,7 +683,7 @@ def _open_datalist(path: Path, labeled: int | None) -> DatasetSpec:
         root=base, labeled=cases["training"][:n],
         unlabeled=[*cases["training"][n:], *cases["unlabeled"]],
         validation=cases["validation"], test=cases["test"], num_classes=num_classes,
-        normalize=normalize, kind="datalist", datalist=path,
+        normalize=normalize, kind="datalist", datalist=path, lcc=lcc,
     )
 
 

@@ -33,7 +33,7 @@ def test_real_la_splits_follow_the_lists(la_root: Path) -> None:
     train = (la_root / "train.list").read_text().split()
     test = (la_root / "test.list").read_text().split()
     spec = open_dataset(la_root, labeled=8)
-    assert spec.kind == "la" and spec.num_classes == 2 and spec.normalize is False
+    assert spec.kind == "la" and spec.num_classes == 2 and spec.normalize is False and spec.lcc is True
     assert [c.case_id for c in spec.labeled] == train[:8]
     assert [c.case_id for c in spec.unlabeled] == train[8:]
     assert len(spec.labeled) == 8 and len(spec.unlabeled) == len(train) - 8 == 72
@@ -150,6 +150,7 @@ def test_datalist_with_nifti_nrrd_and_unlabeled_case(datalist_dir: Path, fmt: st
     spec = open_dataset(path)
     assert spec.kind == "datalist" and spec.datalist == path and spec.root == datalist_dir
     assert spec.num_classes == 2 and spec.normalize is True
+    assert spec.lcc is False  # largest-component post-processing is off unless the datalist asks
     assert [c.case_id for c in spec.labeled] == ["a", "b"]
     assert [c.case_id for c in spec.unlabeled] == ["c"] and spec.unlabeled[0].label is None
     assert [c.case_id for c in spec.test] == ["d"] and spec.test[0].label is None
@@ -177,12 +178,12 @@ def test_datalist_with_nifti_nrrd_and_unlabeled_case(datalist_dir: Path, fmt: st
 
 def test_datalist_options_and_ids(datalist_dir: Path) -> None:
     data = _datalist()
-    data.update(num_classes=3, normalize=False)
+    data.update(num_classes=3, normalize=False, postprocess={"lcc": True})
     data["validation"] = [{"image": "imagesTr/a.nii.gz", "label": "labelsTr/a.nii.gz", "id": "val_a"}]
     path = datalist_dir / "d.yml"
     path.write_text(yaml.safe_dump(data))
     spec = open_dataset(path, labeled=1)
-    assert spec.num_classes == 3 and spec.normalize is False
+    assert spec.num_classes == 3 and spec.normalize is False and spec.lcc is True
     assert [c.case_id for c in spec.labeled] == ["a"]
     assert [c.case_id for c in spec.unlabeled] == ["b", "c"]  # the rest of training, then unlabeled
     assert spec.validation[0].case_id == "val_a"
@@ -200,6 +201,9 @@ def test_datalist_options_and_ids(datalist_dir: Path) -> None:
         (lambda d: d.update(num_classes=1), "num_classes must be an integer >= 2, got 1"),
         (lambda d: d.update(normalize="yes"), "normalize must be true or false, got 'yes'"),
         (lambda d: d.update(unlabeled={"image": "x"}), "'unlabeled' must be a list"),
+        (lambda d: d.update(postprocess={"lcc": "yes"}), "postprocess.lcc must be true or false, got 'yes'"),
+        (lambda d: d.update(postprocess={"fill_holes": True}), "unknown postprocess key 'fill_holes'"),
+        (lambda d: d.update(postprocess=True), "postprocess must be a mapping"),
     ],
 )
 def test_datalist_errors(datalist_dir: Path, mutate, message: str) -> None:

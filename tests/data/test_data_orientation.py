@@ -52,3 +52,38 @@ def test_same_orientation_is_the_identity() -> None:
     assert r.identity
     a = np.random.default_rng(0).random((4, 4, 4))
     assert r.forward(a) is not None and np.array_equal(r.forward(a), a)
+
+
+def test_training_data_record(tmp_path, synth_root) -> None:
+    import json
+
+    import nibabel as nib
+
+    from canet.data import open_dataset
+    from canet.data.preprocessing import describe_training_data
+
+    assert describe_training_data(open_dataset(synth_root)) == {
+        "normalize": "zscore", "orientation": None, "spacing": None, "lcc": True, "dataset": "la",
+    }
+    img = np.zeros((6, 5, 4), np.float32)
+    img[1, 1, 1] = 1.0
+    affines = {
+        "a": np.diag([0.8, 0.9, 2.0, 1.0]),
+        "b": np.diag([1.0, 1.1, 2.0, 1.0]),
+        "c": np.diag([0.9, 1.0, 3.0, 1.0]),
+        # the same RAS voxel sizes 0.6 / 0.7 / 2.5 stored as P, L, S (axes 0 and 1 swapped and flipped)
+        "d": np.array([[0, -0.7, 0, 0], [-0.6, 0, 0, 0], [0, 0, 2.5, 0], [0, 0, 0, 1.0]]),
+    }
+    for name, affine in affines.items():
+        nib.save(nib.Nifti1Image(img, affine), str(tmp_path / f"{name}.nii.gz"))
+    path = tmp_path / "d.json"
+    path.write_text(json.dumps({
+        "normalize": False, "postprocess": {"lcc": True},
+        "training": [{"image": "a.nii.gz", "label": "a.nii.gz"}, {"image": "b.nii.gz", "label": "b.nii.gz"}],
+        "unlabeled": ["c.nii.gz", "d.nii.gz"],
+    }))
+    record = describe_training_data(open_dataset(path))
+    assert record["orientation"] == "RAS" and record["normalize"] == "none" and record["lcc"] is True
+    # medians of x (0.8, 1.0, 0.9, 0.7), y (0.9, 1.1, 1.0, 0.6), z (2, 2, 3, 2.5)
+    assert record["spacing"] == pytest.approx([0.85, 0.95, 2.25])
+    assert record["dataset"] == "datalist"
