@@ -42,16 +42,17 @@ from scipy import ndimage
 REPO = Path(__file__).resolve().parents[1]
 CASES_DIR = "2018LA_Seg_Training Set"
 CONFIGS = {
-    "vnet": "la_vnet_16.yaml",
-    "canet": "la_canet_16.yaml",
-    "sassnet": "la_sassnet_16.yaml",
-    "uamt": "la_uamt_16.yaml",
-    "canet-reuse": "la_canet_16.yaml",
-    "vnet-bs2": "la_vnet_16.yaml",
+    "vnet": "la_vnet_16",
+    "canet": "la_canet_16",
+    "sassnet": "la_sassnet_16",
+    "uamt": "la_uamt_16",
+    "canet-reuse": "la_canet_16",
+    "vnet-bs2": "la_vnet_16",
 }
 # Extra ``--set`` overrides per method name (variants of a shipped config).
 EXTRA_SETS = {
     # CA-Net with the discriminator step fed the generator step's own (detached)
+# Packaged config (`canet configs`) per method name.
     # outputs instead of a second generator forward: measures what the speed option
     # `train.d_step_reuse_outputs` does to results.
     "canet-reuse": ["train.d_step_reuse_outputs=true"],
@@ -111,6 +112,11 @@ def run(cmd: list[str], log: Path) -> float:
         sys.exit(f"command failed ({proc.returncode}); see {log}")
     return seconds
 
+def canet_command(*args: str) -> list[str]:
+    """``canet ARGS...`` run by this interpreter (no ``canet`` on PATH needed)."""
+    return [sys.executable, "-m", "canet.cli.main", *args]
+
+
 
 def recorded_train_seconds(run_dir: Path) -> float:
     """Training wall time of a finished run: ``train_seconds.txt``, else the run folder's
@@ -133,9 +139,9 @@ def train_and_evaluate(method: str, data: Path, work: Path, args: argparse.Names
         return {"method": method, "train_s": recorded_train_seconds(run_dir), "eval_s": float("nan"),
                 "summary": summary}
     m1, m2 = (round(args.iterations * m / PAPER_ITERATIONS) for m in PAPER_MILESTONES)
-    train_cmd = [
-        "canet", "train",
-        "--config", str(REPO / "configs" / CONFIGS[method]),
+    train_cmd = canet_command(
+        "train",
+        "--config", CONFIGS[method],
         "--data", str(data),
         "--out", str(run_dir),
         "--iterations", str(args.iterations),
@@ -147,20 +153,20 @@ def train_and_evaluate(method: str, data: Path, work: Path, args: argparse.Names
         "--set", f"optimizer.milestones=[{m1},{m2}]",
         "--set", f"train.checkpoint_every={max(args.iterations // 4, 1)}",
         "--set", f"loss.rampup_interval={max(round(150 * args.iterations / PAPER_ITERATIONS), 1)}",
-    ]  # fmt: skip
+    )  # fmt: skip
     for override in EXTRA_SETS.get(method, []):
         train_cmd += ["--set", override]
     if (run_dir / "checkpoints" / "last.pt").is_file():
-        train_cmd = ["canet", "train", "--resume", str(run_dir), "--quiet"]
+        train_cmd = canet_command("train", "--resume", str(run_dir), "--quiet")
     train_s = run(train_cmd, log)
     (run_dir / "train_seconds.txt").write_text(f"{train_s:.1f}\n")
     eval_dir = run_dir / "eval"
     eval_s = run(
-        [
-            "canet", "evaluate", str(run_dir / "checkpoints" / "last.pt"),
+        canet_command(
+            "evaluate", str(run_dir / "checkpoints" / "last.pt"),
             "--data", str(data), "--split", "test", "--mode", "reference",
             "--out", str(eval_dir),
-        ],  # fmt: skip
+        ),  # fmt: skip
         log,
     )
     summary = json.loads((eval_dir / "summary.json").read_text())

@@ -2,13 +2,16 @@
 # The paper's protocol on the LA benchmark, for a machine with a GPU.
 #
 # Trains la_canet_8, la_canet_16, la_vnet_16, la_vnet_full and la_sassnet_16 at the
-# paper's settings (configs/*.yaml: 6000 iterations, batch 2+2, patch 112x112x80) over
-# three seeds, evaluates the last checkpoint of each run on test.list in `reference`
-# mode with largest-connected-component post-processing, and writes one table (mean and
-# std over seeds) next to the paper's numbers.
+# paper's settings (the packaged configs of those names, see `canet configs`: 6000
+# iterations, batch 2+2, patch 112x112x80) over three seeds, evaluates the last checkpoint
+# of each run on test.list in `reference` mode with largest-connected-component
+# post-processing, and writes one table (mean and std over seeds) next to the paper's numbers.
 #
 # Usage:  bash benchmarks/paper_protocol.sh [LA_ROOT] [OUT_DIR]
 # Environment:
+#   PYTHON=path/to/python  the interpreter with canet installed (default: the repository's
+#                          .venv/bin/python if there is one, else python3); canet runs as
+#                          "$PYTHON -m canet.cli.main", so nothing needs to be on PATH
 #   DEVICE=cuda|cpu     (default cuda)
 #   SEEDS="1337 1338 1339"
 #   CONFIGS="la_canet_8 la_canet_16 la_vnet_16 la_vnet_full la_sassnet_16"
@@ -25,8 +28,10 @@ SEEDS=${SEEDS:-"1337 1338 1339"}
 CONFIGS=${CONFIGS:-"la_canet_8 la_canet_16 la_vnet_16 la_vnet_full la_sassnet_16"}
 EXTRA=${EXTRA:-}
 EVAL_EXTRA=${EVAL_EXTRA:-}
-CANET=${CANET:-canet}
 HERE=$(cd "$(dirname "$0")" && pwd)
+if [ -z "${PYTHON:-}" ]; then
+  if [ -x "$HERE/../.venv/bin/python" ]; then PYTHON="$HERE/../.venv/bin/python"; else PYTHON=python3; fi
+fi
 
 mkdir -p "$OUT"
 for cfg in $CONFIGS; do
@@ -39,20 +44,19 @@ for cfg in $CONFIGS; do
     start=$(date +%s)
     if [ -f "$run/checkpoints/last.pt" ]; then
       echo "== $cfg seed $seed: resuming"
-      # shellcheck disable=SC2086
-      $CANET train --resume "$run" --quiet
+      "$PYTHON" -m canet.cli.main train --resume "$run" --quiet
     else
       echo "== $cfg seed $seed: training"
       # shellcheck disable=SC2086
-      $CANET train --config "$HERE/../configs/${cfg}.yaml" --data "$LA_ROOT" --out "$run" \
+      "$PYTHON" -m canet.cli.main train --config "$cfg" --data "$LA_ROOT" --out "$run" \
         --seed "$seed" --device "$DEVICE" --quiet $EXTRA
     fi
     end=$(date +%s)
     echo "$((end - start))" > "$run/train_seconds.txt"
     # shellcheck disable=SC2086
-    $CANET evaluate "$run/checkpoints/last.pt" --data "$LA_ROOT" --split test \
+    "$PYTHON" -m canet.cli.main evaluate "$run/checkpoints/last.pt" --data "$LA_ROOT" --split test \
       --mode reference --device "$DEVICE" --out "$run/eval" $EVAL_EXTRA
   done
 done
 
-python "$HERE/aggregate_results.py" "$OUT" | tee "$OUT/results.md"
+"$PYTHON" "$HERE/aggregate_results.py" "$OUT" | tee "$OUT/results.md"

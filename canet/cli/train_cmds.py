@@ -1,4 +1,4 @@
-"""``canet train`` and ``canet demo``."""
+"""``canet train``, ``canet demo`` and ``canet configs``."""
 
 from __future__ import annotations
 
@@ -10,17 +10,19 @@ from canet.errors import ConfigError
 
 
 def add_parser(sub: Any) -> None:
-    """Register ``train`` and ``demo`` on the ``canet`` sub-parsers ``sub``."""
+    """Register ``train``, ``demo`` and ``configs`` on the ``canet`` sub-parsers ``sub``."""
     p = sub.add_parser(
         "train",
         help="train CA-Net or a baseline from a YAML config (or resume a run)",
         description=(
-            "Train a model from a YAML config (configs/la_canet_16.yaml is the paper's recipe), "
-            "or continue a run with --resume RUN_DIR. Config values are overridden by the flags "
+            "Train a model from a packaged config (la_canet_16 is the paper's recipe; `canet configs` "
+            "lists them) or a YAML file, or continue a run with --resume RUN_DIR. Config values are overridden by the flags "
             "below and by --set key=value (dotted keys, YAML values)."
         ),
     )
-    p.add_argument("--config", metavar="CONFIG.yaml", help="training config")
+    p.add_argument(
+        "--config", metavar="NAME_OR_YAML", help="packaged config name (see `canet configs`) or a YAML file"
+    )
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from checkpoints/last.pt")
     p.add_argument("--data", metavar="ROOT_OR_DATALIST", help="LA root folder or datalist (data.root)")
     p.add_argument("--out", metavar="RUN_DIR", help="run folder (default runs/<config name>_<time>)")
@@ -61,11 +63,19 @@ def add_parser(sub: Any) -> None:
         ),
     )
     p.add_argument("--out", metavar="DIR", default="runs/demo", help="demo folder (default runs/demo)")
-    p.add_argument("--iterations", type=int, metavar="N", help="training iterations (default: configs/demo.yaml's)")
+    p.add_argument("--iterations", type=int, metavar="N", help="training iterations (default: the demo config's)")
     p.add_argument("--quick", action="store_true", help="a short smoke run (a fraction of the iterations)")
     p.add_argument("--device", default="cpu", metavar="DEVICE", help="cpu (default), cuda or auto")
     p.add_argument("--quiet", action="store_true", help="no progress bar; log lines only")
     p.set_defaults(func=_demo)
+
+    p = sub.add_parser(
+        "configs",
+        help="list the packaged training configs (names for --config) with their descriptions",
+        description="List the training configs installed with canet; pass a name to `canet train --config`.",
+    )
+    p.add_argument("--paths", action="store_true", help="also print where each file is installed")
+    p.set_defaults(func=_configs)
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -98,7 +108,7 @@ def _train(args: argparse.Namespace) -> int:
         result = resume(args.resume, iterations=args.iterations, overrides=overrides, quiet=args.quiet)
     else:
         if not args.config:
-            raise ConfigError("give --config CONFIG.yaml (a new run) or --resume RUN_DIR")
+            raise ConfigError("give --config NAME_OR_YAML (a new run; `canet configs` lists the names) or --resume RUN_DIR")
         sets = dict(parse_override(item) for item in args.overrides)
         flags = {
             "data.root": args.data,
@@ -130,4 +140,25 @@ def _demo(args: argparse.Namespace) -> int:
     from canet.training.demo import run_demo
 
     run_demo(out=args.out, iterations=args.iterations, quick=args.quick, device=args.device, quiet=args.quiet)
+    return 0
+
+
+def list_config_lines(paths: bool = False) -> list[str]:
+    """One line per packaged config: name, description (and the file with ``paths``)."""
+    from canet.configs import config_table, packaged_config
+
+    table = config_table()
+    width = max(len(name) for name, _ in table)
+    lines = []
+    for name, text in table:
+        line = f"{name:<{width}}  {text}"
+        if paths:
+            line += f"  [{packaged_config(name)}]"
+        lines.append(line.rstrip())
+    return lines
+
+
+def _configs(args: argparse.Namespace) -> int:
+    for line in list_config_lines(paths=args.paths):
+        print(line)
     return 0

@@ -22,7 +22,9 @@ in by :func:`resolve` from the method's defaults (see
 :data:`canet.training.methods.METHOD_DEFAULTS`); the resolved config, with every
 key written out, is what a run saves as ``config.yaml``.
 
-``data.root`` is ``null`` in the shipped configs: pass ``--data`` (the LA root
+The shipped configs (``canet/configs/*.yaml``, see :mod:`canet.configs`) are
+loaded by name: ``load_config("la_canet_16")``. ``data.root`` is ``null`` in
+them: pass ``--data`` (the LA root
 folder or a datalist). A relative ``data.root`` is taken relative to the current
 working directory and stored absolute in the resolved config.
 
@@ -44,6 +46,7 @@ from typing import Any
 
 import yaml
 
+from canet.configs import find_config
 from canet.errors import ConfigError
 from canet.io import atomic_write_text
 
@@ -412,14 +415,15 @@ def load_config(
     """Load a YAML config, apply overrides, validate.
 
     Args:
-        path: YAML file (``None``: defaults only).
+        path: YAML file or the name of a packaged config (``la_canet_16``, see
+            :func:`canet.configs.find_config`); ``None``: defaults only.
         overrides: dotted keys to values (``{"optimizer.lr": 0.02}``) or
             ``"key=value"`` strings as given to ``--set``.
 
     Raises:
-        ConfigError: missing/unparsable file, unknown key or bad value.
+        ConfigError: missing/unparsable file, unknown name, unknown key or bad value.
     """
-    data = read_yaml(path) if path is not None else {}
+    data = read_yaml(find_config(path)) if path is not None else {}
     if overrides:
         if not isinstance(overrides, Mapping):
             overrides = dict(parse_override(item) for item in overrides)

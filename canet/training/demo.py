@@ -7,9 +7,10 @@ with 4 labeled and 16 unlabeled cases at a 64 x 64 x 48 patch, evaluates the
 last checkpoint on the held-out cases with sliding windows and prints the
 metric table next to the untrained network's Dice.
 
-Its settings are :data:`DEMO_CONFIG` (the same as ``configs/demo.yaml``): the
-paper's recipe scaled down (a narrower network, fewer iterations, a patch of
-64 x 64 x 48) so that it finishes in a few minutes on two CPU cores.
+Its settings are the packaged config ``demo`` (``canet/configs/demo.yaml``,
+:data:`DEMO_CONFIG_NAME`): the paper's recipe scaled down (a narrower network,
+fewer iterations, a patch of 64 x 64 x 48) so that it finishes in a few minutes
+on two CPU cores.
 """
 
 from __future__ import annotations
@@ -22,28 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from canet.errors import DataError
-from canet.training.config import Config, config_from_dict
+from canet.training.config import Config, load_config
 
-#: The demo's training config (``configs/demo.yaml`` holds the same values).
-DEMO_CONFIG: dict[str, Any] = {
-    "method": "canet",
-    "seed": 1337,
-    "iterations": 150,
-    "data": {
-        "root": None,
-        "labeled": 4,
-        "patch_size": [64, 64, 48],
-        "batch_size": 4,
-        "labeled_bs": 2,
-        "num_workers": 1,
-    },
-    "model": {"n_filters": 8, "dropout": 0.5},
-    "discriminator": {"ndf": 32},
-    "optimizer": {"lr": 0.01, "milestones": [120]},
-    # The adversarial weight ramps up over 40 * 4 = 160 iterations instead of 40 * 150.
-    "loss": {"rampup_interval": 4},
-    "train": {"device": "cpu", "log_every": 10, "checkpoint_every": 50, "keep_every": 0},
-}
+#: The packaged config the demo trains with (``canet/configs/demo.yaml``).
+DEMO_CONFIG_NAME = "demo"
 
 #: Synthetic dataset of the demo: 20 training cases (4 labeled) and 4 test cases.
 DEMO_DATA: dict[str, Any] = {"n_train": 20, "n_test": 4, "seed": 0, "shape": (96, 96, 64)}
@@ -55,20 +38,19 @@ def demo_config(
     device: str = "cpu",
     overrides: dict[str, Any] | None = None,
 ) -> Config:
-    """The demo's :class:`Config` with the data folder, iterations and device filled in.
+    """The demo's :class:`Config` (the packaged ``demo.yaml``) with the data folder,
+    iterations and device filled in.
 
     ``overrides`` maps dotted keys to values (e.g. ``{"data.patch_size": [32, 32, 32]}``
     for tests).
     """
-    from canet.training.config import apply_overrides
-
     changes: dict[str, Any] = {"train.device": device}
     if data_root is not None:
         changes["data.root"] = str(Path(data_root).resolve())
     if iterations is not None:
         changes["iterations"] = iterations
     changes.update(overrides or {})
-    return config_from_dict(apply_overrides(DEMO_CONFIG, changes))
+    return load_config(DEMO_CONFIG_NAME, changes)
 
 
 def ensure_synthetic_data(folder: str | os.PathLike[str], **kwargs: Any) -> Path:
@@ -96,7 +78,7 @@ def run_demo(
 
     Args:
         out: demo folder: ``data/`` (the synthetic set, reused) and ``run_<time>/``.
-        iterations: training iterations (default :data:`DEMO_CONFIG`'s).
+        iterations: training iterations (default ``demo.yaml``'s).
         quick: a fifth of the iterations (at least 10), for a smoke test.
         device: ``cpu``, ``cuda`` or ``auto``.
         quiet: log lines instead of a progress bar.

@@ -1,8 +1,9 @@
-"""The paper-protocol script runs end to end at tiny settings on the CPU."""
+"""The paper-protocol script runs end to end at tiny settings on the CPU, with no `canet` on PATH."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -20,11 +21,14 @@ def test_paper_protocol_script_at_tiny_settings(tmp_path: Path) -> None:
         "DEVICE": "cpu",
         "SEEDS": "1",
         "CONFIGS": "la_vnet_8 la_canet_8",
-        "CANET": f"{sys.executable} -m canet.cli.main",
+        # canet starts as "$PYTHON -m canet.cli.main": nothing of the venv is on PATH.
+        "PYTHON": sys.executable,
+        "PATH": "/usr/bin:/bin",
         "EXTRA": "--iterations 2 --patch-size 32 32 32 --num-workers 0 --set train.checkpoint_every=1",
         "EVAL_EXTRA": "--quiet",
         "OMP_NUM_THREADS": "2",
     }
+    assert shutil.which("canet", path=env["PATH"]) is None
     cmd = ["bash", str(REPO / "benchmarks" / "paper_protocol.sh"), str(data), str(out)]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]

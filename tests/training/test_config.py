@@ -17,9 +17,7 @@ from canet.training.config import (
     resolve,
     save_config,
 )
-from canet.training.demo import DEMO_CONFIG, demo_config
-
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+from canet.training.demo import demo_config
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -132,7 +130,7 @@ def test_save_and_reload_round_trip(tmp_path: Path) -> None:
     ],
 )
 def test_shipped_configs(name: str, method: str, labeled: int | None, labeled_bs: int) -> None:
-    cfg = resolve(load_config(CONFIGS / f"{name}.yaml"))
+    cfg = resolve(load_config(name))
     assert cfg.method == method and cfg.data.labeled == labeled and cfg.data.labeled_bs == labeled_bs
     assert cfg.data.root is None and cfg.iterations == 6000 and cfg.seed == 1337
     assert cfg.data.patch_size == (112, 112, 80) and cfg.data.batch_size == 4
@@ -141,17 +139,26 @@ def test_shipped_configs(name: str, method: str, labeled: int | None, labeled_bs
         assert cfg == resolve(config_from_dict({"data": {"labeled": labeled, "num_workers": 4}}))
 
 
-def test_demo_yaml_matches_the_built_in_demo_config() -> None:
-    assert load_config(CONFIGS / "demo.yaml") == config_from_dict(DEMO_CONFIG)
+def test_demo_config_is_the_packaged_demo_yaml() -> None:
     cfg = demo_config("/tmp/somewhere", iterations=7)
     assert cfg.iterations == 7 and cfg.data.root == str(Path("/tmp/somewhere").resolve())
+    assert cfg.train.device == "cpu"
+    assert cfg == load_config("demo", {"data.root": cfg.data.root, "iterations": 7, "train.device": "cpu"})
+    # The demo's settings (before demo.yaml became its only copy they were also a dict in demo.py).
+    d = resolve(demo_config("/tmp/somewhere"))
+    assert (d.method, d.seed, d.iterations) == ("canet", 1337, 150)
+    assert (d.data.labeled, d.data.patch_size, d.data.batch_size, d.data.labeled_bs) == (4, (64, 64, 48), 4, 2)
+    assert d.data.num_workers == 1 and d.model.n_filters == 8 and d.model.dropout == 0.5
+    assert d.discriminator.ndf == 32 and d.optimizer.lr == 0.01 and d.optimizer.milestones == (120,)
+    assert d.loss.rampup_interval == 4 and d.train.device == "cpu"
+    assert (d.train.log_every, d.train.checkpoint_every, d.train.keep_every) == (10, 50, 0)
 
 
 def test_shipped_configs_fit_the_real_la_data(la_root: Path) -> None:
     from canet.data import open_dataset
 
     for name, labeled in (("la_canet_8", 8), ("la_canet_16", 16), ("la_vnet_full", 80)):
-        cfg = load_config(CONFIGS / f"{name}.yaml", {"data.root": str(la_root)})
+        cfg = load_config(name, {"data.root": str(la_root)})
         spec = open_dataset(cfg.data.root, labeled=cfg.data.labeled)
         assert len(spec.labeled) == labeled and len(spec.labeled) + len(spec.unlabeled) == 80
         assert len(spec.test) == 20 and not spec.validation
