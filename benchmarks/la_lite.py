@@ -15,11 +15,19 @@ keeps the real data and the real splits but shrinks everything else:
   `reference` sliding-window mode with largest-connected-component post-processing.
 
 Every method runs with the same seed and budget, one after the other, and the script
-prints a Markdown table (mean ± std over the 20 test cases) with wall time.
+prints a Markdown table (mean ± std over the 20 test cases) with wall time, then the
+paired per-case comparison of every method with the first one (``canet compare``'s
+functions, :mod:`canet.comparison`: mean difference, 95 % bootstrap CI, Wilcoxon p,
+cases better / worse), also written to ``WORK/compare.md`` and ``WORK/compare.json``.
+Runs of the same methods with other seeds in other work folders (``--seed-work``)
+join each method's group as more seeds (per-case means over seeds, seed std beside
+the difference).
 
 Usage:
     python benchmarks/la_lite.py --methods vnet canet sassnet --iterations 1000
     python benchmarks/la_lite.py --prepare-only
+    python benchmarks/la_lite.py --methods vnet-bs2 canet --compare-only \
+        --seed-work runs/la_lite_seed1338 runs/la_lite_seed1339
 """
 
 from __future__ import annotations
@@ -28,19 +36,23 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import time
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import h5py
 import numpy as np
 from scipy import ndimage
 
+if TYPE_CHECKING:
+    from canet.comparison import Comparison
+
 REPO = Path(__file__).resolve().parents[1]
 CASES_DIR = "2018LA_Seg_Training Set"
+# Packaged config (`canet configs`) per method name.
 CONFIGS = {
     "vnet": "la_vnet_16",
     "canet": "la_canet_16",
@@ -52,7 +64,6 @@ CONFIGS = {
 # Extra ``--set`` overrides per method name (variants of a shipped config).
 EXTRA_SETS = {
     # CA-Net with the discriminator step fed the generator step's own (detached)
-# Packaged config (`canet configs`) per method name.
     # outputs instead of a second generator forward: measures what the speed option
     # `train.d_step_reuse_outputs` does to results.
     "canet-reuse": ["train.d_step_reuse_outputs=true"],
@@ -101,6 +112,11 @@ def prepare(la_root: Path, out: Path, factor: int = 2) -> Path:
     return out
 
 
+def canet_command(*args: str) -> list[str]:
+    """``canet ARGS...`` run by this interpreter (no ``canet`` on PATH needed)."""
+    return [sys.executable, "-m", "canet.cli.main", *args]
+
+
 def run(cmd: list[str], log: Path) -> float:
     """Run ``cmd``, teeing its output to ``log``; returns wall seconds; exits on failure."""
     print("$", " ".join(cmd), flush=True)
@@ -111,11 +127,6 @@ def run(cmd: list[str], log: Path) -> float:
     if proc.returncode != 0:
         sys.exit(f"command failed ({proc.returncode}); see {log}")
     return seconds
-
-def canet_command(*args: str) -> list[str]:
-    """``canet ARGS...`` run by this interpreter (no ``canet`` on PATH needed)."""
-    return [sys.executable, "-m", "canet.cli.main", *args]
-
 
 
 def recorded_train_seconds(run_dir: Path) -> float:
@@ -197,28 +208,25 @@ def table(results: list[dict], iterations: int) -> str:
     return "\n".join(lines)
 
 
-def case_dice(run_dir: Path) -> dict[str, float]:
-    """Per-case Dice of a finished run, from its ``eval/metrics.csv``."""
-    import csv
+def compare_methods(
+    methods: list[str], works: list[Path], resamples: int = 10_000, seed: int = 0
+) -> Comparison:
+    """Paired comparison of every method with the first (a :class:`canet.comparison.Comparison`).
 
-    with open(run_dir / "eval" / "metrics.csv", newline="") as fh:
-        return {row["case"]: float(row["dice"]) for row in csv.DictReader(fh)}
+    Each method's group holds ``WORK/<method>/eval`` of every work folder in
+    ``works`` that has it (one evaluation per seed). Raises ``CanetError`` when a
+    method has no evaluation in any of them.
+    """
+    from canet.comparison import compare_groups, find_evaluation, load_group
+    from canet.errors import CanetError
 
-
-def paired_lines(methods: list[str], work: Path) -> list[str]:
-    """Paired per-case Dice differences (points) between every two methods."""
-    dice = {m: case_dice(work / m) for m in methods}
-    lines = []
-    for i, a in enumerate(methods):
-        for b in methods[i + 1 :]:
-            cases = sorted(set(dice[a]) & set(dice[b]))
-            diffs = [100 * (dice[b][c] - dice[a][c]) for c in cases]
-            wins = sum(d > 0 for d in diffs)
-            lines.append(
-                f"{b} - {a}: {statistics.fmean(diffs):+.2f} Dice points (sd {statistics.stdev(diffs):.2f}), "
-                f"{b} better on {wins} of {len(diffs)} cases"
-            )
-    return lines
+    groups = []
+    for method in methods:
+        folders = [w / method for w in works if find_evaluation(w / method) is not None]
+        if not folders:
+            raise CanetError(f"no evaluation of {method!r} in {', '.join(str(w / method) for w in works)}")
+        groups.append(load_group(folders, name=method))
+    return compare_groups(groups, resamples=resamples, seed=seed)
 
 
 def main() -> None:
@@ -229,8 +237,23 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=1337)
     parser.add_argument("--prepare-only", action="store_true")
+    parser.add_argument("--seed-work", type=Path, nargs="+", default=[],
+                        help="work folders with runs of the same methods under other seeds (compared as seeds)")
+    parser.add_argument("--compare-only", action="store_true",
+                        help="no training: compare the methods' existing evaluations and write WORK/compare.*")
+    parser.add_argument("--resamples", type=int, default=10_000, help="bootstrap resamples (default 10000)")
     args = parser.parse_args()
 
+    if args.compare_only:
+        from canet.errors import CanetError
+
+        try:
+            comparison = compare_methods(args.methods, [args.work, *args.seed_work], args.resamples)
+        except CanetError as exc:
+            sys.exit(f"error: {exc}")
+        print(comparison.markdown(), end="")
+        print("wrote", *comparison.write(args.work))
+        return
     data = prepare(args.la, args.work / "data")
     if args.prepare_only:
         return
@@ -245,9 +268,10 @@ def main() -> None:
     except OSError:
         pass
     print(f"\nLA-lite on {cpu}, {os.cpu_count()} cores, seed {args.seed}\n")
-    paired = paired_lines(args.methods, args.work)
-    if paired:
-        text += "\n\nPaired per-case Dice differences over the test cases:\n" + "\n".join(paired)
+    if len(args.methods) > 1 or args.seed_work:
+        comparison = compare_methods(args.methods, [args.work, *args.seed_work], args.resamples)
+        comparison.write(args.work)
+        text += "\n\n" + comparison.markdown().rstrip("\n")
     print(text)
     (args.work / "results.md").write_text(text + "\n")
     (args.work / "results.json").write_text(json.dumps(results, indent=2, default=str))

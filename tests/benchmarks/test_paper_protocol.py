@@ -33,7 +33,8 @@ def test_paper_protocol_script_at_tiny_settings(tmp_path: Path) -> None:
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     table = (out / "results.md").read_text()
-    rows = [line for line in table.splitlines() if line.startswith("| la_")]
+    summary_table = table.split("\n\n")[0]  # the paired comparison follows it
+    rows = [line for line in summary_table.splitlines() if line.startswith("| la_")]
     assert [r.split("|")[1].strip() for r in rows] == ["la_canet_8", "la_vnet_8"]
     for row in rows:
         cells = [c.strip() for c in row.split("|")[1:-1]]
@@ -41,6 +42,9 @@ def test_paper_protocol_script_at_tiny_settings(tmp_path: Path) -> None:
         dice_mean = float(cells[2].split("±")[0])
         assert 0.0 <= dice_mean <= 100.0
     assert "88.14" in table  # the paper's CA-Net figure stands beside ours
+    # the paired comparison of the two configs (reference: the first, la_canet_8)
+    assert "| la_canet_8 | la_vnet_8 | dice % | 1 |" in table
+    assert (out / "compare.json").is_file() and (out / "compare.md").is_file()
     for cfg in ("la_vnet_8", "la_canet_8"):
         assert (out / cfg / "seed1" / "checkpoints" / "last.pt").is_file()
         assert (out / cfg / "seed1" / "train_seconds.txt").is_file()
