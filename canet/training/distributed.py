@@ -5,6 +5,11 @@ script) sets ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR`` and
 ``MASTER_PORT``; :func:`init_distributed` reads them and joins the group with
 the ``gloo`` backend on CPU or ``nccl`` on CUDA. Without ``WORLD_SIZE > 1`` it
 does nothing and reports rank 0 of 1.
+
+Each rank runs on the GPU of its ``LOCAL_RANK`` (:func:`rank_device`): a
+device named without an index (``cuda``, or ``auto`` on a CUDA machine) becomes
+``cuda:<LOCAL_RANK>``; an explicit index (``cuda:0``) is refused when more than
+one process runs, since it would put every rank on the same GPU.
 """
 
 from __future__ import annotations
@@ -69,6 +74,22 @@ def init_distributed(use_cuda: bool) -> DistInfo:
         torch.cuda.set_device(local)
     dist.init_process_group(backend=backend, init_method="env://", rank=rank, world_size=world)
     return DistInfo(rank, world, local, True)
+
+
+def rank_device(device: torch.device, info: DistInfo) -> torch.device:
+    """The device this rank trains on: ``cuda:<local_rank>`` under DDP, ``device`` otherwise.
+
+    Raises:
+        ConfigError: an explicit CUDA index with more than one process.
+    """
+    if device.type != "cuda" or not info.distributed:
+        return device
+    if device.index is not None:
+        raise ConfigError(
+            f"train.device {str(device)!r} names one GPU but {info.world_size} processes run: every rank "
+            "would use it; give 'cuda' and each rank takes the GPU of its LOCAL_RANK"
+        )
+    return torch.device("cuda", info.local_rank)
 
 
 def cleanup_distributed(info: DistInfo) -> None:

@@ -59,6 +59,7 @@ from canet.training.distributed import (
     cleanup_distributed,
     gather_objects,
     init_distributed,
+    rank_device,
 )
 from canet.training.methods import Method, StepContext, build_method
 from canet.training.profiles import apply_profile, defers_sync
@@ -305,9 +306,7 @@ class Trainer:
         cfg = self.cfg
         want = resolve_device(cfg.train.device)
         self.dist = init_distributed(want.type == "cuda")
-        if want.type == "cuda" and self.dist.distributed and want.index is None:
-            want = torch.device("cuda", self.dist.local_rank)
-        self.device = want
+        self.device = want = rank_device(want, self.dist)
         self.cfg = cfg = apply_profile(cfg, self.device)
         self._defer_sync = defers_sync(cfg)
         self._first_bad: dict[str, Tensor] = {}
