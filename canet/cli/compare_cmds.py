@@ -50,7 +50,7 @@ def add_parser(subparsers: Any) -> None:
             "An argument is one evaluation (or a run folder with eval/ inside) or a folder of such "
             "folders, one per training seed of the same config. Every group is compared with the "
             "reference on the cases both hold, matched by case id: mean paired difference, percentile "
-            "bootstrap 95 %% CI, Wilcoxon signed-rank p-value, cases better / worse. Missing cases and "
+            "bootstrap 95 % CI, Wilcoxon signed-rank p-value, cases better / worse. Missing cases and "
             "NaN values (HD95/ASD of empty masks) are left out and named."
         ),
     )
