@@ -14,11 +14,20 @@ A canet checkpoint is a ``dict`` saved with ``torch.save``::
 
 Only types that ``torch.load(..., weights_only=True)`` accepts may be stored:
 tensors, dicts, lists, tuples, str, int, float, bool, None.
+
+:func:`read_torch_file` is the one place that calls ``torch.load``. It tells
+apart a file that ``torch.save`` did not write at all (text, an empty file, a
+NIfTI image: ``<path> is not a PyTorch checkpoint``) from a PyTorch file that
+holds objects safe loading refuses, and never passes on PyTorch's advice to load
+with ``weights_only=False``, which would run code from a file nobody vouched for.
 """
 
 from __future__ import annotations
 
 import os
+import pickle
+import re
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +39,70 @@ from canet.io import atomic_path
 
 FORMAT = "canet-checkpoint"
 VERSION = 1
+
+# ``torch.save``'s legacy (non-zip) format starts with a pickle of this number.
+_LEGACY_MAGIC = torch.serialization.MAGIC_NUMBER.to_bytes(10, "little")
+
+
+def torch_file_kind(path: str | os.PathLike[str]) -> str | None:
+    """What ``torch.save`` format ``path`` is in, from its first bytes and zip directory.
+
+    Returns:
+        ``"zip"`` (an archive with a ``data.pkl`` record, the default format),
+        ``"legacy"`` (a pickle stream that starts with torch's magic number),
+        ``"damaged"`` (starts like a zip archive but has no readable directory,
+        e.g. a truncated copy), or None (not written by ``torch.save``).
+    """
+    p = Path(path)
+    with open(p, "rb") as fh:
+        head = fh.read(64)
+    if zipfile.is_zipfile(p):
+        try:
+            with zipfile.ZipFile(p) as archive:
+                names = archive.namelist()
+        except (zipfile.BadZipFile, OSError, ValueError):
+            return "damaged"
+        return "zip" if any(n == "data.pkl" or n.endswith("/data.pkl") for n in names) else None
+    if head.startswith(b"PK\x03\x04"):
+        return "damaged"
+    if head.startswith(b"\x80") and _LEGACY_MAGIC in head:
+        return "legacy"
+    return None
+
+
+def read_torch_file(path: str | os.PathLike[str], map_location: str = "cpu") -> Any:
+    """``torch.load(path, weights_only=True)`` with one-line errors.
+
+    Raises:
+        CheckpointError: ``checkpoint not found: <path>``; ``<path> is not a
+            PyTorch checkpoint`` (text, empty, an image, any file ``torch.save``
+            did not write); ``<path> holds objects that safe loading refuses
+            (<name>)`` (a genuine PyTorch file with pickled classes or
+            functions); ``cannot read checkpoint <path>: <reason>`` (damaged).
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise CheckpointError(f"checkpoint not found: {p}")
+    kind = torch_file_kind(p)
+    if kind is None:
+        raise CheckpointError(f"{p} is not a PyTorch checkpoint")
+    if kind == "damaged":
+        raise CheckpointError(f"cannot read checkpoint {p}: a damaged or truncated file (no zip directory)")
+    try:
+        return torch.load(p, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+        what = f" ({found.group(1)})" if found else ""
+        raise CheckpointError(
+            f"{p} is a PyTorch file but holds objects that safe loading refuses{what}; canet reads "
+            "checkpoints of tensors, numbers, strings and plain containers only"
+        ) from None
+    except Exception as exc:  # noqa: BLE001 - any other failure is a damaged file
+        text = str(exc).strip()
+        first = text.splitlines()[0] if text else type(exc).__name__
+        if "weights_only" in first:  # never repeat the advice to unpickle untrusted code
+            first = type(exc).__name__
+        raise CheckpointError(f"cannot read checkpoint {p}: {first}") from None
 
 
 def model_spec(model: nn.Module) -> dict[str, Any]:
@@ -69,16 +142,11 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str = "cpu") -> 
     """Read a canet checkpoint with ``weights_only=True`` and check its format.
 
     Raises:
-        CheckpointError: the file is missing, unreadable, or not a canet checkpoint.
+        CheckpointError: the file is missing, not a PyTorch file, unreadable (see
+            :func:`read_torch_file`), or not a canet checkpoint.
     """
     p = Path(path)
-    if not p.is_file():
-        raise CheckpointError(f"checkpoint not found: {p}")
-    try:
-        payload = torch.load(p, map_location=map_location, weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure is a bad file
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"cannot read checkpoint {p}: {first}") from None
+    payload = read_torch_file(p, map_location=map_location)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         hint = ""
         if isinstance(payload, dict) and any(str(k).startswith("block_one") for k in payload):

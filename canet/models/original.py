@@ -42,7 +42,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from canet.checkpoint import FORMAT, make_checkpoint, save_checkpoint
+from canet.checkpoint import FORMAT, make_checkpoint, read_torch_file, save_checkpoint
 from canet.errors import CheckpointError, ConfigError
 from canet.models.common import DOWNSAMPLE_FACTOR, check_patch_size
 from canet.models.registry import create_model
@@ -222,18 +222,11 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, Tensor]:
     """Load a state dict file with ``torch.load(..., weights_only=True)`` (see :func:`extract_state_dict`).
 
     Raises:
-        CheckpointError: missing or unreadable file, or not a state dict.
+        CheckpointError: missing file, not a PyTorch file, unreadable (see
+            :func:`canet.checkpoint.read_torch_file`), or not a state dict.
     """
     p = Path(path)
-    if not p.is_file():
-        raise CheckpointError(f"checkpoint not found: {p}")
-    try:
-        obj = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure means a bad file
-        text = str(exc).strip()
-        first = text.splitlines()[0] if text else type(exc).__name__
-        raise CheckpointError(f"cannot read {p} as a PyTorch state dict: {first}") from None
-    return extract_state_dict(obj, source=str(p))
+    return extract_state_dict(read_torch_file(p, map_location="cpu"), source=str(p))
 
 
 def _require(state_dict: Mapping[str, Tensor], key: str, source: str) -> Tensor:
