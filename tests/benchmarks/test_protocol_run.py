@@ -1,0 +1,116 @@
+"""benchmarks/protocol_run.py: one protocol run end to end at tiny settings, the run order, weights in parts."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from canet.checkpoint import load_checkpoint, load_model
+from canet.data import write_synthetic_dataset
+
+REPO = Path(__file__).resolve().parents[2]
+SCRIPT = REPO / "benchmarks" / "protocol_run.py"
+TINY = ("--iterations 2 --patch-size 32 32 32 --labeled 2 --num-workers 0 --set model.n_filters=4 "
+        "--set discriminator.ndf=4 --set train.checkpoint_every=1")
+
+
+def _module():
+    spec = importlib.util.spec_from_file_location("protocol_run", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    assert spec.loader is not None
+    sys.modules["protocol_run"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
+    """One la_canet_8 run of two iterations, evaluated both ways."""
+    pr = _module()
+    tmp = tmp_path_factory.mktemp("protocol")
+    data = write_synthetic_dataset(tmp / "data", n_train=6, n_test=2, seed=3, shape=(40, 40, 32))
+    result = pr.run_one("la_canet_8", 5, str(data), tmp / "runs", tmp / "results", device="cpu",
+                        train_args=TINY.split(), eval_args=["--sw-batch-size", "2"])
+    return result, tmp
+
+
+@pytest.mark.slow
+def test_run_writes_a_complete_result_file(finished) -> None:
+    result, tmp = finished
+    assert result["status"] == "finished", result.get("error")
+    saved = json.loads((tmp / "results" / "la_canet_8_seed5.json").read_text())
+    assert saved == json.loads(json.dumps(result))
+    assert saved["iterations"] == 2 and saved["sec_per_it"] == pytest.approx(saved["train_seconds"] / 2)
+    assert saved["settings"]["profile"] == "fast" and saved["settings"]["channels_last"] is True
+    assert saved["settings"]["amp"] == "none"  # bf16 only on CUDA
+    assert "--fast" in saved["train_command"]
+    assert saved["environment"]["torch"] == torch.__version__
+    run = Path(saved["run_dir"])
+    for mode in ("reference", "fast"):
+        ev = saved["evaluations"][mode]
+        assert ev["settings"]["mode"] == mode and ev["settings"]["lcc"] is True
+        assert sorted(ev["cases"]) == ["synth_006", "synth_007"]
+        # The means are those of the evaluation's own summary.json.
+        summary = json.loads((run / f"eval_{mode}" / "summary.json").read_text())
+        for m in ("dice", "jaccard", "hd95", "asd"):
+            assert ev["mean"][m] == pytest.approx(summary[m]["mean"])
+        per_case = [c["dice"] for c in ev["cases"].values()]
+        assert ev["mean"]["dice"] == pytest.approx(sum(per_case) / len(per_case))
+    ref, fast = (saved["evaluations"][m]["mean"]["dice"] for m in ("reference", "fast"))
+    assert saved["fast_minus_reference_dice_points"] == pytest.approx(100 * (fast - ref))
+
+
+@pytest.mark.slow
+def test_weights_in_parts_round_trip(finished, tmp_path: Path) -> None:
+    pr = _module()
+    result, _ = finished
+    run = Path(result["run_dir"])
+    parts = pr.export_weights(run, tmp_path / "w", part_mib=2.0)
+    assert len(parts) > 1 and all(p.stat().st_size <= 2 * 2**20 for p in parts)
+    joined = pr.join_weights(list(reversed(parts)), tmp_path / "model.pt")
+    light = load_checkpoint(joined)
+    assert not set(pr.TRAINING_STATE) & set(light)
+    full = load_checkpoint(run / "checkpoints" / "last.pt")
+    for k, v in full["generator"].items():
+        got = light["generator"][k]
+        if v.is_floating_point() and v.numel() >= pr.BF16_MIN_ELEMENTS:
+            assert got.dtype == torch.bfloat16 and torch.equal(got, v.to(torch.bfloat16))
+        else:
+            assert torch.equal(got, v)
+    model = load_model(joined)  # loads as an ordinary canet checkpoint
+    assert next(model.parameters()).dtype == torch.float32
+    parts[0].write_bytes(parts[0].read_bytes()[:-1])
+    with pytest.raises(SystemExit, match="do not match"):
+        pr.join_weights(parts, tmp_path / "bad.pt")
+
+
+def test_failed_run_is_reported(tmp_path: Path) -> None:
+    pr = _module()
+    data = write_synthetic_dataset(tmp_path / "data", n_train=3, n_test=1, seed=1, shape=(32, 32, 32))
+    result = pr.run_one("no_such_config", 1, str(data), tmp_path / "runs", tmp_path / "results", device="cpu")
+    saved = json.loads((tmp_path / "results" / "no_such_config_seed1.json").read_text())
+    assert saved["status"] == result["status"] == "failed"
+    assert "no_such_config" in saved["error"]
+    assert not pr.is_finished(tmp_path / "results" / "no_such_config_seed1.json")
+
+
+def test_order_and_pending(tmp_path: Path) -> None:
+    pr = _module()
+    assert pr.ORDER[:6] == tuple((c, 1337) for c in (
+        "la_canet_16", "la_vnet_16", "la_canet_8", "la_vnet_8", "la_sassnet_16", "la_vnet_full"))
+    assert pr.ORDER[6] == ("la_canet_16", 1338) and len(pr.ORDER) == 18
+    (tmp_path / "la_canet_16_seed1337.json").write_text(json.dumps({"status": "finished"}))
+    (tmp_path / "la_vnet_16_seed1337.json").write_text(json.dumps({"status": "failed"}))
+    assert pr.pending_runs(tmp_path)[:2] == [("la_vnet_16", 1337), ("la_canet_8", 1337)]
+
+
+def test_train_seconds_sums_rows(tmp_path: Path) -> None:
+    pr = _module()
+    csv_path = tmp_path / "metrics.csv"
+    csv_path.write_text("iteration,loss,sec_per_it\n10,1,0.5\n20,1,0.25\n25,1,1.0\n")
+    assert pr.train_seconds(csv_path) == (pytest.approx(10 * 0.5 + 10 * 0.25 + 5 * 1.0), 25)
