@@ -37,6 +37,10 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--device", metavar="DEVICE", help="auto, cpu, cuda or cuda:N (train.device)")
     p.add_argument("--num-workers", type=int, metavar="N", help="loader workers (data.num_workers)")
     p.add_argument(
+        "--skip-data-check", action="store_true",
+        help="do not check every case before training (data.check: false), for trusted data",
+    )
+    p.add_argument(
         "--fast",
         action="store_true",
         help="fast GPU settings (train.profile=fast: bf16 autocast, channels_last_3d, cuDNN benchmark, "
@@ -105,6 +109,8 @@ def _train(args: argparse.Namespace) -> int:
             overrides["train.device"] = args.device
         if args.num_workers is not None:
             overrides["data.num_workers"] = args.num_workers
+        if args.skip_data_check:
+            overrides["data.check"] = False
         result = resume(args.resume, iterations=args.iterations, overrides=overrides, quiet=args.quiet)
     else:
         if not args.config:
@@ -118,6 +124,7 @@ def _train(args: argparse.Namespace) -> int:
             "seed": args.seed,
             "train.device": args.device,
             "data.num_workers": args.num_workers,
+            "data.check": False if args.skip_data_check else None,
             "train.profile": "fast" if args.fast else None,
         }
         sets.update({k: v for k, v in flags.items() if v is not None})

@@ -26,7 +26,7 @@ with problems into a :class:`~canet.errors.DataError`.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -107,6 +107,35 @@ def ensure_clean(report: CheckReport) -> None:
     if report.problems:
         n = len(report.problems)
         raise DataError(f"the dataset has {n} problem(s): " + "; ".join(report.problems))
+
+
+def check_before_training(
+    root_or_datalist: str | os.PathLike[str], labeled: int | None = None, log: Callable[[str], None] = print
+) -> CheckReport:
+    """The trainer's start-up check: :func:`check_dataset`, warnings logged, problems raised.
+
+    Args:
+        root_or_datalist, labeled: as for :func:`check_dataset`.
+        log: where ``warning: ...`` lines go.
+
+    Returns:
+        The report of a dataset without problems.
+
+    Raises:
+        DataError: one line naming the first problems, how many there are, and
+            how to see them all or skip the check.
+    """
+    report = check_dataset(root_or_datalist, labeled=labeled)
+    for warning in report.warnings:
+        log(f"warning: {warning}")
+    if report.problems:
+        n = len(report.problems)
+        shown = "; ".join(report.problems[:3]) + (f"; and {n - 3} more" if n > 3 else "")
+        raise DataError(
+            f"the dataset has {n} problem(s), training not started: {shown} (`canet check-data "
+            f"{root_or_datalist}` lists them; data.check: false or --skip-data-check skips the check)"
+        )
+    return report
 
 
 class _Stats:

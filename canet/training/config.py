@@ -6,7 +6,7 @@ missing keys take the defaults, which are the paper's recipe for ``canet``)::
     method: canet          # canet | sassnet | vnet | mt | uamt
     seed: 1337
     iterations: 6000
-    data:       {root, labeled, num_classes, patch_size, batch_size, labeled_bs, num_workers}
+    data:       {root, labeled, num_classes, patch_size, batch_size, labeled_bs, num_workers, check}
     model:      {n_filters, dropout, transformer}
     discriminator: {ndf, se, dropout, lr, betas}
     optimizer:  {lr, momentum, weight_decay, milestones, gamma}
@@ -71,6 +71,9 @@ class DataConfig:
         batch_size: cases per batch (per process under DDP).
         labeled_bs: labeled cases per batch (the first rows).
         num_workers: loader worker processes (0 = in the training process).
+        check: check every case when training starts, as ``canet check-data``
+            does, and stop on a problem (``false``, or ``canet train
+            --skip-data-check``, skips it for trusted data).
     """
 
     root: str | None = None
@@ -80,6 +83,7 @@ class DataConfig:
     batch_size: int = 4
     labeled_bs: int = 2
     num_workers: int = 2
+    check: bool = True
 
 
 @dataclass
@@ -190,12 +194,16 @@ class TrainConfig:
 
 @dataclass
 class ValidationConfig:
-    """Validation during training (``every: 0`` turns it off; never the test split by default)."""
+    """Validation during training (``every: 0`` turns it off; never the test split by default).
+
+    ``lcc`` (largest-connected-component post-processing) ``null`` takes the
+    dataset's default: on for the LA layout, a datalist's ``postprocess.lcc``.
+    """
 
     every: int = 0
     split: str = "validation"
     mode: str = "fast"
-    lcc: bool = True
+    lcc: bool | None = None
     overlap: float = 0.5
     max_cases: int | None = None
 

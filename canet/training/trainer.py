@@ -46,7 +46,7 @@ from torch import Tensor, nn
 
 import canet
 from canet.checkpoint import load_checkpoint, make_checkpoint, model_spec, save_checkpoint
-from canet.errors import CanetError, CheckpointError, ConfigError
+from canet.errors import CanetError, CheckpointError, ConfigError, DataError
 from canet.io import atomic_open, atomic_path
 from canet.losses import SDMTargets
 from canet.models import SegOutput
@@ -65,6 +65,23 @@ from canet.training.methods import Method, StepContext, build_method
 from canet.training.profiles import apply_profile, defers_sync
 
 CREATED_BY = "canet.training.Trainer"
+
+
+def selection_warning(cfg: Config) -> str | None:
+    """The warning a run prints at its start when ``best_val.pt`` is picked on the test split.
+
+    Selecting on ``validation.split: test`` is allowed (to reproduce published
+    numbers) but never silent: ``best_val.pt`` records ``selected_on: "test"`` and
+    ``canet evaluate`` marks its test scores. None for any other set-up.
+    """
+    v = cfg.validation
+    if not v.every or v.split != "test":
+        return None
+    return (
+        "warning: validation.split is 'test': best_val.pt is selected on the test cases, so its "
+        "test scores are optimistic (canet evaluate marks them); select on a validation split, "
+        "or report last.pt"
+    )
 
 
 class TrainingError(CanetError):
@@ -350,6 +367,11 @@ class Trainer:
         from canet.data import build_train_loader, open_dataset
 
         self.spec = open_dataset(cfg.data.root, labeled=cfg.data.labeled)
+        if cfg.data.check:
+            self._check_data()
+        from canet.data.preprocessing import describe_training_data
+
+        self.preprocessing = describe_training_data(self.spec)
         num_classes = cfg.data.num_classes or int(self.spec.num_classes)
         if cfg.data.num_classes is not None and cfg.data.num_classes != self.spec.num_classes:
             raise ConfigError(
@@ -436,6 +458,20 @@ class Trainer:
                 self.d_train = torch.compile(self.d_train)  # type: ignore[assignment]
         self._ready = True
 
+    def _check_data(self) -> None:
+        """The dataset check of ``canet check-data``, on rank 0; every rank stops on a problem."""
+        from canet.data.check import check_before_training
+
+        message = None
+        if self.is_main:
+            try:
+                check_before_training(self.cfg.data.root, self.cfg.data.labeled, log=self._log)  # type: ignore[arg-type]
+            except DataError as exc:
+                message = str(exc)
+        message = broadcast_object(message, self.dist)
+        if message is not None:
+            raise DataError(message)
+
     def _restore(self, payload: dict[str, Any]) -> None:
         saved_cfg = payload.get("config") or {}
         if saved_cfg.get("method") != self.cfg.method:
@@ -515,6 +551,10 @@ class Trainer:
             ranks=ranks,
             best_val_dice=self.best_val,
             world_size=self.dist.world_size,
+            preprocessing=self.preprocessing,
+            # The split validation runs on; best_val.pt adds selected_on (the split it was picked on).
+            validation_split=cfg.validation.split if cfg.validation.every else None,
+            selected_on=None,
         )
 
     def _save(self, payload: dict[str, Any], path: Path) -> None:
@@ -665,7 +705,7 @@ class Trainer:
             num_classes=self.num_classes,
             mode=v.mode,
             spacing="voxels",
-            lcc=v.lcc,
+            lcc=self.spec.lcc if v.lcc is None else v.lcc,
             device=str(self.device),
             overlap=v.overlap,
         )
@@ -731,6 +771,9 @@ class Trainer:
                 bar = tqdm(total=total, initial=self.iteration, unit="it", dynamic_ncols=True, desc=cfg.method)
             if self.iteration:
                 self._say(f"resumed {self.run_dir} at iteration {self.iteration}", bar)
+            warning = selection_warning(cfg)
+            if warning is not None:
+                self._say(warning, bar)
         barrier(self.dist)
         for hook in self.hooks:
             hook.on_start(self)
@@ -792,7 +835,8 @@ class Trainer:
                         if keep:
                             self._copy(last_path, self.ckpt_dir / f"iter_{it}.pt")
                         if improved:
-                            self._copy(last_path, self.ckpt_dir / "best_val.pt")
+                            best = {**payload, "selected_on": cfg.validation.split}
+                            save_checkpoint(best, self.ckpt_dir / "best_val.pt")
                             self._say(f"iteration {it}: validation Dice {val_dice:.4f} (best so far)", bar)
                     barrier(self.dist)
         finally:
@@ -927,7 +971,7 @@ def resume(
         iterations: new total (extends a finished run); ``None`` keeps the saved one.
         overrides: dotted config keys that may change on resume (``data.root``,
             ``train.device``, ``data.num_workers``, ``train.log_every``,
-            ``train.checkpoint_every``, ``train.keep_every``).
+            ``train.checkpoint_every``, ``train.keep_every``, ``data.check``).
         quiet, hooks: as for :func:`train`.
     """
     cfg = load_run_config(run_dir)
@@ -937,7 +981,7 @@ def resume(
         changes["iterations"] = iterations
     allowed = {
         "iterations", "data.root", "train.device", "data.num_workers", "train.log_every",
-        "train.checkpoint_every", "train.keep_every",
+        "train.checkpoint_every", "train.keep_every", "data.check",
     }
     for key, value in changes.items():
         if key not in allowed:

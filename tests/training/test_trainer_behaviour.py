@@ -12,7 +12,7 @@ import yaml
 
 from canet.checkpoint import load_checkpoint
 from canet.cli.main import main
-from canet.errors import ConfigError
+from canet.errors import ConfigError, DataError
 from canet.training.config import save_config
 from canet.training.methods import ema_update
 from canet.training.trainer import Hook, Trainer, TrainingError, step_lr
@@ -63,9 +63,22 @@ def test_run_folder_logging_and_validation(make_config, tmp_path: Path) -> None:
     assert env["torch"] == torch.__version__ and env["device"] == "cpu" and "git_commit" in env
     with open(run / "metrics.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
-    assert [r["iteration"] for r in rows] == ["2", "4"]
-    assert all(0 <= float(r["val_dice"]) <= 1 for r in rows) and "loss_adv" in rows[0]
+    assert [r["iteration"] for r in rows] == ["2", "4"] and "loss_adv" in rows[0]
     assert [it for it, _ in seen] == [2, 4]
+    # Each validation Dice is the Dice of that iteration's weights on the first labeled case,
+    # recomputed here from the kept checkpoint with the validation settings written out.
+    from canet.checkpoint import load_model
+    from canet.data import load_case, open_dataset
+    from canet.inferers import predict_volume
+    from canet.metrics import dice
+
+    case = open_dataset(cfg.data.root, labeled=cfg.data.labeled).labeled[0]
+    vol = load_case(case)
+    for (it, val), row in zip(seen, rows):
+        model = load_model(run / "checkpoints" / f"iter_{it}.pt")
+        mask, _ = predict_volume(model, vol.image, cfg.data.patch_size, mode="fast", overlap=0.5, lcc=True)
+        assert val == dice(mask, vol.label), it
+        assert float(row["val_dice"]) == pytest.approx(val, rel=1e-5)
     assert result.best_val_dice == max(d for _, d in seen)
     best = load_checkpoint(run / "checkpoints" / "best_val.pt")
     assert best["best_val_dice"] == result.best_val_dice
@@ -208,3 +221,95 @@ def test_resume_before_the_first_checkpoint_starts_over(make_config, tmp_path: P
     assert result.iteration == 3 and load_checkpoint(result.last_checkpoint)["iteration"] == 3
     with open(run / "metrics.csv", newline="") as fh:
         assert [r["iteration"] for r in csv.DictReader(fh)] == ["1", "2", "3"]
+
+
+def test_training_starts_with_the_dataset_check(tiny_data: Path, make_config, tmp_path: Path, capsys) -> None:
+    """The checks of `canet check-data` run when training starts; --skip-data-check skips them."""
+    import shutil
+
+    import h5py
+
+    data = Path(shutil.copytree(tiny_data, tmp_path / "data"))
+    test_case = (data / "test.list").read_text().split()[0]
+    h5 = data / "2018LA_Seg_Training Set" / test_case / "mri_norm2.h5"
+    with h5py.File(h5, "r+") as fh:  # a test label with two object values: not a binary label
+        label = fh["label"][()]
+        label[1, 2, 3] = 3
+        fh["label"][...] = label
+    cfg = make_config("vnet", data__root=str(data))
+    with pytest.raises(DataError, match=r"the dataset has 1 problem\(s\), training not started: .*label values \{3\}"):
+        Trainer(cfg, tmp_path / "run", **QUIET).run()
+    assert not (tmp_path / "run" / "checkpoints" / "last.pt").exists()
+
+    cfg_path = tmp_path / "cfg.yaml"
+    save_config(cfg, cfg_path)
+    argv = ["train", "--config", str(cfg_path), "--out", str(tmp_path / "cli"), "--quiet"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: the dataset has 1 problem(s)") and err.count("\n") == 1
+    assert "--skip-data-check" in err
+    # Trusted data: the check is skipped (training never reads the test labels).
+    assert main(["train", "--config", str(cfg_path), "--out", str(tmp_path / "cli2"), "--skip-data-check",
+                 "--quiet"]) == 0
+    assert yaml.safe_load((tmp_path / "cli2" / "config.yaml").read_text())["data"]["check"] is False
+
+
+def _nifti_datalist(root: Path, normalize: bool, lcc: bool | None = None) -> Path:
+    import json
+
+    import nibabel as nib
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    entries = []
+    for i in range(3):
+        label = np.zeros((32, 32, 32), np.uint8)
+        label[8:22, 9:24, 10:20] = 1
+        image = (300.0 + 200.0 * label + rng.normal(0, 20, label.shape)).astype(np.float32)
+        affine = np.diag([0.8, 0.8, 1.5, 1.0])
+        nib.save(nib.Nifti1Image(image, affine), str(root / f"img{i}.nii.gz"))
+        nib.save(nib.Nifti1Image(label, affine), str(root / f"lab{i}.nii.gz"))
+        entries.append({"image": f"img{i}.nii.gz", "label": f"lab{i}.nii.gz"})
+    data: dict = {"normalize": normalize, "training": entries}
+    if lcc is not None:
+        data["postprocess"] = {"lcc": lcc}
+    path = root / "dataset.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+def test_checkpoints_record_how_the_training_data_looked(make_config, tmp_path: Path) -> None:
+    datalist = _nifti_datalist(tmp_path, normalize=False)
+    cfg = make_config("vnet", data__root=str(datalist), data__labeled=None)
+    Trainer(cfg, tmp_path / "run", **QUIET).run()
+    payload = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
+    assert payload["preprocessing"] == {
+        "normalize": "none", "orientation": "RAS", "spacing": pytest.approx([0.8, 0.8, 1.5]),
+        "lcc": False, "dataset": "datalist",
+    }
+    Trainer(make_config("vnet"), tmp_path / "la", **QUIET).run()
+    la = load_checkpoint(tmp_path / "la" / "checkpoints" / "last.pt")
+    assert la["preprocessing"] == {
+        "normalize": "zscore", "orientation": None, "spacing": None, "lcc": True, "dataset": "la",
+    }
+
+
+def test_validation_lcc_follows_the_dataset(make_config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import canet.evaluation as evaluation
+
+    seen: list[bool] = []
+    real = evaluation.evaluate_model
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs["lcc"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(evaluation, "evaluate_model", spy)
+    datalist = _nifti_datalist(tmp_path, normalize=True)
+    common = {"data__root": str(datalist), "data__labeled": None, "validation__every": 1,
+              "validation__split": "labeled", "validation__max_cases": 1}
+    Trainer(make_config("vnet", **common), tmp_path / "a", **QUIET).run()
+    Trainer(make_config("vnet", **common, validation__lcc=True), tmp_path / "b", **QUIET).run()
+    Trainer(make_config("vnet", validation__every=1, validation__split="labeled", validation__max_cases=1),
+            tmp_path / "c", **QUIET).run()
+    assert seen == [False, True, True]  # datalist default off, forced on, LA default on
