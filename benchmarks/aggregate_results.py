@@ -7,17 +7,26 @@ reference config (per-case means over seeds, 95 % bootstrap CI, Wilcoxon p, seed
 std beside the difference), computed by :mod:`canet.comparison` (``canet compare``)
 and also written to OUT/compare.md and OUT/compare.json.
 
+With ``--results DIR`` it reads the result files of ``benchmarks/protocol_run.py``
+(``<config>_seed<seed>.json``, committed under ``benchmarks/results``) instead and
+prints the GPU table of docs/RESULTS.md: per config the reference-mode metrics
+(mean ± std over seeds), the fast-mode Dice beside them, seconds per iteration,
+training minutes and the GPU, then the paired comparison and the runs that failed.
+
 Usage: python benchmarks/aggregate_results.py OUT_DIR [--reference CONFIG] [--metric dice ...]
+       python benchmarks/aggregate_results.py --results benchmarks/results [--reference la_vnet_16]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 from pathlib import Path
+from typing import Any
 
-from canet.comparison import Comparison, Group, compare_groups, load_group
+from canet.comparison import Comparison, Evaluation, Group, compare_groups, load_group
 from canet.errors import CanetError
 
 # Dice (%) reported by Zhao et al. (2023) on LA and, for the fully supervised
@@ -85,6 +94,74 @@ def to_markdown(rows: list[dict[str, object]]) -> str:
     return "\n".join(lines)
 
 
+def read_results(results: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The finished and the failed result files under ``results`` (sorted by config, seed)."""
+    if not results.is_dir():
+        raise CanetError(f"results folder not found: {results}")
+    finished, failed = [], []
+    for path in sorted(results.glob("*_seed*.json")):
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise CanetError(f"cannot read {path}: {exc}") from None
+        data["_path"] = str(path)
+        (finished if data.get("status") == "finished" else failed).append(data)
+    key = lambda d: (str(d.get("config")), int(d.get("seed", 0)))  # noqa: E731
+    return sorted(finished, key=key), sorted(failed, key=key)
+
+
+def _evaluation(result: dict[str, Any], mode: str) -> Evaluation:
+    """A result file's evaluation in ``mode`` as a :class:`canet.comparison.Evaluation`."""
+    ev = result["evaluations"][mode]
+    rows = {
+        case: {"case": case, **{m: "nan" if values.get(m) is None else repr(float(values[m])) for m in METRICS}}
+        for case, values in ev["cases"].items()
+    }
+    summary = {"cases": len(rows), "distance_unit": ev.get("settings", {}).get("distance_unit")}
+    return Evaluation(path=Path(result["_path"]), columns=["case", *METRICS], rows=rows, summary=summary)
+
+
+def result_groups(finished: list[dict[str, Any]], mode: str = "reference") -> list[Group]:
+    """One :class:`Group` per config (its seeds as members) from finished result files."""
+    by_config: dict[str, list[dict[str, Any]]] = {}
+    for r in finished:
+        by_config.setdefault(r["config"], []).append(r)
+    return [
+        Group(name=cfg, path=Path(runs[0]["_path"]).parent, members=[_evaluation(r, mode) for r in runs],
+              member_names=[f"seed{r['seed']}" for r in runs])
+        for cfg, runs in sorted(by_config.items())
+    ]
+
+
+def gpu_table(finished: list[dict[str, Any]], failed: list[dict[str, Any]]) -> str:
+    """The Markdown table of the GPU section of docs/RESULTS.md."""
+    ref_groups = {g.name: g for g in result_groups(finished, "reference")}
+    fast_groups = {g.name: g for g in result_groups(finished, "fast")}
+    header = ("| config | seeds | Dice % | Jaccard % | 95HD (vox) | ASD (vox) | fast-mode Dice % "
+              "| paper Dice % | s/it | train min | GPU |")
+    lines = [header, "|" + "---|" * 11]
+    for name, group in ref_groups.items():
+        runs = [r for r in finished if r["config"] == name]
+        cells = []
+        for m in METRICS:
+            st = group.statistics(m)
+            cells.append(_mean_std(st["seed_mean"], st["seed_std"], 100.0 if m in ("dice", "jaccard") else 1.0))
+        fst = fast_groups[name].statistics("dice")
+        fast = _mean_std(fst["seed_mean"], fst["seed_std"], 100.0)
+        spi = statistics.fmean(r["sec_per_it"] for r in runs)
+        minutes = statistics.fmean(r["train_seconds"] for r in runs) / 60
+        gpus = sorted({str((r.get("environment") or {}).get("device_name") or "cpu") for r in runs})
+        lines.append(
+            f"| {name} | {group.n_seeds} | {' | '.join(cells)} | {fast} | {PAPER_DICE.get(name, '-')} "
+            f"| {spi:.4f} | {minutes:.1f} | {', '.join(gpus)} |"
+        )
+    if failed:
+        lines.append("")
+        lines.append("Runs that did not finish:")
+        lines += [f"- {r.get('config')} seed {r.get('seed')}: {r.get('status')}: {r.get('error')}" for r in failed]
+    return "\n".join(lines)
+
+
 def paired(
     groups: list[Group], reference: str | None, metrics: list[str], resamples: int, seed: int
 ) -> Comparison | None:
@@ -98,12 +175,26 @@ def paired(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("out_dir", type=Path)
+    parser.add_argument("out_dir", type=Path, nargs="?", help="protocol run folder (OUT/<config>/seed<S>/eval)")
+    parser.add_argument("--results", type=Path, help="read protocol_run.py result files from this folder instead")
     parser.add_argument("--reference", default=None, help="config the others are compared with (default the first)")
     parser.add_argument("--metric", nargs="+", default=["dice"], help="metrics of the paired table (default dice)")
     parser.add_argument("--resamples", type=int, default=10_000, help="bootstrap resamples (default 10000)")
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     args = parser.parse_args()
+    if args.results is not None:
+        try:
+            finished, failed = read_results(args.results)
+            text = gpu_table(finished, failed)
+            comparison = paired(result_groups(finished), args.reference, args.metric, args.resamples, args.seed)
+        except CanetError as exc:
+            sys.exit(f"error: {exc}")
+        if comparison is not None:
+            text += "\n\n" + comparison.markdown(kinds=("pairs",)).rstrip("\n")
+        print(text)
+        return
+    if args.out_dir is None:
+        parser.error("give OUT_DIR or --results DIR")
     try:
         groups, skipped = load_groups(args.out_dir)
         text = to_markdown(rows_of(groups))

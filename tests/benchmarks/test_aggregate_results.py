@@ -67,3 +67,50 @@ def test_seed_table_and_paired_comparison(tmp_path: Path, monkeypatch: pytest.Mo
     assert st["better"] == 0 and st["worse"] == 4
     assert st["seed_std_reference"] == pytest.approx(
         statistics.stdev([statistics.fmean(d) for d in runs["la_canet_8"].values()]))
+
+
+def _result_file(folder: Path, cfg: str, seed: int, ref: list[float], fast: list[float], spi: float,
+                 status: str = "finished") -> None:
+    def ev(dice: list[float]) -> dict:
+        cases = {c: {"dice": d, "jaccard": d / (2 - d), "hd95": 10 * (1 - d), "asd": None}
+                 for c, d in zip(CASES, dice)}
+        return {"mean": {"dice": statistics.fmean(dice)}, "cases": cases,
+                "settings": {"distance_unit": "voxels", "mode": "x", "lcc": True}}
+
+    if status == "finished":
+        data = {"config": cfg, "seed": seed, "status": status, "iterations": 6000, "sec_per_it": spi,
+                "train_seconds": spi * 6000, "environment": {"device_name": "NVIDIA H100 80GB HBM3"},
+                "evaluations": {"reference": ev(ref), "fast": ev(fast)}}
+    else:
+        data = {"config": cfg, "seed": seed, "status": status, "error": "RuntimeError: out of memory"}
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{cfg}_seed{seed}.json").write_text(json.dumps(data))
+
+
+def test_gpu_table_from_result_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    res = tmp_path / "results"
+    _result_file(res, "la_canet_16", 1337, [0.90, 0.80, 0.70, 0.60], [0.89, 0.80, 0.70, 0.61], 0.05)
+    _result_file(res, "la_canet_16", 1338, [0.92, 0.82, 0.72, 0.62], [0.92, 0.82, 0.72, 0.62], 0.07)
+    _result_file(res, "la_vnet_16", 1337, [0.88, 0.78, 0.68, 0.58], [0.88, 0.78, 0.68, 0.58], 0.02)
+    _result_file(res, "la_vnet_8", 1337, [], [], 0.0, status="failed")
+    monkeypatch.setattr(sys, "argv", ["aggregate_results.py", "--results", str(res), "--resamples", "200"])
+    _script().main()
+    out = capsys.readouterr().out
+    table = out.split("\n\n")[0]  # the GPU table comes first
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[1:-1]]
+            for line in table.splitlines() if line.startswith("| la_")}
+    canet = rows["la_canet_16"]
+    # Seed means 75 % and 77 %: 76.00 ± 1.41 (sample std over the two seeds).
+    assert canet[1] == "2" and canet[2] == f"76.00 ± {statistics.stdev([75.0, 77.0]):.2f}"
+    fast_means = [statistics.fmean([89, 80, 70, 61]), 77.0]
+    assert canet[6] == f"{statistics.fmean(fast_means):.2f} ± {statistics.stdev(fast_means):.2f}"
+    assert canet[7] == "90.09" and canet[8] == "0.0600" and canet[9] == "6.0"
+    assert canet[10] == "NVIDIA H100 80GB HBM3"
+    assert rows["la_vnet_16"][2] == "73.00 ± 0.00" and rows["la_vnet_16"][7] == "-"
+    assert "la_vnet_8" not in rows
+    assert "- la_vnet_8 seed 1337: failed: RuntimeError: out of memory" in out
+    # The paired table: la_vnet_16 against the reference la_canet_16, per-case seed means.
+    pair = [line for line in out.splitlines() if "la_vnet_16" in line and "la_canet_16" in line]
+    assert pair, out
+    assert "-3.00" in pair[0]  # 73 - 76 points on every case
