@@ -8,11 +8,24 @@ The three functions behind ``canet evaluate``, ``canet predict`` and ``canet sco
   :mod:`canet.metrics.summary`). :func:`evaluate_model` does the same for a
   model already in memory (the trainer and the demo use it).
 - :func:`predict_files` segments NIfTI / NRRD files and writes NIfTI masks with
-  each input's affine.
+  each input's affine, in each input's voxel order.
 - :func:`score` computes the same metrics for masks made elsewhere.
 
 Distances are in voxels for the LA benchmark (as published) and in mm (from the
-volumes' headers) for other data, unless asked otherwise (``spacing``).
+volumes' headers) for other data, unless asked otherwise (``spacing``); a file
+that states no voxel size (an NRRD without space directions) is scored in
+voxels, and ``summary.json`` says which in ``"distance_unit"``.
+
+Checkpoints written by the trainer record how the training data looked
+(``"preprocessing"``, see :mod:`canet.data.preprocessing`). ``predict`` and
+``evaluate`` give the network the same kind of input: z-scored or raw
+intensities as in training, and each volume turned (flips and transposes,
+no resampling) into the training orientation, the prediction turned back into
+the volume's own voxel order; they warn when a volume's voxel size differs
+from the training data's median by more than 20 %. Checkpoints without the
+record (older ones, or made outside the trainer) keep the earlier behaviour:
+z-scoring unless their config says ``normalize: false``, volumes in stored
+voxel order, no spacing check, largest-connected-component on in ``predict``.
 """
 
 from __future__ import annotations
@@ -20,6 +33,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
@@ -39,6 +53,11 @@ DEFAULT_PATCH_SIZE: tuple[int, int, int] = (112, 112, 80)
 IMAGE_SUFFIXES: tuple[str, ...] = (".nii.gz", ".nii", ".nrrd", ".nhdr")
 SPLITS: tuple[str, ...] = ("test", "validation", "labeled", "unlabeled", "train")
 SPACING_CHOICES: tuple[str, ...] = ("auto", "voxels", "mm")
+#: A volume whose voxel size differs from the training data's by more than this fraction is warned about.
+SPACING_TOLERANCE = 0.2
+#: Prediction and ground truth are placed alike when no corner of the volume moves by more than
+#: this fraction of the smallest voxel size between their affines.
+AFFINE_TOLERANCE = 0.01
 
 __all__ = [
     "DEFAULT_PATCH_SIZE",
@@ -49,7 +68,10 @@ __all__ = [
     "find_score_pairs",
     "image_file_shape",
     "predict_files",
+    "predict_oriented",
+    "print_warning",
     "score",
+    "spacing_mismatch",
     "strip_suffix",
 ]
 
@@ -145,11 +167,18 @@ def checkpoint_settings(payload: dict[str, Any]) -> dict[str, Any]:
     """Inference settings of a loaded checkpoint.
 
     Returns:
-        ``{"patch_size": (X, Y, Z), "num_classes": int, "normalize": bool | None}``:
-        the patch size from ``config["patch_size"]`` (or one section down), else
-        the model's ``patch_size`` argument, else ``(112, 112, 80)``; the number of
-        classes from the model arguments (default 2); ``normalize`` from the
-        config (None when it does not say).
+        ``{"patch_size", "num_classes", "normalize", "orientation", "spacing",
+        "lcc", "recorded"}``: the patch size from ``config["patch_size"]`` (or
+        one section down), else the model's ``patch_size`` argument, else
+        ``(112, 112, 80)``; the number of classes from the model arguments
+        (default 2). The rest come from the checkpoint's ``"preprocessing"``
+        record (:mod:`canet.data.preprocessing`; ``recorded`` says whether it
+        has one): ``normalize`` (bool: whether the network's input images were
+        z-scored), ``orientation`` (axis codes or None: stored voxel order),
+        ``spacing`` (median training voxel size in mm or None) and ``lcc``
+        (the training dataset's post-processing default). Without the record
+        ``normalize`` comes from a ``normalize`` key of the config (None when
+        it has none) and the others are None.
     """
     config = payload.get("config")
     kwargs = (payload.get("model") or {}).get("kwargs") or {}
@@ -161,11 +190,46 @@ def checkpoint_settings(payload: dict[str, Any]) -> dict[str, Any]:
     except CanetError:
         raise CheckpointError(f"checkpoint has a bad patch size {patch!r}") from None
     num_classes = kwargs.get("num_classes", _find_key(config, "num_classes") or 2)
-    normalize = _find_key(config, "normalize")
+    record = payload.get("preprocessing")
+    if not isinstance(record, dict):
+        normalize = _find_key(config, "normalize")
+        return {
+            "patch_size": patch_size,
+            "num_classes": int(num_classes),
+            "normalize": None if normalize is None else bool(normalize),
+            "orientation": None,
+            "spacing": None,
+            "lcc": None,
+            "recorded": False,
+        }
+    mode = record.get("normalize")
+    if mode not in ("zscore", "none"):
+        raise CheckpointError(f"checkpoint records an unknown normalisation {mode!r}")
+    orientation = record.get("orientation")
+    if orientation is not None:
+        from canet.data.orientation import check_axcodes
+
+        try:
+            orientation = check_axcodes(orientation)
+        except DataError:
+            raise CheckpointError(f"checkpoint records a bad orientation {orientation!r}") from None
+    spacing = record.get("spacing")
+    if spacing is not None:
+        try:
+            spacing = tuple(float(v) for v in spacing)
+        except (TypeError, ValueError):
+            spacing = ()
+        if len(spacing) != 3 or not all(math.isfinite(v) and v > 0 for v in spacing):
+            raise CheckpointError(f"checkpoint records a bad spacing {record.get('spacing')!r}")
+    lcc = record.get("lcc")
     return {
         "patch_size": patch_size,
         "num_classes": int(num_classes),
-        "normalize": None if normalize is None else bool(normalize),
+        "normalize": mode == "zscore",
+        "orientation": orientation,
+        "spacing": spacing,
+        "lcc": None if lcc is None else bool(lcc),
+        "recorded": True,
     }
 
 
@@ -193,6 +257,70 @@ def _safe_name(case_id: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", case_id) or "case"
 
 
+def print_warning(message: str) -> None:
+    """Default warning sink of :func:`evaluate` and :func:`predict_files`: one ``warning:`` line on stderr."""
+    print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
+def _fmt_spacing(values: Sequence[float]) -> str:
+    return "(" + ", ".join(f"{v:.3g}" for v in values) + ")"
+
+
+def spacing_mismatch(
+    name: str, spacing: Sequence[float], target: Sequence[float] | None, tolerance: float = SPACING_TOLERANCE
+) -> str | None:
+    """A warning when ``spacing`` differs from ``target`` by more than ``tolerance`` (relative) on an axis.
+
+    Both are voxel sizes in mm in the same (training) orientation; ``target``
+    None (unknown) gives no warning.
+    """
+    if target is None:
+        return None
+    worst = max(abs(float(a) - float(b)) / float(b) for a, b in zip(spacing, target))
+    if worst <= tolerance:
+        return None
+    return (
+        f"{name}: voxel size {_fmt_spacing(spacing)} mm differs from the training data's "
+        f"{_fmt_spacing(target)} mm by {worst:.0%}; resample it to that size for reliable results"
+    )
+
+
+def predict_oriented(
+    model: nn.Module,
+    image: np.ndarray,
+    affine: np.ndarray,
+    patch_size: Sequence[int],
+    orientation: str | None = None,
+    oriented: bool = True,
+    **kwargs: Any,
+) -> tuple[np.ndarray, np.ndarray, Any]:
+    """:func:`canet.inferers.predict_volume` in the training orientation, results in stored order.
+
+    Args:
+        model, patch_size, kwargs: as for :func:`~canet.inferers.predict_volume`.
+        image: ``X x Y x Z`` (or ``C x X x Y x Z``) as stored in the file.
+        affine: the file's voxel-to-world matrix (RAS+).
+        orientation: the training orientation's axis codes; None keeps the
+            stored voxel order.
+        oriented: whether the file states its orientation (False: stored order).
+
+    Returns:
+        ``(mask, probabilities, reorientation)``: mask and probabilities in the
+        stored voxel order (as :func:`~canet.inferers.predict_volume` returns
+        them), and the :class:`~canet.data.orientation.Reorientation` used (None
+        when the volume stayed in stored order).
+    """
+    arr = np.asarray(image)
+    if orientation is None or not oriented:
+        mask, probs = predict_volume(model, arr, patch_size, **kwargs)
+        return mask, probs, None
+    from canet.data.orientation import reorientation
+
+    turn = reorientation(affine, arr.shape[-3:], orientation)
+    mask, probs = predict_volume(model, turn.forward(arr), patch_size, **kwargs)
+    return turn.backward(mask), turn.backward(probs), turn
+
+
 def evaluate_model(
     model: nn.Module,
     volumes: Iterable[VolumeLike],
@@ -211,18 +339,24 @@ def evaluate_model(
     sw_batch_size: int = 4,
     progress: bool = False,
     extra_summary: dict[str, Any] | None = None,
+    orientation: str | None = None,
+    train_spacing: Sequence[float] | None = None,
+    warn: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Predict and score labelled volumes with a model in memory.
 
     Args:
         model: generator (``SegOutput`` or logits); run in eval mode, mode restored.
         volumes: objects with ``case_id``, ``image`` (``X x Y x Z`` normalised
-            float), ``label``, ``affine`` and ``spacing`` (``canet.data.Volume``).
+            float), ``label``, ``affine`` and ``spacing`` (``canet.data.Volume``;
+            its ``spacing_unit`` and ``oriented`` are read when present).
         patch_size: sliding-window size.
         out_dir: where ``metrics.csv``/``summary.json`` go (None: write nothing).
-        num_classes: classes including the background (2 = binary).
+        num_classes: classes including the background (2 = binary: any one
+            non-zero label value is the object).
         mode: ``"fast"`` or ``"reference"``.
-        spacing: ``"mm"`` (each volume's spacing) or ``"voxels"``.
+        spacing: ``"mm"`` (each volume's spacing; voxels for volumes whose
+            files state none) or ``"voxels"``.
         save_predictions: write ``<case>_pred.nii.gz`` with the volume's affine.
         report: keep three orthogonal slices per case in ``report_slices/`` and
             write ``report.html``.
@@ -230,10 +364,21 @@ def evaluate_model(
             :func:`canet.inferers.predict_volume`.
         progress: show a tqdm bar over cases.
         extra_summary: keys added to the summary.
+        orientation: training orientation (axis codes); oriented volumes are
+            predicted in it and their masks turned back (None: stored order).
+        train_spacing: median training voxel size (mm, training orientation);
+            a volume more than 20 % off on an axis gets a warning.
+        warn: where warnings go (default: ``warning: ...`` on stderr); they are
+            also listed in the summary's ``"warnings"``.
 
     Returns:
         The summary dict (also written to ``summary.json``), with ``"rows"``
         holding the per-case rows.
+
+    Raises:
+        DataError: a case without label, shapes that differ, label values the
+            number of classes cannot score, or cases whose distances would mix
+            mm and voxels.
     """
     check_mode_and_weighting(mode, weighting)
     if spacing not in ("mm", "voxels"):
@@ -241,6 +386,8 @@ def evaluate_model(
     out = Path(out_dir) if out_dir is not None else None
     if (save_predictions or report) and out is None:
         raise CanetError("save_predictions and report need an output folder")
+    sink = warn or print_warning
+    warnings: list[str] = []
     acc = MetricAccumulator(num_classes=num_classes)
     items: Iterable[VolumeLike] = volumes
     if progress:
@@ -249,6 +396,8 @@ def evaluate_model(
         total = len(volumes) if hasattr(volumes, "__len__") else None  # type: ignore[arg-type]
         items = tqdm(volumes, desc="evaluate", unit="case", total=total)
     names: set[str] = set()
+    units: dict[str, str] = {}
+    reoriented = 0
     for vol in items:
         if vol.label is None:
             raise DataError(f"case {vol.case_id!r} has no label; evaluation needs ground truth")
@@ -256,13 +405,29 @@ def evaluate_model(
         label = np.asarray(vol.label)
         if image.shape[-3:] != label.shape:
             raise DataError(f"case {vol.case_id!r}: image shape {image.shape} and label shape {label.shape} differ")
+        unit = "voxels" if spacing == "voxels" else getattr(vol, "spacing_unit", "mm")
+        if units and unit not in units:
+            other = next(iter(units))
+            raise DataError(
+                f"case {vol.case_id!r} has distances in {unit} but case {units[other]!r} in {other} "
+                "(its file states no voxel size); evaluate with --spacing voxels"
+            )
+        units.setdefault(unit, vol.case_id)
         start = time.perf_counter()
-        mask, _ = predict_volume(
-            model, image, patch_size, mode=mode, tta=tta, lcc=lcc, device=device,
+        mask, _, turn = predict_oriented(
+            model, image, vol.affine, patch_size, orientation=orientation,
+            oriented=bool(getattr(vol, "oriented", True)), mode=mode, tta=tta, lcc=lcc, device=device,
             overlap=overlap, weighting=weighting, sw_batch_size=sw_batch_size,
         )
         seconds = time.perf_counter() - start
-        case_spacing = None if spacing == "voxels" else tuple(float(s) for s in vol.spacing)
+        reoriented += int(turn is not None and not turn.identity)
+        if train_spacing is not None and getattr(vol, "spacing_unit", "mm") == "mm":
+            seen = turn.spacing if turn is not None else tuple(float(v) for v in vol.spacing)
+            message = spacing_mismatch(f"case {vol.case_id!r}", seen, train_spacing)
+            if message:
+                warnings.append(message)
+                sink(message)
+        case_spacing = None if unit == "voxels" else tuple(float(s) for s in vol.spacing)
         row = acc.add(vol.case_id, mask, label, spacing=case_spacing, seconds=seconds)
         name = _safe_name(vol.case_id)
         if name in names:
@@ -284,6 +449,7 @@ def evaluate_model(
     extra: dict[str, Any] = {"mode": mode, "tta": tta, "lcc": lcc, "patch_size": list(check_patch_size(patch_size))}
     if mode == "fast":
         extra.update(overlap=overlap, weighting=weighting)
+    extra.update(distance_unit=acc.units, orientation=orientation, reoriented=reoriented, warnings=warnings)
     extra.update(extra_summary or {})
     if out is not None:
         acc.write_csv(out / "metrics.csv")
@@ -307,7 +473,7 @@ def evaluate(
     out_dir: str | os.PathLike[str] = "eval",
     save_predictions: bool = False,
     report: bool = False,
-    lcc: bool = True,
+    lcc: bool | None = None,
     tta: bool = False,
     device: str = "cpu",
     spacing: str = "auto",
@@ -316,6 +482,7 @@ def evaluate(
     sw_batch_size: int = 4,
     max_cases: int | None = None,
     progress: bool = True,
+    warn: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Evaluate a checkpoint on one split of a dataset and write the results.
 
@@ -328,7 +495,9 @@ def evaluate(
             predictions / report).
         save_predictions: write ``<case>_pred.nii.gz`` per case.
         report: write ``report.html`` (and ``report_slices/``).
-        lcc: largest-connected-component post-processing (default on).
+        lcc: largest-connected-component post-processing; None (default): the
+            dataset's default (on for the LA layout, a datalist's
+            ``postprocess.lcc`` otherwise, default off).
         tta: flip test-time augmentation.
         device: where the network runs (``"cpu"``, ``"cuda"``, ...).
         spacing: ``"auto"`` (voxels for LA, as published; mm otherwise),
@@ -336,9 +505,15 @@ def evaluate(
         overlap, weighting, sw_batch_size: fast-mode settings.
         max_cases: evaluate only the first N cases of the split.
         progress: tqdm bar over cases.
+        warn: where warnings go (see :func:`evaluate_model`).
+
+    Images get the checkpoint's recorded normalisation (LA ``.h5`` volumes are
+    used as stored: they were z-scored when made) and are predicted in its
+    recorded orientation (see the module docstring).
 
     Returns:
-        The summary (see :func:`evaluate_model`).
+        The summary (see :func:`evaluate_model`); it records ``lcc``,
+        ``normalize`` and ``orientation`` as applied.
     """
     check_mode_and_weighting(mode, weighting)
     if spacing not in SPACING_CHOICES:
@@ -364,6 +539,12 @@ def evaluate(
         )
     if spacing == "auto":
         spacing = "voxels" if getattr(spec, "kind", None) == "la" else "mm"
+    use_lcc = bool(spec.lcc) if lcc is None else bool(lcc)
+    # LA .h5 images were z-scored when they were made: always used as stored.
+    normalize = None if spec.kind == "la" else settings["normalize"]
+    applied = "as stored" if spec.kind == "la" else (
+        "zscore" if (normalize if normalize is not None else spec.normalize) else "none"
+    )
 
     class _Lazy:
         """Loads one case at a time (memory stays at one volume) and knows its length."""
@@ -373,13 +554,17 @@ def evaluate(
 
         def __iter__(self) -> Iterator[Any]:
             for case in cases:
-                yield load_case(case, with_label=True, normalize=settings["normalize"])
+                yield load_case(case, with_label=True, normalize=normalize)
 
     return evaluate_model(
         model, _Lazy(), settings["patch_size"], out_dir=out_dir, num_classes=num_classes,
-        mode=mode, spacing=spacing, save_predictions=save_predictions, report=report, lcc=lcc,
+        mode=mode, spacing=spacing, save_predictions=save_predictions, report=report, lcc=use_lcc,
         tta=tta, device=device, overlap=overlap, weighting=weighting, sw_batch_size=sw_batch_size,
-        progress=progress, extra_summary={"checkpoint": str(checkpoint), "data": str(data), "split": split},
+        progress=progress, orientation=settings["orientation"], train_spacing=settings["spacing"], warn=warn,
+        extra_summary={
+            "checkpoint": str(checkpoint), "data": str(data), "split": split,
+            "lcc_from": "dataset" if lcc is None else "option", "normalize": applied,
+        },
     )
 
 
@@ -393,20 +578,25 @@ def predict_files(
     probabilities: bool = False,
     mode: str = "fast",
     tta: bool = False,
-    lcc: bool = True,
+    lcc: bool | None = None,
     device: str = "cpu",
     overlap: float = 0.5,
     weighting: str = "gaussian",
     sw_batch_size: int = 4,
     progress: bool = True,
+    warn: Callable[[str], None] | None = None,
 ) -> list[Path]:
     """Segment NIfTI / NRRD volumes and write NIfTI masks beside each other in ``out_dir``.
 
     Each input ``<name>.<ext>`` gives ``<name>_pred.nii.gz`` (uint8 mask with the
-    input's affine) and, with ``probabilities``, ``<name>_prob.nii.gz`` (float32:
-    the foreground probability, or a 4D ``X x Y x Z x K`` map for multi-class).
-    Images are z-scored over the whole volume unless the checkpoint's config
-    sets ``normalize: false``.
+    input's affine, in the input's voxel order) and, with ``probabilities``,
+    ``<name>_prob.nii.gz`` (float32: the foreground probability, or a 4D
+    ``X x Y x Z x K`` map for multi-class). Images are z-scored over the whole
+    volume when the network was trained on z-scored images (and, for a
+    checkpoint without that record, unless its config sets ``normalize:
+    false``), and predicted in the training orientation (see the module
+    docstring). ``lcc`` None (default) takes the training dataset's
+    post-processing default from the checkpoint (on for checkpoints without it).
 
     Returns:
         The mask files written, in input order.
@@ -419,11 +609,13 @@ def predict_files(
         raise DataError(f"two inputs would write the same output name: {dupes[0]!r}")
     for f in files:  # fail on a bad file before any long work starts
         image_file_shape(f)
-    from canet.data import read_array, save_nifti, zscore
+    from canet.data import read_volume, save_nifti, zscore
 
     model, payload = _load(checkpoint, device)
     settings = checkpoint_settings(payload)
     normalize = settings["normalize"] is not False
+    use_lcc = (settings["lcc"] if settings["lcc"] is not None else True) if lcc is None else bool(lcc)
+    sink = warn or print_warning
     out = Path(out_dir)
     written: list[Path] = []
     items: Iterable[tuple[Path, str]] = list(zip(files, stems))
@@ -432,16 +624,24 @@ def predict_files(
 
         items = tqdm(items, desc="predict", unit="case")
     for path, stem in items:
-        array, affine, _ = read_array(path, "image")
+        array, geometry = read_volume(path, "image")
         image = zscore(array) if normalize else np.asarray(array, dtype=np.float32)
-        mask, probs = predict_volume(
-            model, image, settings["patch_size"], mode=mode, tta=tta, lcc=lcc, device=device,
+        if settings["orientation"] is not None and not geometry.oriented:
+            sink(f"{path}: the file states no orientation; predicted in its stored voxel order")
+        mask, probs, turn = predict_oriented(
+            model, image, geometry.affine, settings["patch_size"], orientation=settings["orientation"],
+            oriented=geometry.oriented, mode=mode, tta=tta, lcc=use_lcc, device=device,
             overlap=overlap, weighting=weighting, sw_batch_size=sw_batch_size,
         )
-        target = save_nifti(out / f"{stem}_pred.nii.gz", mask, affine)
+        if geometry.unit == "mm":
+            seen = turn.spacing if turn is not None else geometry.spacing
+            message = spacing_mismatch(str(path), seen, settings["spacing"])
+            if message:
+                sink(message)
+        target = save_nifti(out / f"{stem}_pred.nii.gz", mask, geometry.affine)
         if probabilities:
             prob_out = probs if probs.ndim == 3 else np.moveaxis(probs, 0, -1)
-            save_nifti(out / f"{stem}_prob.nii.gz", prob_out.astype(np.float32), affine)
+            save_nifti(out / f"{stem}_prob.nii.gz", prob_out.astype(np.float32), geometry.affine)
         written.append(target)
     return written
 
@@ -510,13 +710,33 @@ def find_score_pairs(
     return [(case, preds[case], gts[case]) for case in sorted(preds)]
 
 
-def _read_label(path: Path) -> tuple[np.ndarray, tuple[float, float, float]]:
-    """A label map (uint8 class indices) and its spacing from a NIfTI / NRRD file."""
-    from canet.data import read_array
+def _read_label(path: Path) -> tuple[np.ndarray, Any]:
+    """A label map (uint8 values, as stored) and its :class:`~canet.data.Geometry` from a NIfTI / NRRD file."""
+    from canet.data import read_volume
     from canet.data.dataset import as_label
 
-    array, _, spacing = read_array(path, "label")
-    return as_label(array, path), spacing
+    array, geometry = read_volume(path, "label")
+    return as_label(array, path), geometry
+
+
+def placement_gap(a: np.ndarray, b: np.ndarray, shape: Sequence[int]) -> float:
+    """How far apart two affines place a volume of ``shape``: the largest corner displacement (world units)."""
+    corners = np.array(
+        [[x, y, z, 1.0] for x in (0, shape[0] - 1) for y in (0, shape[1] - 1) for z in (0, shape[2] - 1)]
+    )
+    diff = (corners @ np.asarray(a, dtype=np.float64).T - corners @ np.asarray(b, dtype=np.float64).T)[:, :3]
+    return float(np.linalg.norm(diff, axis=1).max())
+
+
+def _infer_num_classes(pairs: Sequence[tuple[str, Path, Path]]) -> int:
+    """2 when the ground truths hold one object value (0/1, 0/255, ...), else the largest label + 1."""
+    from canet.metrics import label_values
+
+    values: set[int] = set()
+    for _, _, gt_file in pairs:
+        arr, _ = _read_label(gt_file)
+        values.update(label_values(arr))
+    return 2 if len(values) <= 1 else max(values) + 1
 
 
 def score(
@@ -528,6 +748,7 @@ def score(
     num_classes: int | None = None,
     progress: bool = True,
     on_case: Callable[[dict[str, Any]], None] | None = None,
+    ignore_affine: bool = False,
 ) -> dict[str, Any]:
     """Score segmentation files made elsewhere against ground truths.
 
@@ -536,32 +757,53 @@ def score(
         gt: folder of ground truths with matching names, or None.
         out_dir: where ``metrics.csv`` and ``summary.json`` go.
         spacing_from: ``"gt"`` (default) or ``"pred"``: whose header gives the spacing.
-        voxels: report distances in voxels instead of mm.
-        num_classes: classes including the background; None infers it from the
-            largest label in the ground truths (2 = binary, non-zero = object).
+        voxels: report distances in voxels instead of mm (files that state no
+            voxel size are always scored in voxels).
+        num_classes: classes including the background. None infers it from the
+            ground truths: masks whose only non-zero value is one number
+            (0/1, 0/255, ...) are binary (any non-zero voxel is object),
+            otherwise the largest label + 1. A binary scoring refuses a mask
+            with two or more non-zero values.
         progress: tqdm bar over cases.
         on_case: called with each row as it is scored.
+        ignore_affine: score pairs whose affines place them differently
+            (refused otherwise: a flipped or shifted prediction would be
+            scored in the wrong place) in stored voxel order.
 
     Returns:
         The summary dict with ``"rows"`` and ``"table"`` added.
     """
+    from canet.data import read_geometry
+    from canet.metrics import check_label_values, label_values
+
     if spacing_from not in ("gt", "pred"):
         raise CanetError(f"spacing_from must be 'gt' or 'pred', got {spacing_from!r}")
     if num_classes is not None and num_classes < 2:
         raise CanetError(f"num_classes must be at least 2, got {num_classes}")
     pairs = find_score_pairs(pred, gt)
+    units: dict[str, Path] = {}
     for case, pred_file, gt_file in pairs:  # fail on bad headers before any long work starts
-        p_shape, g_shape = image_file_shape(pred_file), image_file_shape(gt_file)
-        if p_shape != g_shape:
+        p_geo, g_geo = read_geometry(pred_file, "label"), read_geometry(gt_file, "label")
+        if p_geo.shape != g_geo.shape:
             raise DataError(
-                f"case {case!r}: prediction shape {p_shape} differs from ground truth shape {g_shape}"
+                f"case {case!r}: prediction shape {p_geo.shape} differs from ground truth shape {g_geo.shape}"
             )
+        gap = placement_gap(p_geo.affine, g_geo.affine, g_geo.shape)
+        if not ignore_affine and gap > AFFINE_TOLERANCE * min(g_geo.spacing):
+            raise DataError(
+                f"case {case!r}: {pred_file.name} and {gt_file.name} are placed differently in space (their "
+                f"affines move a corner by {gap:.3g} {g_geo.unit}: a flipped, permuted or shifted volume?); "
+                "pass --ignore-affine to score them in stored voxel order"
+            )
+        source = g_geo if spacing_from == "gt" else p_geo
+        units.setdefault("voxels" if voxels else source.unit, gt_file if spacing_from == "gt" else pred_file)
+    if len(units) > 1:
+        raise DataError(
+            f"{units['voxels']} states no voxel size but {units['mm']} does; distances would mix voxels "
+            "and mm: pass --voxels"
+        )
     if num_classes is None:
-        top = 1
-        for _, _, gt_file in pairs:
-            arr, _ = _read_label(gt_file)
-            top = max(top, int(arr.max()) if arr.size else 0)
-        num_classes = top + 1
+        num_classes = _infer_num_classes(pairs)
     acc = MetricAccumulator(num_classes=num_classes)
     items: Iterable[tuple[str, Path, Path]] = pairs
     if progress:
@@ -569,16 +811,16 @@ def score(
 
         items = tqdm(pairs, desc="score", unit="case")
     for case, pred_file, gt_file in items:
-        p_arr, p_spacing = _read_label(pred_file)
-        g_arr, g_spacing = _read_label(gt_file)
+        p_arr, p_geo = _read_label(pred_file)
+        g_arr, g_geo = _read_label(gt_file)
         if p_arr.shape != g_arr.shape:
             raise DataError(
                 f"case {case!r}: prediction shape {p_arr.shape} differs from ground truth shape {g_arr.shape}"
             )
-        for arr, f in ((p_arr, pred_file), (g_arr, gt_file)):
-            if arr.size and int(arr.max()) >= num_classes:
-                raise DataError(f"{f} has label {int(arr.max())} but num_classes is {num_classes}")
-        sp = None if voxels else (g_spacing if spacing_from == "gt" else p_spacing)
+        for arr, f in ((g_arr, gt_file), (p_arr, pred_file)):
+            check_label_values(label_values(arr), num_classes, str(f))
+        source = g_geo if spacing_from == "gt" else p_geo
+        sp = None if voxels or source.unit == "voxels" else source.spacing
         row = acc.add(case, p_arr, g_arr, spacing=sp, seconds=math.nan)
         if on_case is not None:
             on_case(row)
@@ -586,7 +828,8 @@ def score(
     acc.write_csv(out / "metrics.csv")
     summary = acc.write_summary(
         out / "summary.json", pred=str(pred), gt=None if gt is None else str(gt),
-        spacing_from=None if voxels else spacing_from,
+        spacing_from=None if acc.units == "voxels" else spacing_from, distance_unit=acc.units,
+        ignore_affine=ignore_affine,
     )
     summary["rows"] = acc.rows
     summary["table"] = acc.table()

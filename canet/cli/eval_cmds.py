@@ -41,7 +41,12 @@ def _add_inference_options(p: argparse.ArgumentParser) -> None:
                    help="fast-mode weighting of each window's voxels (default gaussian)")
     p.add_argument("--sw-batch-size", type=_positive_int, default=4, help="windows per forward pass (default 4)")
     p.add_argument("--tta", action="store_true", help="average over the 8 flips of the spatial axes")
-    p.add_argument("--no-lcc", action="store_true", help="do not keep only the largest connected component")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--lcc", dest="lcc", action="store_const", const=True, default=None,
+                       help="keep only the largest connected component of each class (default: on for "
+                            "the LA layout, a datalist's postprocess.lcc, the checkpoint's record for predict)")
+    group.add_argument("--no-lcc", dest="lcc", action="store_const", const=False,
+                       help="do not keep only the largest connected component")
     p.add_argument("--device", default="cpu", help="device the network runs on (default cpu)")
 
 
@@ -55,7 +60,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
 
     summary = evaluate(
         args.checkpoint, args.data, split=args.split, mode=args.mode, out_dir=args.out,
-        save_predictions=args.save_predictions, report=args.report, lcc=not args.no_lcc,
+        save_predictions=args.save_predictions, report=args.report, lcc=args.lcc,
         tta=args.tta, device=args.device, spacing=args.spacing, overlap=args.overlap,
         weighting=args.weighting, sw_batch_size=args.sw_batch_size, max_cases=args.max_cases, progress=not args.quiet,
     )
@@ -70,7 +75,7 @@ def _run_predict(args: argparse.Namespace) -> int:
 
     written = predict_files(
         args.checkpoint, args.inputs, args.output, probabilities=args.probabilities,
-        mode=args.mode, tta=args.tta, lcc=not args.no_lcc, device=args.device,
+        mode=args.mode, tta=args.tta, lcc=args.lcc, device=args.device,
         overlap=args.overlap, weighting=args.weighting, sw_batch_size=args.sw_batch_size,
         progress=not args.quiet,
     )
@@ -83,7 +88,7 @@ def _run_score(args: argparse.Namespace) -> int:
 
     summary = score(
         args.pred, args.gt, args.out, spacing_from=args.spacing_from, voxels=args.voxels,
-        num_classes=args.num_classes, progress=not args.quiet,
+        num_classes=args.num_classes, progress=not args.quiet, ignore_affine=args.ignore_affine,
     )
     _print_table(summary, Path(args.out))
     return 0
@@ -121,7 +126,7 @@ def add_parser(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "predict", help="segment NIfTI/NRRD volumes with a checkpoint",
         description="Segment NIfTI or NRRD volumes (files or folders); writes <name>_pred.nii.gz "
-                    "masks with each input's affine.",
+                    "masks with each input's affine and voxel order.",
     )
     p.add_argument("checkpoint", help="canet checkpoint (.pt)")
     p.add_argument("inputs", nargs="+", help="NIfTI/NRRD files or folders of them")
@@ -143,7 +148,10 @@ def add_parser(subparsers: Any) -> None:
                    help="whose header gives the voxel spacing (default gt)")
     p.add_argument("--voxels", action="store_true", help="distances in voxels instead of mm")
     p.add_argument("--num-classes", type=_positive_int, default=None,
-                   help="classes including background (default: from the largest ground-truth label)")
+                   help="classes including background (default: 2 when the ground truths hold one "
+                        "object value such as 1 or 255, else the largest ground-truth label + 1)")
+    p.add_argument("--ignore-affine", action="store_true",
+                   help="score pairs whose headers place them differently, in stored voxel order")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_run_score)
 

@@ -218,3 +218,140 @@ def test_evaluate_fast_mode_records_its_weighting(tmp_path, run_cli) -> None:
 def test_evaluate_model_rejects_an_unknown_weighting(tmp_path) -> None:
     with pytest.raises(CanetError, match="weighting must be one of gaussian, constant, got 'cosine'"):
         evaluate_model(Threshold(), [], (16, 16, 8), weighting="cosine")
+
+
+# --------------------------------------------------------------------------- datalists
+
+
+def _centred_vnet(image: np.ndarray, patch=(32, 32, 16)) -> nn.Module:
+    """A random V-Net (no symmetry under flips or transposes) centred so that half of ``image`` is foreground."""
+    from canet.inferers import predict_volume
+
+    torch.manual_seed(1)
+    model = create_model("vnet", n_filters=2)
+    _, prob = predict_volume(model, image, patch, lcc=False)
+    median = float(np.median(prob))
+    with torch.no_grad():
+        model.head_seg.bias -= float(np.log(median / (1 - median)))
+    return model
+
+
+def _case_arrays(shape=(36, 34, 20)) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(5)
+    label = np.zeros(shape, np.uint8)
+    label[6:24, 8:20, 4:14] = 1
+    image = (rng.normal(0, 1, shape) + 2.0 * label).astype(np.float32)
+    return image, label
+
+
+def _datalist(root, cases: dict, **extra) -> object:
+    """Write ``{name: (image, label, affine)}`` as NIfTI files and a datalist whose test split holds them."""
+    entries = []
+    for name, (image, label, affine) in cases.items():
+        nib.save(nib.Nifti1Image(image, affine), str(root / f"{name}.nii.gz"))
+        nib.save(nib.Nifti1Image(label, affine), str(root / f"{name}_seg.nii.gz"))
+        entries.append({"image": f"{name}.nii.gz", "label": f"{name}_seg.nii.gz"})
+    path = root / "dataset.json"
+    path.write_text(json.dumps({"training": entries, "test": entries, **extra}))
+    return path
+
+
+RAS_RECORD = {"normalize": "zscore", "orientation": "RAS", "spacing": [0.8, 0.9, 1.5], "lcc": True,
+              "dataset": "datalist"}
+
+
+@pytest.mark.slow
+def test_evaluate_predicts_in_the_training_orientation(tmp_path, run_cli) -> None:
+    """A test case stored flipped and permuted is predicted as its RAS original, scored in its own order."""
+    from nibabel.orientations import apply_orientation, axcodes2ornt, ornt_transform
+
+    from canet.data import zscore
+    from canet.inferers import predict_volume
+
+    image, label = _case_arrays()
+    model = _centred_vnet(zscore(image))
+    ckpt = tmp_path / "m.pt"
+    save_checkpoint(make_checkpoint(model, "tests", config={"patch_size": [32, 32, 16]},
+                                    preprocessing=RAS_RECORD), ckpt)
+    affine = np.diag([0.8, 0.9, 1.5, 1.0])
+    turn = ornt_transform(axcodes2ornt(("R", "A", "S")), axcodes2ornt(("P", "S", "L")))
+    copy = nib.Nifti1Image(image, affine).as_reoriented(turn)
+    (tmp_path / "d").mkdir()
+    datalist = _datalist(tmp_path / "d", {
+        "ras": (image, label, affine),
+        "psl": (np.asarray(copy.dataobj), apply_orientation(label, turn), copy.affine),
+    })
+    out = tmp_path / "out"
+    code, _, err = run_cli("evaluate", ckpt, "--data", datalist, "--out", out, "--save-predictions", "--quiet",
+                           "--no-lcc")
+    assert code == 0, err
+    expected, _ = predict_volume(model, zscore(image), (32, 32, 16), lcc=False)
+    assert 0.4 < expected.mean() < 0.6
+    rows = {r["case"]: r for r in csv.DictReader(open(out / "metrics.csv", newline=""))}
+    want = binary_metrics(expected, label, (0.8, 0.9, 1.5))
+    for case in ("ras", "psl"):
+        assert float(rows[case]["dice"]) == pytest.approx(want["dice"], abs=1e-12), case
+        assert float(rows[case]["hd95"]) == pytest.approx(want["hd95"], rel=1e-6), case  # float32 header
+    saved = nib.load(str(out / "psl_pred.nii.gz"))
+    np.testing.assert_array_equal(np.asarray(saved.dataobj), apply_orientation(expected, turn))
+    np.testing.assert_allclose(saved.affine, copy.affine, atol=1e-6)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["orientation"] == "RAS" and summary["reoriented"] == 1 and summary["warnings"] == []
+    assert summary["distance_unit"] == "mm" and summary["normalize"] == "zscore"
+
+
+@pytest.mark.slow
+def test_evaluate_datalist_lcc_default_and_label_values(tmp_path, run_cli) -> None:
+    image, label = _case_arrays()
+    model = _centred_vnet(image)  # the datalist below is z-scored on load; any model will do here
+    ckpt = tmp_path / "m.pt"
+    save_checkpoint(make_checkpoint(model, "tests", config={"patch_size": [32, 32, 16]}), ckpt)
+    affine = np.diag([0.8, 0.9, 1.5, 1.0])
+    (tmp_path / "d").mkdir()
+    # the ground truth stores the object as 255 (as the LA challenge's laendo.nrrd does)
+    datalist = _datalist(tmp_path / "d", {"a": (image, label * 255, affine)})
+    for extra, lcc, source in (((), False, "dataset"), (("--lcc",), True, "option")):
+        out = tmp_path / f"out{lcc}"
+        code, _, err = run_cli("evaluate", ckpt, "--data", datalist, "--out", out, "--quiet",
+                               "--save-predictions", *extra)
+        assert code == 0, err
+        summary = json.loads((out / "summary.json").read_text())
+        assert summary["lcc"] is lcc and summary["lcc_from"] == source and summary["num_classes"] == 2
+        mask = np.asarray(nib.load(str(out / "a_pred.nii.gz")).dataobj)
+        assert summary["dice"]["mean"] == pytest.approx(binary_metrics(mask, label)["dice"], abs=1e-12)
+    data = json.loads(datalist.read_text())
+    data["postprocess"] = {"lcc": True}
+    datalist.write_text(json.dumps(data))
+    code, _, err = run_cli("evaluate", ckpt, "--data", datalist, "--out", tmp_path / "o3", "--quiet")
+    assert code == 0, err
+    assert json.loads((tmp_path / "o3" / "summary.json").read_text())["lcc"] is True
+
+    two = label.copy()
+    two[30:34, 2:6, 2:6] = 2  # a second class in a binary dataset: refused, not merged
+    datalist = _datalist(tmp_path / "d", {"a": (image, two, affine)})
+    code, _, err = run_cli("evaluate", ckpt, "--data", datalist, "--out", tmp_path / "o4", "--quiet")
+    assert code == 2 and err.count("\n") == 1
+    assert "case 'a': ground truth holds labels {1, 2}, but the scoring is binary" in err
+
+
+def test_evaluate_nrrd_without_space_directions_reports_voxels(tmp_path, run_cli) -> None:
+    import nrrd
+
+    image, label = _case_arrays()
+    model = _centred_vnet(image)
+    ckpt = tmp_path / "m.pt"
+    save_checkpoint(make_checkpoint(model, "tests", config={"patch_size": [32, 32, 16]},
+                                    preprocessing=RAS_RECORD), ckpt)
+    nrrd.write(str(tmp_path / "a.nrrd"), image, {"kinds": ["domain"] * 3})
+    nrrd.write(str(tmp_path / "a_seg.nrrd"), label, {"kinds": ["domain"] * 3})
+    path = tmp_path / "dataset.json"
+    entry = {"image": "a.nrrd", "label": "a_seg.nrrd"}
+    path.write_text(json.dumps({"training": [entry], "test": [entry]}))
+    code, stdout, err = run_cli("evaluate", ckpt, "--data", path, "--out", tmp_path / "o", "--quiet",
+                                "--save-predictions")
+    assert code == 0, err
+    summary = json.loads((tmp_path / "o" / "summary.json").read_text())
+    assert summary["distance_unit"] == "voxels" and summary["reoriented"] == 0
+    assert "distances in voxels" in stdout
+    mask = np.asarray(nib.load(str(tmp_path / "o" / "a_pred.nii.gz")).dataobj)
+    assert summary["hd95"]["mean"] == pytest.approx(binary_metrics(mask, label)["hd95"])  # voxel units

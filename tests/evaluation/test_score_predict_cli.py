@@ -114,18 +114,78 @@ def test_score_multiclass_is_per_class(tmp_path, run_cli) -> None:
     gt[2:8, 2:8, 2:8] = 1
     gt[11:17, 11:17, 3:9] = 2
     pred = np.roll(gt, 1, axis=2)
+    # case y: class 2 is in neither mask (it is not scored there, not a perfect 1.0)
+    gt_y, pred_y = np.where(gt == 2, 0, gt).astype(np.uint8), np.where(pred == 2, 0, pred).astype(np.uint8)
     for d in ("p", "g"):
         (tmp_path / d).mkdir()
     _save_nifti(tmp_path / "p" / "x_pred.nii.gz", pred, np.eye(4))
     _save_nifti(tmp_path / "g" / "x_gt.nii.gz", gt, np.eye(4))
+    _save_nifti(tmp_path / "p" / "y_pred.nii.gz", pred_y, np.eye(4))
+    _save_nifti(tmp_path / "g" / "y_gt.nii.gz", gt_y, np.eye(4))
     code, _, err = run_cli("score", tmp_path / "p", tmp_path / "g", "--out", tmp_path / "o", "--quiet")
     assert code == 0, err
-    row = _read_csv(tmp_path / "o" / "metrics.csv")[0]
-    assert row["case"] == "x"
+    rows = {r["case"]: r for r in _read_csv(tmp_path / "o" / "metrics.csv")}
+    assert sorted(rows) == ["x", "y"]
+    row = rows["x"]
     for c in (1, 2):
         assert float(row[f"dice_{c}"]) == pytest.approx(mb.dc(pred == c, gt == c))
         assert float(row[f"hd95_{c}"]) == pytest.approx(mb.hd95(pred == c, gt == c))
-    assert "per_class" in json.loads((tmp_path / "o" / "summary.json").read_text())
+    dice_1 = mb.dc(pred == 1, gt == 1)  # shifted by one voxel along z: 5/6
+    assert dice_1 == pytest.approx(5 / 6)
+    assert rows["y"]["dice_2"] == "nan" and rows["y"]["hd95_2"] == "nan"
+    assert float(rows["y"]["dice"]) == pytest.approx(dice_1)  # class 1 alone
+    summary = json.loads((tmp_path / "o" / "summary.json").read_text())
+    assert summary["num_classes"] == 3 and summary["absent_classes"] == {"1": 0, "2": 1}
+    assert summary["per_class"]["2"]["dice"]["n"] == 1 and summary["per_class"]["2"]["dice"]["nan"] == 1
+    assert summary["dice"]["mean"] == pytest.approx(((dice_1 + mb.dc(pred == 2, gt == 2)) / 2 + dice_1) / 2)
+
+
+def _blob(shape=(20, 18, 12)) -> np.ndarray:
+    m = np.zeros(shape, np.uint8)
+    m[4:12, 5:13, 3:9] = 1
+    return m
+
+
+def test_score_a_0_255_ground_truth_is_binary(tmp_path, run_cli) -> None:
+    """The LA challenge's masks store the atrium as 255: a missed object scores Dice 0, not ~1."""
+    gt = _blob()
+    hit = np.roll(gt, 1, axis=0)
+    for d in ("p", "g"):
+        (tmp_path / d).mkdir()
+    _save_nifti(tmp_path / "g" / "miss.nii.gz", gt * 255, np.eye(4))
+    _save_nifti(tmp_path / "p" / "miss.nii.gz", np.zeros_like(gt), np.eye(4))
+    _save_nifti(tmp_path / "g" / "hit.nii.gz", gt * 255, np.eye(4))
+    _save_nifti(tmp_path / "p" / "hit.nii.gz", hit, np.eye(4))
+    for extra in ((), ("--num-classes", "2")):
+        out = tmp_path / f"o{len(extra)}"
+        code, stdout, err = run_cli("score", tmp_path / "p", tmp_path / "g", "--out", out, "--quiet", *extra)
+        assert code == 0, err
+        rows = {r["case"]: r for r in _read_csv(out / "metrics.csv")}
+        assert list(rows["miss"]) == ["case", "dice", "jaccard", "hd95", "asd", "seconds"]  # binary columns
+        assert float(rows["miss"]["dice"]) == 0.0 and rows["miss"]["hd95"] == "nan"
+        assert float(rows["hit"]["dice"]) == pytest.approx(7 / 8)  # one of 8 slices along x lost
+        assert float(rows["hit"]["hd95"]) == pytest.approx(mb.hd95(hit, gt))
+        summary = json.loads((out / "summary.json").read_text())
+        assert summary["num_classes"] == 2 and summary["dice"]["mean"] == pytest.approx(7 / 16)
+
+
+def test_score_refuses_masks_binary_scoring_would_merge(tmp_path, run_cli) -> None:
+    multi = _blob()
+    multi[14:18, 2:6, 2:6] = 2
+    for d in ("p", "g", "p2", "g2"):
+        (tmp_path / d).mkdir()
+    _save_nifti(tmp_path / "g" / "a.nii.gz", multi, np.eye(4))
+    _save_nifti(tmp_path / "p" / "a.nii.gz", multi, np.eye(4))
+    code, _, err = run_cli("score", tmp_path / "p", tmp_path / "g", "--out", tmp_path / "o", "--quiet",
+                           "--num-classes", "2")
+    assert code == 2 and err.count("\n") == 1
+    assert "a.nii.gz holds labels {1, 2}, but the scoring is binary" in err
+    # ground truths with one object value (255), predictions with two labels: refused, not guessed
+    _save_nifti(tmp_path / "g2" / "a.nii.gz", _blob() * 255, np.eye(4))
+    _save_nifti(tmp_path / "p2" / "a.nii.gz", multi, np.eye(4))
+    code, _, err = run_cli("score", tmp_path / "p2", tmp_path / "g2", "--out", tmp_path / "o2", "--quiet")
+    assert code == 2 and err.count("\n") == 1
+    assert "a.nii.gz holds labels {1, 2}, but the scoring is binary" in err
 
 
 def test_score_bad_inputs_end_in_one_line(tmp_path, run_cli) -> None:
@@ -218,12 +278,231 @@ def test_predict_bad_inputs_end_in_one_line(tmp_path, run_cli, checkpoint) -> No
     assert code == 2 and "input not found" in err
 
 
-def test_checkpoint_settings_sources() -> None:
+def _raw_datalist(root, normalize: bool) -> object:
+    """Three 32^3 NIfTI cases with raw intensities around 300..500 (far from z-scores)."""
+    rng = np.random.default_rng(0)
+    entries = []
+    for i in range(3):
+        label = np.zeros((32, 32, 32), np.uint8)
+        label[8:22, 9:24, 10:20] = 1
+        image = (300.0 + 200.0 * label + rng.normal(0, 20, label.shape)).astype(np.float32)
+        _save_nifti(root / f"img{i}.nii.gz", image, np.diag([0.8, 0.8, 1.5, 1.0]))
+        _save_nifti(root / f"lab{i}.nii.gz", label, np.diag([0.8, 0.8, 1.5, 1.0]))
+        entries.append({"image": f"img{i}.nii.gz", "label": f"lab{i}.nii.gz"})
+    path = root / "dataset.json"
+    path.write_text(json.dumps({"normalize": normalize, "training": entries, "test": entries[:1]}))
+    return path
+
+
+def _train_tiny(datalist, run) -> object:
+    from canet.training.config import config_from_dict
+    from canet.training.trainer import Trainer
+
+    cfg = config_from_dict({
+        "method": "vnet", "seed": 3, "iterations": 1,
+        "data": {"root": str(datalist), "patch_size": [32, 32, 32], "batch_size": 2, "labeled_bs": 2,
+                 "num_workers": 0},
+        "model": {"n_filters": 2},
+        "train": {"device": "cpu", "log_every": 1, "checkpoint_every": 1, "keep_every": 0},
+    })
+    return Trainer(cfg, run, quiet=True, log=lambda m: None).run().last_checkpoint
+
+
+@pytest.mark.slow
+def test_predict_and_evaluate_apply_the_training_normalisation(tmp_path, run_cli) -> None:
+    """A model trained with ``normalize: false`` gets raw intensities in predict and evaluate, not z-scores."""
+    from canet.checkpoint import load_checkpoint, load_model
+    from canet.data import zscore
+    from canet.evaluation import checkpoint_settings
+    from canet.inferers import predict_volume
+
+    datalist = _raw_datalist(tmp_path, normalize=False)
+    ckpt = _train_tiny(datalist, tmp_path / "run")
+    settings = checkpoint_settings(load_checkpoint(ckpt))
+    assert settings["normalize"] is False and settings["recorded"] is True
+    assert settings["orientation"] == "RAS" and settings["spacing"] == pytest.approx((0.8, 0.8, 1.5))
+    assert settings["lcc"] is False and settings["patch_size"] == (32, 32, 32)
+
+    out = tmp_path / "pred"
+    code, _, err = run_cli("predict", ckpt, tmp_path / "img0.nii.gz", "-o", out, "--probabilities", "--quiet")
+    assert code == 0, err
+    model = load_model(ckpt)
+    raw = np.asarray(nib.load(str(tmp_path / "img0.nii.gz")).dataobj)
+    _, expected = predict_volume(model, raw, (32, 32, 32), lcc=False)
+    _, zscored = predict_volume(model, zscore(raw), (32, 32, 32), lcc=False)
+    got = np.asarray(nib.load(str(out / "img0_prob.nii.gz")).dataobj)
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+    assert np.abs(zscored - expected).max() > 1e-3  # the test tells the two apart
+
+    # evaluate: the datalist says normalize: true, the checkpoint says the network saw raw images
+    data = json.loads(datalist.read_text())
+    data["normalize"] = True
+    datalist.write_text(json.dumps(data))
+    code, _, err = run_cli("evaluate", ckpt, "--data", datalist, "--out", tmp_path / "ev", "--quiet")
+    assert code == 0, err
+    summary = json.loads((tmp_path / "ev" / "summary.json").read_text())
+    assert summary["normalize"] == "none" and summary["lcc"] is False and summary["lcc_from"] == "dataset"
+    mask, _ = predict_volume(model, raw, (32, 32, 32), lcc=False)
+    label = np.asarray(nib.load(str(tmp_path / "lab0.nii.gz")).dataobj)
+    row = _read_csv(tmp_path / "ev" / "metrics.csv")[0]
+    assert float(row["dice"]) == pytest.approx(mb.dc(mask, label), abs=1e-12)
+
+
+def test_checkpoint_settings_without_a_record_keep_the_old_behaviour() -> None:
     from canet.evaluation import checkpoint_settings
 
+    old = {"model": {"kwargs": {"patch_size": [64, 64, 32], "num_classes": 3}},
+           "config": {"data": {"patch_size": [96, 96, 48]}}}
+    assert checkpoint_settings(old) == {
+        "patch_size": (96, 96, 48), "num_classes": 3, "normalize": None, "orientation": None,
+        "spacing": None, "lcc": None, "recorded": False,
+    }
     assert checkpoint_settings({"model": {"kwargs": {}}, "config": None})["patch_size"] == (112, 112, 80)
-    assert checkpoint_settings({"model": {"kwargs": {"patch_size": [64, 64, 32]}}})["patch_size"] == (64, 64, 32)
-    nested = {"model": {"kwargs": {"patch_size": [64, 64, 32], "num_classes": 3}}, "config": {"data": {"patch_size": [96, 96, 48], "normalize": False}}}
-    s = checkpoint_settings(nested)
-    assert s == {"patch_size": (96, 96, 48), "num_classes": 3, "normalize": False}
-    assert math.isclose(1.0, 1.0)
+    from canet.errors import CheckpointError
+
+    for bad in ({"normalize": "minmax"}, {"normalize": "zscore", "orientation": "XYZ"},
+                {"normalize": "zscore", "spacing": [1.0, -1.0, 1.0]}):
+        with pytest.raises(CheckpointError, match="checkpoint records"):
+            checkpoint_settings({"model": {"kwargs": {}}, "preprocessing": bad})
+
+
+# --------------------------------------------------------------------------- orientation
+
+
+def _scan(shape=(36, 34, 20)) -> np.ndarray:
+    rng = np.random.default_rng(5)
+    image = rng.normal(0, 1, shape).astype(np.float32)
+    image[6:24, 8:20, 4:14] += 2.0
+    return image
+
+
+def _asymmetric_checkpoint(path, record: dict | None) -> object:
+    from canet.data import zscore
+    from canet.inferers import predict_volume
+
+    torch.manual_seed(1)
+    model = create_model("vnet", n_filters=2)  # random weights: no symmetry under flips or transposes
+    _, prob = predict_volume(model, zscore(_scan()), (32, 32, 16), lcc=False)
+    median = float(np.median(prob))
+    with torch.no_grad():  # centre the output so that about half of the scan is foreground
+        model.head_seg.bias -= float(np.log(median / (1 - median)))
+    extra = {} if record is None else {"preprocessing": record}
+    save_checkpoint(make_checkpoint(model, "tests", config={"patch_size": [32, 32, 16]}, **extra), path)
+    return model
+
+
+RAS_RECORD = {"normalize": "zscore", "orientation": "RAS", "spacing": [0.8, 0.9, 1.5], "lcc": False,
+              "dataset": "datalist"}
+
+
+def test_predict_brings_inputs_to_the_training_orientation_and_back(tmp_path, run_cli) -> None:
+    """A flipped and permuted copy of a scan gets the same prediction, flipped and permuted back."""
+    from nibabel.orientations import apply_orientation, axcodes2ornt, ornt_transform
+
+    from canet.data import zscore
+    from canet.inferers import predict_volume
+
+    model = _asymmetric_checkpoint(tmp_path / "ras.pt", RAS_RECORD)
+    image = _scan()
+    ras_affine = np.diag([0.8, 0.9, 1.5, 1.0])
+    original = nib.Nifti1Image(image, ras_affine)
+    turn = ornt_transform(axcodes2ornt(("R", "A", "S")), axcodes2ornt(("P", "S", "L")))
+    copy = original.as_reoriented(turn)  # the same scan stored as P, S, L: axes permuted and flipped
+    assert nib.aff2axcodes(copy.affine) == ("P", "S", "L")
+    (tmp_path / "in").mkdir()
+    nib.save(original, str(tmp_path / "in" / "orig.nii.gz"))
+    nib.save(copy, str(tmp_path / "in" / "copy.nii.gz"))
+    warnings: list[str] = []
+    from canet.evaluation import predict_files
+
+    predict_files(tmp_path / "ras.pt", [tmp_path / "in"], tmp_path / "out", probabilities=True, progress=False,
+                  warn=warnings.append)
+    assert warnings == []
+    p_orig = nib.load(str(tmp_path / "out" / "orig_pred.nii.gz"))
+    p_copy = nib.load(str(tmp_path / "out" / "copy_pred.nii.gz"))
+    expected, _ = predict_volume(model, zscore(image), (32, 32, 16), lcc=False)
+    np.testing.assert_array_equal(np.asarray(p_orig.dataobj), expected)
+    assert 0.4 < expected.mean() < 0.6  # a real, non-trivial mask
+    np.testing.assert_allclose(p_copy.affine, copy.affine, atol=1e-6)  # the input's own affine ...
+    assert p_copy.shape == copy.shape  # ... and voxel order
+    np.testing.assert_array_equal(np.asarray(p_copy.dataobj), apply_orientation(expected, turn))
+    prob_copy = np.asarray(nib.load(str(tmp_path / "out" / "copy_prob.nii.gz")).dataobj)
+    prob_orig = np.asarray(nib.load(str(tmp_path / "out" / "orig_prob.nii.gz")).dataobj)
+    np.testing.assert_allclose(prob_copy, apply_orientation(prob_orig, turn), atol=1e-6)
+    # the model itself is not symmetric: fed in stored order the copy gives another mask
+    stored, _ = predict_volume(model, zscore(np.asarray(copy.dataobj)), (32, 32, 16), lcc=False)
+    assert not np.array_equal(stored, apply_orientation(expected, turn))
+
+    # a checkpoint without the record keeps the stored voxel order (the earlier behaviour)
+    _asymmetric_checkpoint(tmp_path / "old.pt", None)
+    predict_files(tmp_path / "old.pt", [tmp_path / "in" / "copy.nii.gz"], tmp_path / "old", progress=False)
+    from canet.inferers import largest_connected_component
+
+    np.testing.assert_array_equal(
+        np.asarray(nib.load(str(tmp_path / "old" / "copy_pred.nii.gz")).dataobj),
+        largest_connected_component(stored),  # LCC stays on for checkpoints without a record
+    )
+
+
+def test_predict_warns_about_a_voxel_size_far_from_the_training_data(tmp_path, run_cli) -> None:
+    _asymmetric_checkpoint(tmp_path / "ras.pt", RAS_RECORD)
+    _save_nifti(tmp_path / "fine.nii.gz", _scan(), np.diag([0.85, 0.9, 1.4, 1.0]))  # within 20 %
+    _save_nifti(tmp_path / "coarse.nii.gz", _scan(), np.diag([0.8, 1.2, 1.5, 1.0]))  # y 33 % larger
+    code, _, err = run_cli("predict", tmp_path / "ras.pt", tmp_path / "fine.nii.gz", tmp_path / "coarse.nii.gz",
+                           "-o", tmp_path / "out", "--quiet")
+    assert code == 0
+    lines = err.strip().splitlines()
+    assert lines == [
+        f"warning: {tmp_path / 'coarse.nii.gz'}: voxel size (0.8, 1.2, 1.5) mm differs from the training "
+        "data's (0.8, 0.9, 1.5) mm by 33%; resample it to that size for reliable results"
+    ]
+
+
+def test_score_refuses_pairs_placed_differently(tmp_path, run_cli) -> None:
+    gt = _blob()
+    for d in ("p", "g"):
+        (tmp_path / d).mkdir()
+    affine = np.diag([0.8, 0.8, 1.5, 1.0])
+    flipped = affine.copy()
+    flipped[0, 0] = -0.8  # x flipped: the same array lies mirrored in space
+    flipped[0, 3] = 0.8 * (gt.shape[0] - 1)
+    _save_nifti(tmp_path / "g" / "a.nii.gz", gt, affine)
+    _save_nifti(tmp_path / "p" / "a.nii.gz", gt, flipped)
+    code, _, err = run_cli("score", tmp_path / "p", tmp_path / "g", "--out", tmp_path / "o", "--quiet")
+    assert code == 2 and err.count("\n") == 1
+    assert "case 'a': a.nii.gz and a.nii.gz are placed differently in space" in err and "--ignore-affine" in err
+    code, _, err = run_cli("score", tmp_path / "p", tmp_path / "g", "--out", tmp_path / "o", "--quiet",
+                           "--ignore-affine")
+    assert code == 0, err
+    summary = json.loads((tmp_path / "o" / "summary.json").read_text())
+    assert summary["dice"]["mean"] == 1.0 and summary["ignore_affine"] is True
+    # float32 rounding of the same affine is not a difference
+    _save_nifti(tmp_path / "p" / "a.nii.gz", gt, affine + 1e-6)
+    code, _, err = run_cli("score", tmp_path / "p", tmp_path / "g", "--out", tmp_path / "o2", "--quiet")
+    assert code == 0, err
+
+
+def _bare_nrrd(path, array: np.ndarray) -> None:
+    nrrd.write(str(path), array, {"kinds": ["domain"] * 3})  # no space, no space directions, no spacings
+
+
+def test_nrrd_without_space_directions_is_scored_in_voxels(tmp_path, run_cli) -> None:
+    gt = _blob()
+    pred = np.roll(gt, 2, axis=2)
+    for d in ("p", "g"):
+        (tmp_path / d).mkdir()
+    _bare_nrrd(tmp_path / "g" / "a.nrrd", gt)
+    _bare_nrrd(tmp_path / "p" / "a.nrrd", pred)
+    code, stdout, err = run_cli("score", tmp_path / "p", tmp_path / "g", "--out", tmp_path / "o", "--quiet")
+    assert code == 0, err
+    summary = json.loads((tmp_path / "o" / "summary.json").read_text())
+    assert summary["distance_unit"] == "voxels" and summary["spacing"] == "voxels"
+    assert summary["hd95"]["mean"] == pytest.approx(mb.hd95(pred, gt))
+    assert "distances in voxels" in stdout
+    # one case in mm, one in voxels: refused rather than averaged
+    _save_nifti(tmp_path / "g" / "b.nii.gz", gt, np.diag([0.8, 0.8, 1.5, 1.0]))
+    _save_nifti(tmp_path / "p" / "b.nii.gz", pred, np.diag([0.8, 0.8, 1.5, 1.0]))
+    code, _, err = run_cli("score", tmp_path / "p", tmp_path / "g", "--out", tmp_path / "o2", "--quiet")
+    assert code == 2 and "states no voxel size" in err and "--voxels" in err and err.count("\n") == 1
+    code, _, err = run_cli("score", tmp_path / "p", tmp_path / "g", "--out", tmp_path / "o2", "--quiet", "--voxels")
+    assert code == 0, err
