@@ -122,21 +122,48 @@ def test_channel_first_images_and_bad_shapes() -> None:
         predict_volume(net, np.zeros((8, 8), np.float32), (8, 8, 8))
 
 
-def test_real_vnet_runs_on_a_small_volume() -> None:
+def _gaussian(patch) -> np.ndarray:
+    """The documented importance map: sigma = patch / 8 per axis, peak 1, floored at 1e-6."""
+    out = np.ones(patch)
+    for axis, p in enumerate(patch):
+        g = np.exp(-0.5 * ((np.arange(p) - (p - 1) / 2) / (p / 8)) ** 2)
+        out = out * g.reshape([p if a == axis else 1 for a in range(3)])
+    return np.maximum(out / out.max(), 1e-6)
+
+
+@pytest.mark.parametrize("weighting", ["gaussian", "constant"])
+def test_real_vnet_on_a_small_volume_is_the_weighted_window_average(weighting: str) -> None:
+    """predict_volume against the window average written out by hand for a 40 x 36 x 20 volume."""
+    from scipy.ndimage import generate_binary_structure, label
+
     from canet.models import create_model
 
     torch.manual_seed(0)
-    model = create_model("vnet", n_filters=2)
+    model = create_model("vnet", n_filters=2).eval()
     image = np.random.default_rng(0).standard_normal((40, 36, 20)).astype(np.float32)
-    mask, prob = predict_volume(model, image, (32, 32, 16), mode="fast", sw_batch_size=2)
-    assert mask.shape == image.shape and prob.shape == image.shape
-    assert np.all((prob >= 0) & (prob <= 1))
-    # the same through sliding_window_inference directly (no LCC): thresholds agree
+    patch = (32, 32, 16)
+    # fast mode, overlap 0.5: steps 16/16/8 -> ceil(8/16)+1, ceil(4/16)+1, ceil(4/8)+1 = 2 windows per
+    # axis, spread between the borders
+    starts = ([0, 8], [0, 4], [0, 4])
+    weight = _gaussian(patch) if weighting == "gaussian" else np.ones(patch)
+    total = np.zeros(image.shape)
+    norm = np.zeros(image.shape)
     with torch.no_grad():
-        direct = sliding_window_inference(
-            torch.from_numpy(image)[None, None], lambda w: torch.sigmoid(model.eval()(w).seg), (32, 32, 16), sw_batch_size=2
-        )[0, 0].numpy()
-    np.testing.assert_allclose(prob, direct, atol=1e-6)
+        for x in starts[0]:
+            for y in starts[1]:
+                for z in starts[2]:
+                    crop = image[x : x + 32, y : y + 32, z : z + 16]
+                    logits = model(torch.from_numpy(np.ascontiguousarray(crop))[None, None]).seg[0, 0].numpy()
+                    total[x : x + 32, y : y + 32, z : z + 16] += weight / (1 + np.exp(-logits.astype(np.float64)))
+                    norm[x : x + 32, y : y + 32, z : z + 16] += weight
+    expected_prob = total / norm
+    mask, prob = predict_volume(model, image, patch, mode="fast", weighting=weighting, sw_batch_size=3)
+    np.testing.assert_allclose(prob, expected_prob, atol=2e-6)
+    comps, n = label(expected_prob > 0.5, structure=generate_binary_structure(3, 3))
+    sizes = np.bincount(comps.ravel())
+    sizes[0] = 0
+    np.testing.assert_array_equal(mask, (comps == np.argmax(sizes)).astype(np.uint8))
+    assert n >= 1 and mask.dtype == np.uint8
 
 
 def test_channels_last_gives_the_same_probabilities_and_restores_the_layout() -> None:
