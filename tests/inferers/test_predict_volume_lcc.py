@@ -131,6 +131,7 @@ def _gaussian(patch) -> np.ndarray:
     return np.maximum(out / out.max(), 1e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("weighting", ["gaussian", "constant"])
 def test_real_vnet_on_a_small_volume_is_the_weighted_window_average(weighting: str) -> None:
     """predict_volume against the window average written out by hand for a 40 x 36 x 20 volume."""
