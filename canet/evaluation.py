@@ -465,6 +465,28 @@ def evaluate_model(
     return summary
 
 
+def checkpoint_selection(payload: dict[str, Any], split: str) -> dict[str, Any]:
+    """How a checkpoint was chosen, for the summary of scoring it on ``split``.
+
+    ``best_val.pt`` of a run records ``selected_on`` (the split whose Dice picked
+    it); ``last.pt`` and older checkpoints record none.
+
+    Returns:
+        ``{"selected_on": split name or None, "selected_on_data": the training
+        data root or None, "selected_on_scored_split": bool}``; the last is True
+        when the checkpoint was picked on a split of the same name as ``split``
+        (also when the data folders differ: a copy of the same set cannot be
+        told apart, and a needless warning costs less than a silent one).
+    """
+    selected = payload.get("selected_on")
+    root = ((payload.get("config") or {}).get("data") or {}).get("root") if selected else None
+    return {
+        "selected_on": selected,
+        "selected_on_data": root,
+        "selected_on_scored_split": selected is not None and selected == split,
+    }
+
+
 def evaluate(
     checkpoint: str | os.PathLike[str],
     data: str | os.PathLike[str],
@@ -513,7 +535,9 @@ def evaluate(
 
     Returns:
         The summary (see :func:`evaluate_model`); it records ``lcc``,
-        ``normalize`` and ``orientation`` as applied.
+        ``normalize`` and ``orientation`` as applied, and how the checkpoint
+        was selected (:func:`checkpoint_selection`): a checkpoint picked on the
+        split it is scored on gets ``selected_on_scored_split: true`` and a warning.
     """
     check_mode_and_weighting(mode, weighting)
     if spacing not in SPACING_CHOICES:
@@ -546,6 +570,13 @@ def evaluate(
         "zscore" if (normalize if normalize is not None else spec.normalize) else "none"
     )
 
+    selection = checkpoint_selection(payload, split)
+    if selection["selected_on_scored_split"]:
+        (warn or print_warning)(
+            f"{checkpoint} was selected on the {split!r} split it is scored on (best validation Dice "
+            "during training): these scores are optimistic"
+        )
+
     class _Lazy:
         """Loads one case at a time (memory stays at one volume) and knows its length."""
 
@@ -564,6 +595,7 @@ def evaluate(
         extra_summary={
             "checkpoint": str(checkpoint), "data": str(data), "split": split,
             "lcc_from": "dataset" if lcc is None else "option", "normalize": applied,
+            **selection,
         },
     )
 

@@ -288,6 +288,7 @@ table{border-collapse:collapse;margin:.6em 0;font-size:.92em}
 th,td{border:1px solid #ccc;padding:.25em .6em;text-align:right}th{background:#f3f3f3}
 td:first-child,th:first-child{text-align:left}
 .meta{color:#555;font-size:.9em}.case{margin:1em 0}.curves img{max-width:48%;margin:.3em}
+.warning{background:#fff3cd;border:1px solid #e0b000;padding:.5em .8em}
 img{max-width:100%}
 """
 
@@ -370,6 +371,13 @@ def _evaluation_section(eval_dir: Path) -> list[str]:
     except (OSError, json.JSONDecodeError) as exc:
         raise CanetError(f"cannot read {eval_dir / 'summary.json'}: {exc}") from None
     parts = ["<h2>Metrics</h2>"]
+    if summary.get("selected_on_scored_split"):
+        split = html.escape(str(summary.get("split")))
+        parts.append(
+            f'<p class="warning"><b>Selected on the scored split:</b> this checkpoint was picked (best '
+            f"validation Dice during training) on the <b>{split}</b> split these metrics are computed on, "
+            "so they are optimistic.</p>"
+        )
     units = summary.get("spacing", "voxels")
     parts.append("<table><tr><th>metric</th><th>mean</th><th>std</th><th>n</th><th>NaN</th></tr>")
     for m in ("dice", "jaccard", "hd95", "asd"):
@@ -380,7 +388,7 @@ def _evaluation_section(eval_dir: Path) -> list[str]:
             f"<td>{_fmt(st.get('n'))}</td><td>{_fmt(st.get('nan'))}</td></tr>"
         )
     parts.append("</table>")
-    info = {k: summary.get(k) for k in ("cases", "empty_pred", "empty_gt", "mode", "tta", "lcc", "patch_size", "checkpoint", "data", "split", "pred", "gt") if summary.get(k) is not None}
+    info = {k: summary.get(k) for k in ("cases", "empty_pred", "empty_gt", "mode", "tta", "lcc", "patch_size", "checkpoint", "data", "split", "selected_on", "pred", "gt") if summary.get(k) is not None}
     if info:
         parts.append('<p class="meta">' + " &middot; ".join(f"{html.escape(k)}: {html.escape(str(v))}" for k, v in info.items()) + "</p>")
     csv_path = eval_dir / "metrics.csv"
