@@ -5,7 +5,7 @@ A canet checkpoint is a ``dict`` saved with ``torch.save``::
     {
         "format": "canet-checkpoint",
         "version": 1,
-        "created_by": "canet.training.trainer.Trainer",  # class or command that wrote it
+        "created_by": "canet.training.Trainer",          # class or command that wrote it
         "model": {"name": "canet", "kwargs": {...}},    # for create_model
         "generator": state_dict,
         "config": {...} or None,                         # resolved run config
