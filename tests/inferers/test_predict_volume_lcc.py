@@ -15,7 +15,6 @@ from canet.inferers import (
     largest_component_per_class,
     largest_connected_component,
     predict_volume,
-    sliding_window_inference,
 )
 
 
