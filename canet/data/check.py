@@ -75,6 +75,9 @@ class CheckReport:
             lines.append(
                 f"spacing: {_fmt_vec(s['spacing_min'])} .. {_fmt_vec(s['spacing_max'])} {s.get('spacing_unit', '')}".rstrip()
             )
+        if s.get("orientations"):
+            counts = ", ".join(f"{k} {v}" for k, v in s["orientations"].items())
+            lines.append(f"orientation of the training images: {counts}")
         fg = s.get("foreground_fraction")
         if fg:
             lines.append(

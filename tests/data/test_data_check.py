@@ -230,3 +230,4 @@ def test_training_images_in_several_orientations_are_a_warning(tmp_path: Path) -
         "in its stored voxel order, so reorient them to one orientation first"
     ]
     assert report.summary["orientations"] == {"RAS": 2, "LAS": 1}
+    assert "orientation of the training images: RAS 2, LAS 1" in report.format()
