@@ -15,6 +15,7 @@ from canet.training.config import load_config
 
 SHIPPED = ["demo", "la_canet_16", "la_canet_8", "la_sassnet_16", "la_uamt_16", "la_vnet_16", "la_vnet_8", "la_vnet_full"]
 PACKAGE = Path(canet.__file__).resolve().parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_the_configs_live_in_the_package_and_nowhere_else() -> None:
@@ -24,7 +25,7 @@ def test_the_configs_live_in_the_package_and_nowhere_else() -> None:
     for name in SHIPPED:
         assert packaged_config(name) == folder / f"{name}.yaml"
     # No second copy at the top of the repository that could drift from the packaged one.
-    assert not (PACKAGE.parent / "configs").exists()
+    assert not (REPO / "configs").exists()
 
 
 def test_find_config_takes_a_name_a_name_with_suffix_or_a_path(tmp_path: Path, monkeypatch) -> None:
