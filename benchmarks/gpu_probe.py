@@ -9,7 +9,9 @@ Measures, each training variant in its own subprocess (so peak memory is its own
   ``train.profile: exact``), ``fast`` (``train.profile: fast``) and, unless
   ``--no-compile``, ``fast+compile`` (also ``train.compile: true``; its first
   step, compilation included, is reported as ``first_step_s``), with the peak
-  GPU memory of each;
+  GPU memory of each, and on CUDA the host-device synchronisations per
+  iteration (``host_syncs_per_it``, CUDA's sync debug mode over 3 iterations;
+  the fast profile aims at 0);
 * ``loader``: batches per second of the training loader alone, with the fast
   profile's number of workers (and with 2);
 * ``inference``: seconds per test volume of sliding-window inference with the
@@ -165,6 +167,7 @@ def job_train(args: argparse.Namespace, name: str, variant: str, barrier: str | 
             _sync(device)
             elapsed = time.perf_counter() - t0
             trainer._flush_finite()
+            syncs = count_syncs(trainer, max(args.warmup, 1) + args.iterations) if device.type == "cuda" else None
         finally:
             trainer.loader.close()
         return {
@@ -176,6 +179,7 @@ def job_train(args: argparse.Namespace, name: str, variant: str, barrier: str | 
             "first_step_s": first_step_s,
             "setup_s": setup_s,
             "peak_gpu_mib": _peak_mib(device),
+            "host_syncs_per_it": syncs,
             "settings": {
                 "amp": trainer.cfg.train.amp,
                 "channels_last": trainer.cfg.train.channels_last,
@@ -186,6 +190,26 @@ def job_train(args: argparse.Namespace, name: str, variant: str, barrier: str | 
             },
             "device": str(device),
         }
+
+
+def count_syncs(trainer: Any, first: int, iterations: int = 3) -> float:
+    """Host-device synchronisations per training iteration (CUDA's sync debug mode, warn level)."""
+    import warnings
+
+    import torch
+
+    batches = [next(trainer.loader) for _ in range(iterations)]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            for k, batch in enumerate(batches):
+                trainer.train_step(batch, first + k)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    torch.cuda.synchronize()
+    found = [w for w in caught if "synchroniz" in str(w.message).lower()]
+    return len(found) / iterations
 
 
 def _wait_barrier(folder: Path, timeout: float) -> None:
