@@ -29,6 +29,7 @@ def domain_targets(batch_size: int, labeled_bs: int, device: torch.device) -> Te
 class AdversarialSDFMethod(Method):
     """Shared strategy of ``canet`` and ``sassnet`` (they differ in defaults only)."""
 
+    has_discriminator: ClassVar[bool] = True
     extra_log_keys: ClassVar[tuple[str, ...]] = ("loss_adv", "adv_weight", "loss_d")
 
     @property

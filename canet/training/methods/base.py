@@ -20,7 +20,10 @@ from torch import Tensor, nn
 
 from canet.losses import dice_loss, multiclass_dice_loss
 from canet.models import SegOutput, create_model, out_channels
-from canet.training.config import Config
+from canet.training.schema import Config
+
+#: The generator with Trans-V's transformer (the ``model.transformer`` switch).
+TRANSFORMER_ARCH = "canet"
 
 
 @dataclass
@@ -57,15 +60,23 @@ class StepContext:
 class Method:
     """Base strategy: supervised loss on the labeled rows.
 
-    Class attributes:
+    Class attributes (what the config checks and defaults are made of, see
+    :mod:`canet.training.methods.registry`):
         name: the config's ``method``.
-        arch: registered generator name (``"canet"`` or ``"vnet"``).
+        arch: registered generator name (``"canet"``: Trans-V, which has the
+            ``model.transformer`` switch; ``"vnet"``).
+        needs_unlabeled: batches hold unlabeled rows (``data.labeled_bs <
+            data.batch_size``); False: labeled rows only (``labeled_bs == batch_size``).
+        has_discriminator: the method can train a discriminator, so
+            ``loss.adversarial`` and ``discriminator.se`` apply to it.
         defaults: values for the config's method-dependent ``null`` keys.
         log_keys: the scalar names this method logs (metrics.csv columns, in order).
     """
 
     name: ClassVar[str] = ""
     arch: ClassVar[str] = "vnet"
+    needs_unlabeled: ClassVar[bool] = True
+    has_discriminator: ClassVar[bool] = False
     defaults: ClassVar[dict[str, Any]] = {
         "model.transformer": False,
         "loss.seg_ce": False,
@@ -122,7 +133,7 @@ class Method:
             "n_filters": m.n_filters,
             "dropout": m.dropout,
         }
-        if self.arch == "canet":
+        if self.arch == TRANSFORMER_ARCH:
             kwargs["patch_size"] = list(self.cfg.data.patch_size)
             kwargs["transformer"] = bool(m.transformer)
         return kwargs

@@ -12,6 +12,7 @@ class SupervisedMethod(Method):
 
     name: ClassVar[str] = "vnet"
     arch: ClassVar[str] = "vnet"
+    needs_unlabeled: ClassVar[bool] = False
     defaults: ClassVar[dict[str, Any]] = {
         "model.transformer": False,
         "loss.seg_ce": False,
