@@ -63,8 +63,9 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def load_network(args: argparse.Namespace) -> tuple[torch.nn.Module, tuple[int, int, int]]:
     if args.checkpoint is not None:
-        from canet.checkpoint import build_generator, load_checkpoint
+        from canet.checkpoint import load_checkpoint
         from canet.evaluation import checkpoint_settings
+        from canet.models import build_generator
 
         payload = load_checkpoint(args.checkpoint)
         model = build_generator(payload)

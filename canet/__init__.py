@@ -4,7 +4,6 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from canet.checkpoint import load_model  # noqa: E402
-from canet.models import create_model, list_models  # noqa: E402
+from canet.models import create_model, list_models, load_model  # noqa: E402
 
 __all__ = ["__version__", "create_model", "list_models", "load_model"]

@@ -1,4 +1,4 @@
-"""canet checkpoint files: saving atomically, loading safely, rebuilding the generator.
+"""canet checkpoint files: saving atomically, loading safely.
 
 A canet checkpoint is a ``dict`` saved with ``torch.save``::
 
@@ -20,6 +20,11 @@ apart a file that ``torch.save`` did not write at all (text, an empty file, a
 NIfTI image: ``<path> is not a PyTorch checkpoint``) from a PyTorch file that
 holds objects safe loading refuses, and never passes on PyTorch's advice to load
 with ``weights_only=False``, which would run code from a file nobody vouched for.
+
+This module reads and writes files and does not depend on the networks:
+rebuilding the generator a checkpoint describes is
+:func:`canet.models.build_generator` / :func:`canet.models.load_model`
+(``canet.load_model``), in :mod:`canet.models.loading`.
 """
 
 from __future__ import annotations
@@ -157,24 +162,3 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str = "cpu") -> 
             f"{p} has checkpoint version {payload.get('version')!r}, this canet reads {VERSION}"
         )
     return payload
-
-
-def build_generator(payload: dict[str, Any]) -> nn.Module:
-    """Rebuild the generator of a loaded checkpoint dict (train mode, CPU)."""
-    from canet.models import create_model
-
-    spec = payload["model"]
-    model = create_model(spec["name"], **spec["kwargs"])
-    missing, unexpected = model.load_state_dict(payload["generator"], strict=False)
-    if missing or unexpected:
-        raise CheckpointError(
-            f"checkpoint weights do not fit model {spec['name']!r}: "
-            f"{len(missing)} missing keys, {len(unexpected)} unexpected keys"
-        )
-    return model
-
-
-def load_model(path: str | os.PathLike[str], map_location: str = "cpu") -> nn.Module:
-    """Return the generator stored in a canet checkpoint, in eval mode."""
-    model = build_generator(load_checkpoint(path, map_location=map_location))
-    return model.to(map_location).eval()

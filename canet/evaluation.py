@@ -234,7 +234,8 @@ def checkpoint_settings(payload: dict[str, Any]) -> dict[str, Any]:
 
 
 def _load(checkpoint: str | os.PathLike[str], device: str) -> tuple[nn.Module, dict[str, Any]]:
-    from canet.checkpoint import build_generator, load_checkpoint
+    from canet.checkpoint import load_checkpoint
+    from canet.models import build_generator
 
     try:
         torch.device(device)

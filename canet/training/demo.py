@@ -90,9 +90,9 @@ def run_demo(
     Returns:
         ``{"run_dir", "report", "dice", "untrained_dice", "summary", "seconds"}``.
     """
-    from canet.checkpoint import load_model
     from canet.data import load_case
     from canet.evaluation import evaluate_model
+    from canet.models import load_model
     from canet.report import write_report
     from canet.training.trainer import Trainer
 

@@ -38,10 +38,10 @@ def test_paper_protocol_script_at_tiny_settings(tmp_path: Path) -> None:
     assert [r.split("|")[1].strip() for r in rows] == ["la_canet_8", "la_vnet_8"]
     # Each row's metrics are those of its seed's last checkpoint on the test case, recomputed here:
     # reference-mode windows, largest connected component, distances in voxels.
-    from canet.checkpoint import load_model
     from canet.data import load_case, open_dataset
     from canet.inferers import predict_volume
     from canet.metrics import binary_metrics
+    from canet.models import load_model
 
     case = open_dataset(data).test[0]
     vol = load_case(case)

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from canet.checkpoint import load_checkpoint, load_model
+from canet.checkpoint import load_checkpoint
 from canet.data import write_synthetic_dataset
+from canet.models import load_model
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "benchmarks" / "protocol_run.py"

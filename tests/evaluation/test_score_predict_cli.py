@@ -310,10 +310,11 @@ def _train_tiny(datalist, run) -> object:
 @pytest.mark.slow
 def test_predict_and_evaluate_apply_the_training_normalisation(tmp_path, run_cli) -> None:
     """A model trained with ``normalize: false`` gets raw intensities in predict and evaluate, not z-scores."""
-    from canet.checkpoint import load_checkpoint, load_model
+    from canet.checkpoint import load_checkpoint
     from canet.data import zscore
     from canet.evaluation import checkpoint_settings
     from canet.inferers import predict_volume
+    from canet.models import load_model
 
     datalist = _raw_datalist(tmp_path, normalize=False)
     ckpt = _train_tiny(datalist, tmp_path / "run")

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from canet.checkpoint import load_checkpoint, load_model
+from canet.checkpoint import load_checkpoint
+from canet.models import load_model
 from canet.training.config import save_config
 
 SCRIPT = """

@@ -67,10 +67,10 @@ def test_run_folder_logging_and_validation(make_config, tmp_path: Path) -> None:
     assert [it for it, _ in seen] == [2, 4]
     # Each validation Dice is the Dice of that iteration's weights on the first labeled case,
     # recomputed here from the kept checkpoint with the validation settings written out.
-    from canet.checkpoint import load_model
     from canet.data import load_case, open_dataset
     from canet.inferers import predict_volume
     from canet.metrics import dice
+    from canet.models import load_model
 
     case = open_dataset(cfg.data.root, labeled=cfg.data.labeled).labeled[0]
     vol = load_case(case)
