@@ -16,7 +16,7 @@ from typing import Any
 
 from canet.errors import CanetError
 from canet.io import atomic_write_text
-from canet.report.html import _CSS
+from canet.report.style import PAGE_CSS
 
 __all__ = ["comparison_html", "write_comparison_report"]
 
@@ -44,7 +44,7 @@ def comparison_html(data: dict[str, Any], title: str = "canet comparison") -> st
         parts.append("<h2>Notes</h2><ul>" + "".join(f"<li>{html.escape(str(n))}</li>" for n in notes) + "</ul>")
     return (
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-        f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>\n"
+        f"<title>{html.escape(title)}</title><style>{PAGE_CSS}</style></head><body>\n"
         + "\n".join(parts)
         + "\n</body></html>\n"
     )

@@ -34,6 +34,8 @@ import numpy as np
 
 from canet.errors import CanetError
 from canet.io import atomic_open, atomic_write_text
+from canet.report.comparison import write_comparison_report
+from canet.report.style import PAGE_CSS
 
 PLANES: tuple[tuple[str, str], ...] = (
     ("axial", "X-Y plane at the centroid's z"),
@@ -281,18 +283,6 @@ def _dice_key(row: dict[str, str]) -> float:
     return -1.0 if v is None else v
 
 
-_CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;max-width:1250px;color:#222;padding:0 1em}
-h1{font-size:1.6em}h2{margin-top:1.6em;border-bottom:1px solid #ddd;padding-bottom:.2em}
-table{border-collapse:collapse;margin:.6em 0;font-size:.92em}
-th,td{border:1px solid #ccc;padding:.25em .6em;text-align:right}th{background:#f3f3f3}
-td:first-child,th:first-child{text-align:left}
-.meta{color:#555;font-size:.9em}.case{margin:1em 0}.curves img{max-width:48%;margin:.3em}
-.warning{background:#fff3cd;border:1px solid #e0b000;padding:.5em .8em}
-img{max-width:100%}
-"""
-
-
 def write_report(
     path: str | os.PathLike[str], out: str | os.PathLike[str] | None = None, title: str | None = None
 ) -> Path:
@@ -327,8 +317,6 @@ def write_report(
             break
     if eval_dir is None and train_csv is None:
         if (root / "compare.json").is_file():  # a `canet compare --out` folder
-            from canet.report.comparison import write_comparison_report
-
             return write_comparison_report(root / "compare.json", out if out is not None else root / "report.html")
         raise CanetError(
             f"{root} holds neither an evaluation (summary.json) nor training metrics (metrics.csv with an 'iteration' column)"
@@ -357,7 +345,7 @@ def write_report(
 
     doc = (
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-        f"<title>{html.escape(page_title)}</title><style>{_CSS}</style></head><body>\n"
+        f"<title>{html.escape(page_title)}</title><style>{PAGE_CSS}</style></head><body>\n"
         + "\n".join(parts)
         + "\n</body></html>\n"
     )
