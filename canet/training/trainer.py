@@ -20,39 +20,37 @@ A checkpoint holds everything the next iteration depends on (networks,
 optimizers, gradient scalers, the loader position and every RNG state), so a
 run killed at any moment and resumed from ``checkpoints/last.pt`` continues
 with exactly the iterations an uninterrupted run takes (bit-identical on CPU).
+
+What is not the loop lives beside it: the run folder's ``config.yaml`` and
+``environment.json`` in :mod:`canet.training.run_files`; ``metrics.csv``,
+TensorBoard and the progress bar in :mod:`canet.training.run_log`; the
+checkpoint's training state (networks, optimizers, scalers, loader positions,
+RNG states) and its restoring in :mod:`canet.training.state`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import csv
-import json
 import math
 import os
-import platform
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
-import canet
-from canet.checkpoint import load_checkpoint, make_checkpoint, model_spec, save_checkpoint
-from canet.errors import CanetError, CheckpointError, ConfigError, DataError
-from canet.io import atomic_open, atomic_path
+from canet.checkpoint import load_checkpoint, save_checkpoint
+from canet.device import resolve_device
+from canet.errors import CanetError, ConfigError, DataError
+from canet.io import atomic_path
 from canet.losses import SDMTargets
 from canet.models import SegOutput
-from canet.training.config import Config, config_from_dict, resolve, save_config
+from canet.training.config import Config, config_from_dict, resolve
 from canet.training.distributed import (
-    DistInfo,
     all_true,
     barrier,
     broadcast_object,
@@ -63,6 +61,23 @@ from canet.training.distributed import (
 )
 from canet.training.methods import Method, StepContext, build_method
 from canet.training.profiles import apply_profile, defers_sync
+from canet.training.run_files import CONFIG_FILE, load_run_config, write_run_files
+from canet.training.run_log import RunLog, to_float
+from canet.training.state import TrainingState, rank_state, restore_rank_state
+
+__all__ = [
+    "CREATED_BY",
+    "Hook",
+    "TrainResult",
+    "Trainer",
+    "TrainingError",
+    "load_run_config",
+    "resolve_device",
+    "resume",
+    "selection_warning",
+    "step_lr",
+    "train",
+]
 
 CREATED_BY = "canet.training.Trainer"
 
@@ -98,57 +113,6 @@ def step_lr(iteration: int, base_lr: float, milestones: Sequence[int], gamma: fl
     return float(base_lr * gamma**passed)
 
 
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> CUDA if available else CPU; check that a CUDA device exists."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"train.device is {name!r} but CUDA is not available")
-    return device
-
-
-def environment_info(device: torch.device, dist_info: DistInfo) -> dict[str, Any]:
-    """Package versions, device, git commit and host of this run (for ``environment.json``)."""
-    import scipy
-
-    info: dict[str, Any] = {
-        "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "canet": canet.__version__,
-        "python": sys.version.split()[0],
-        "torch": torch.__version__,
-        "numpy": np.__version__,
-        "scipy": scipy.__version__,
-        "platform": platform.platform(),
-        "hostname": socket.gethostname(),
-        "device": str(device),
-        "cpu_threads": torch.get_num_threads(),
-        "cuda": torch.version.cuda,
-        "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
-        "world_size": dist_info.world_size,
-        "argv": list(sys.argv),
-        "git_commit": None,
-        "git_dirty": None,
-    }
-    if device.type == "cuda":
-        info["device_name"] = torch.cuda.get_device_name(device)
-    repo = Path(canet.__file__).resolve().parent.parent
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, timeout=10
-        )
-        if commit.returncode == 0:
-            info["git_commit"] = commit.stdout.strip()
-            status = subprocess.run(
-                ["git", "status", "--porcelain", "--untracked-files=no"],
-                cwd=repo, capture_output=True, text=True, timeout=10,
-            )
-            info["git_dirty"] = bool(status.stdout.strip()) if status.returncode == 0 else None
-    except (OSError, subprocess.SubprocessError):
-        pass
-    return info
-
-
 # --------------------------------------------------------------------------- hooks
 
 
@@ -179,63 +143,6 @@ class Hook:
         """After the last iteration (not called when training fails)."""
 
 
-def _float(value: Any) -> float:
-    if isinstance(value, Tensor):
-        return float(value.detach().float().item())
-    return float(value)
-
-
-class MetricsCSV(Hook):
-    """``metrics.csv``: one row per logged iteration (``iteration, <losses>, lr, val_dice, sec_per_it``)."""
-
-    def __init__(self, path: Path, columns: Sequence[str], start: int) -> None:
-        self.path = path
-        self.columns = ["iteration", *columns, "lr", "val_dice", "sec_per_it"]
-        self._pending: dict[str, Any] | None = None
-        self._keep_until(start)
-        new = not path.is_file() or path.stat().st_size == 0
-        self._fh = open(path, "a", newline="", encoding="utf-8")  # noqa: SIM115 - closed in close()
-        self._writer = csv.DictWriter(self._fh, fieldnames=self.columns, extrasaction="ignore")
-        if new:
-            self._writer.writeheader()
-            self._fh.flush()
-
-    def _keep_until(self, start: int) -> None:
-        """Drop rows past ``start`` (left by a run killed after its last checkpoint)."""
-        if not self.path.is_file():
-            return
-        with open(self.path, newline="", encoding="utf-8") as fh:
-            rows = list(csv.DictReader(fh))
-        kept = []
-        for row in rows:
-            try:
-                it = int(row.get("iteration") or "")
-            except ValueError:
-                continue
-            if it <= start and None not in row.values():
-                kept.append(row)
-        with atomic_open(self.path, "w", newline="", encoding="utf-8") as fh:
-            writer = csv.DictWriter(fh, fieldnames=self.columns, extrasaction="ignore")
-            writer.writeheader()
-            writer.writerows(kept)
-
-    def write(self, row: dict[str, Any]) -> None:
-        out = {}
-        for key in self.columns:
-            value = row.get(key)
-            if value is None or (isinstance(value, float) and not math.isfinite(value) and key == "val_dice"):
-                out[key] = ""
-            elif isinstance(value, float):
-                out[key] = f"{value:.6g}"
-            else:
-                out[key] = value
-        self._writer.writerow(out)
-        self._fh.flush()
-
-    def close(self) -> None:
-        self._fh.close()
-
-
 # --------------------------------------------------------------------------- result
 
 
@@ -253,25 +160,6 @@ class TrainResult:
 
 
 # --------------------------------------------------------------------------- trainer
-
-
-def _rng_state(device: torch.device, noise_gen: torch.Generator) -> dict[str, Any]:
-    state: dict[str, Any] = {"torch": torch.get_rng_state(), "noise": noise_gen.get_state()}
-    if device.type == "cuda":
-        state["cuda"] = torch.cuda.get_rng_state(device)
-    return state
-
-
-def _set_rng_state(state: dict[str, Any], device: torch.device, noise_gen: torch.Generator) -> None:
-    torch.set_rng_state(state["torch"])
-    noise_gen.set_state(state["noise"])
-    if device.type == "cuda" and state.get("cuda") is not None:
-        torch.cuda.set_rng_state(state["cuda"], device)
-
-
-def _unwrap(module: nn.Module) -> nn.Module:
-    module = getattr(module, "_orig_mod", module)
-    return module.module if hasattr(module, "module") else module
 
 
 class Trainer:
@@ -313,6 +201,7 @@ class Trainer:
         self.iteration = 0
         self.best_val: float | None = None
         self.last_logs: dict[str, float] = {}
+        self._run_log: RunLog | None = None
 
     # ------------------------------------------------------------------ set-up
 
@@ -341,7 +230,7 @@ class Trainer:
         payload = None
         if self.resume and last.is_file():
             payload = load_checkpoint(last)
-        elif not self.resume and self.is_main and (last.is_file() or (self.run_dir / "config.yaml").is_file()):
+        elif not self.resume and self.is_main and (last.is_file() or (self.run_dir / CONFIG_FILE).is_file()):
             raise ConfigError(
                 f"run folder {self.run_dir} already holds a run; resume it with --resume {self.run_dir} "
                 "or choose another --out"
@@ -384,7 +273,7 @@ class Trainer:
                 f"{cfg.validation.split!r} cases (set validation.every: 0)"
             )
         self.method: Method = build_method(cfg, num_classes)
-        if cfg.method != "vnet" and not self.spec.unlabeled:
+        if self.method.needs_unlabeled and not self.spec.unlabeled:
             raise ConfigError(
                 f"method {cfg.method!r} needs unlabeled cases but the dataset has none "
                 f"(data.labeled is {cfg.data.labeled})"
@@ -472,35 +361,15 @@ class Trainer:
         if message is not None:
             raise DataError(message)
 
+    def _state(self) -> TrainingState:
+        """The networks, optimizers and scalers that a checkpoint saves (this trainer's own objects)."""
+        return TrainingState(
+            self.generator, self.discriminator, self.teacher, self.opt_g, self.opt_d, self.scaler_g, self.scaler_d
+        )
+
     def _restore(self, payload: dict[str, Any]) -> None:
-        saved_cfg = payload.get("config") or {}
-        if saved_cfg.get("method") != self.cfg.method:
-            raise CheckpointError(
-                f"checkpoint was written by method {saved_cfg.get('method')!r}, this run is {self.cfg.method!r}"
-            )
-        self.generator.load_state_dict(payload["generator"])
-        if self.discriminator is not None:
-            self.discriminator.load_state_dict(payload["discriminator"])
-        if self.teacher is not None:
-            self.teacher.load_state_dict(payload["teacher"])
-        opts = payload["optimizers"]
-        self.opt_g.load_state_dict(opts["generator"])
-        if self.opt_d is not None:
-            self.opt_d.load_state_dict(opts["discriminator"])
-        scalers = payload.get("scalers") or {}
-        if scalers.get("generator"):
-            self.scaler_g.load_state_dict(scalers["generator"])
-        if scalers.get("discriminator"):
-            self.scaler_d.load_state_dict(scalers["discriminator"])
-        ranks = payload["ranks"]
-        if len(ranks) != self.dist.world_size:
-            raise CheckpointError(
-                f"checkpoint was written by {len(ranks)} process(es), this run has {self.dist.world_size}; "
-                "resume with the same number of processes"
-            )
-        mine = ranks[self.dist.rank]
-        self.loader.load_state_dict(mine["loader"])
-        _set_rng_state(mine["rng"], self.device, self.noise_gen)
+        ranks = self._state().restore(payload, self.cfg.method, self.dist.world_size)
+        restore_rank_state(ranks[self.dist.rank], self.loader, self.device, self.noise_gen)
         self.iteration = int(payload["iteration"])
         self.best_val = payload.get("best_val_dice")
 
@@ -508,53 +377,20 @@ class Trainer:
 
     def _payload(self) -> dict[str, Any] | None:
         """The checkpoint dict on rank 0 (gathers every rank's loader and RNG state); None elsewhere."""
-        local = {"loader": self.loader.state_dict(), "rng": _rng_state(self.device, self.noise_gen)}
-        if self.dist.distributed:
-            local["rng"] = {k: v.cpu() if isinstance(v, Tensor) else v for k, v in local["rng"].items()}
+        local = rank_state(self.loader, self.device, self.noise_gen, self.dist.distributed)
         ranks = gather_objects(local, self.dist)
         if not self.is_main:
             return None
-        cfg = self.cfg
-        o = cfg.optimizer
-
-        def state(module: nn.Module | None) -> dict[str, Tensor] | None:
-            if module is None:
-                return None
-            return {k: v.detach().cpu() for k, v in _unwrap(module).state_dict().items()}
-
-        return make_checkpoint(
-            self.generator,
+        o = self.cfg.optimizer
+        return self._state().checkpoint(
+            self.cfg,
             CREATED_BY,
-            config=cfg.to_dict(),
             iteration=self.iteration,
-            method=cfg.method,
-            discriminator=state(self.discriminator),
-            discriminator_model=model_spec(self.discriminator) if self.discriminator is not None else None,
-            teacher=state(self.teacher),
-            optimizers={
-                "generator": self.opt_g.state_dict(),
-                "discriminator": self.opt_d.state_dict() if self.opt_d is not None else None,
-            },
-            schedulers={
-                "generator": {
-                    "kind": "multistep",
-                    "base_lr": o.lr,
-                    "milestones": list(o.milestones),
-                    "gamma": o.gamma,
-                    "lr": step_lr(self.iteration, o.lr, o.milestones, o.gamma),
-                }
-            },
-            scalers={
-                "generator": self.scaler_g.state_dict() if self.scaler_g.is_enabled() else None,
-                "discriminator": self.scaler_d.state_dict() if self.scaler_d.is_enabled() else None,
-            },
+            lr=step_lr(self.iteration, o.lr, o.milestones, o.gamma),
             ranks=ranks,
-            best_val_dice=self.best_val,
+            best_val=self.best_val,
             world_size=self.dist.world_size,
             preprocessing=self.preprocessing,
-            # The split validation runs on; best_val.pt adds selected_on (the split it was picked on).
-            validation_split=cfg.validation.split if cfg.validation.every else None,
-            selected_on=None,
         )
 
     def _save(self, payload: dict[str, Any], path: Path) -> None:
@@ -714,26 +550,6 @@ class Trainer:
 
     # ------------------------------------------------------------------ the loop
 
-    def _write_run_files(self) -> None:
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.ckpt_dir.mkdir(parents=True, exist_ok=True)
-        save_config(self.cfg, self.run_dir / "config.yaml")
-        env_path = self.run_dir / "environment.json"
-        env = environment_info(self.device, self.dist)
-        env["start_iteration"] = self.iteration
-        history: list[Any] = []
-        if env_path.is_file():
-            try:
-                old = json.loads(env_path.read_text(encoding="utf-8"))
-                history = [*old.pop("previous", []), old]
-            except (OSError, json.JSONDecodeError):
-                history = []
-        if history:
-            env["previous"] = history
-        from canet.io import atomic_write_text
-
-        atomic_write_text(env_path, json.dumps(env, indent=2) + "\n")
-
     def run(self) -> TrainResult:
         """Train to ``cfg.iterations``; returns the :class:`TrainResult`.
 
@@ -754,26 +570,19 @@ class Trainer:
             raise ConfigError(
                 f"the run is at iteration {self.iteration}; --iterations must be >= that, got {total}"
             )
-        writer = None
-        csv_log = None
-        bar = None
+        self._run_log = None
         if self.is_main:
-            self._write_run_files()
-            csv_log = MetricsCSV(self.run_dir / "metrics.csv", self.method.log_keys, self.iteration)
-            from torch.utils.tensorboard import SummaryWriter
-
-            writer = SummaryWriter(
-                log_dir=str(self.run_dir), purge_step=self.iteration + 1 if self.resume else None
+            self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+            write_run_files(self.run_dir, cfg, self.device, self.dist, self.iteration)
+            self._run_log = RunLog(
+                self.run_dir, self.method.log_keys, self.iteration, total, cfg.method,
+                quiet=self.quiet, resume=self.resume, log=self._log,
             )
-            if not self.quiet:
-                from tqdm import tqdm
-
-                bar = tqdm(total=total, initial=self.iteration, unit="it", dynamic_ncols=True, desc=cfg.method)
             if self.iteration:
-                self._say(f"resumed {self.run_dir} at iteration {self.iteration}", bar)
+                self._say(f"resumed {self.run_dir} at iteration {self.iteration}")
             warning = selection_warning(cfg)
             if warning is not None:
-                self._say(warning, bar)
+                self._say(warning)
         barrier(self.dist)
         for hook in self.hooks:
             hook.on_start(self)
@@ -794,8 +603,8 @@ class Trainer:
                 self.iteration = i + 1
                 it = self.iteration
                 window_n += 1
-                if bar is not None:
-                    bar.update(1)
+                if self._run_log is not None:
+                    self._run_log.step()
 
                 val_due = bool(cfg.validation.every) and (it % cfg.validation.every == 0 or it == total)
                 ckpt_due = it % cfg.train.checkpoint_every == 0 or it == total
@@ -813,13 +622,13 @@ class Trainer:
 
                 logged = it % log_every == 0 or it == total or val_dice is not None
                 if logged:
-                    values = {k: _float(v) for k, v in logs.items()}
+                    values = {k: to_float(v) for k, v in logs.items()}
                     now = time.perf_counter()
                     values["sec_per_it"] = (now - window_t) / max(window_n, 1)
                     window_t, window_n = now, 0
                     self.last_logs = values
-                    if self.is_main:
-                        self._log_row(it, values, val_dice, csv_log, writer, bar, start_time, start_iter)
+                    if self._run_log is not None:
+                        self._run_log.row(it, values, val_dice, start_time, start_iter)
                 for hook in self.hooks:
                     hook.on_step_end(self, i, logs, logged)
 
@@ -837,15 +646,11 @@ class Trainer:
                         if improved:
                             best = {**payload, "selected_on": cfg.validation.split}
                             save_checkpoint(best, self.ckpt_dir / "best_val.pt")
-                            self._say(f"iteration {it}: validation Dice {val_dice:.4f} (best so far)", bar)
+                            self._say(f"iteration {it}: validation Dice {val_dice:.4f} (best so far)")
                     barrier(self.dist)
         finally:
-            if bar is not None:
-                bar.close()
-            if csv_log is not None:
-                csv_log.close()
-            if writer is not None:
-                writer.close()
+            if self._run_log is not None:
+                self._run_log.close()
 
         for hook in self.hooks:
             hook.on_end(self)
@@ -860,70 +665,11 @@ class Trainer:
             seconds=time.perf_counter() - start_time,
         )
 
-    def _say(self, message: str, bar: Any) -> None:
-        if bar is not None:
-            bar.write(message)
+    def _say(self, message: str) -> None:
+        if self._run_log is not None:
+            self._run_log.say(message)
         else:
             self._log(message)
-
-    def _log_row(
-        self,
-        it: int,
-        values: dict[str, float],
-        val_dice: float | None,
-        csv_log: MetricsCSV | None,
-        writer: Any,
-        bar: Any,
-        start_time: float,
-        start_iter: int,
-    ) -> None:
-        row = {"iteration": it, **values, "val_dice": val_dice}
-        if csv_log is not None:
-            csv_log.write(row)
-        if writer is not None:
-            for key, value in values.items():
-                if math.isfinite(value):
-                    writer.add_scalar(f"train/{key}", value, it)
-            if val_dice is not None and math.isfinite(val_dice):
-                writer.add_scalar("val/dice", val_dice, it)
-        shown = {k: values[k] for k in ("loss", "loss_dice", "loss_sdf", "loss_adv", "loss_cons", "loss_d") if k in values}
-        if bar is not None:
-            post = {_SHORT[k]: f"{v:.4f}" for k, v in shown.items()}
-            post["lr"] = f"{values['lr']:.1e}"
-            if val_dice is not None:
-                post["val"] = f"{val_dice:.4f}"
-            bar.set_postfix(post, refresh=False)
-        else:
-            elapsed = time.perf_counter() - start_time
-            done = it - start_iter
-            rate = done / elapsed if elapsed > 0 else 0.0
-            eta = (self.cfg.iterations - it) / rate if rate > 0 else float("nan")
-            parts = [f"iter {it}/{self.cfg.iterations}"]
-            parts += [f"{k} {v:.4f}" for k, v in shown.items()]
-            parts.append(f"lr {values['lr']:.2e}")
-            if val_dice is not None:
-                parts.append(f"val_dice {val_dice:.4f}")
-            parts.append(f"{rate:.2f} it/s")
-            parts.append(f"ETA {_hms(eta)}")
-            self._log("  ".join(parts))
-
-
-# Progress-bar names of the losses.
-_SHORT = {
-    "loss": "loss",
-    "loss_dice": "L_dice",
-    "loss_sdf": "L_sdf",
-    "loss_adv": "L_adv",
-    "loss_cons": "L_cons",
-    "loss_d": "L_D",
-}
-
-
-def _hms(seconds: float) -> str:
-    if not math.isfinite(seconds):
-        return "?"
-    s = int(round(seconds))
-    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
 
 
 # --------------------------------------------------------------------------- entry points
@@ -941,20 +687,6 @@ def train(
 
 def _abs(path: str) -> str:
     return str(Path(os.path.expanduser(path)).resolve())
-
-
-def load_run_config(run_dir: str | os.PathLike[str]) -> Config:
-    """The resolved config saved in a run folder.
-
-    Raises:
-        ConfigError: the folder has no ``config.yaml``.
-    """
-    from canet.training.config import load_config
-
-    path = Path(run_dir) / "config.yaml"
-    if not path.is_file():
-        raise ConfigError(f"{run_dir} is not a run folder (no config.yaml)")
-    return load_config(path)
 
 
 def resume(

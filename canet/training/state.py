@@ -1,0 +1,185 @@
+"""A training checkpoint's contents beyond the generator, and putting them back.
+
+A run resumed from ``checkpoints/last.pt`` must take exactly the iterations an
+uninterrupted run takes. So besides the generator (see
+:func:`canet.checkpoint.make_checkpoint`) a training checkpoint holds:
+
+- the discriminator and EMA teacher, the optimizers and gradient scalers
+  (:class:`TrainingState`);
+- per DDP rank, the loader position and every RNG state the loop draws from
+  (:func:`rank_state`): torch's global generator (dropout), the methods' noise
+  generator and, on CUDA, the device generator;
+- the iteration, best validation Dice, the learning-rate schedule, the
+  training data's description and the validation split (arguments of
+  :meth:`TrainingState.checkpoint`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from canet.checkpoint import make_checkpoint, model_spec
+from canet.errors import CheckpointError
+from canet.training.config import Config
+
+
+def rng_state(device: torch.device, noise_gen: torch.Generator) -> dict[str, Any]:
+    """The RNG states the loop draws from: ``{"torch", "noise"[, "cuda"]}``."""
+    state: dict[str, Any] = {"torch": torch.get_rng_state(), "noise": noise_gen.get_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def set_rng_state(state: dict[str, Any], device: torch.device, noise_gen: torch.Generator) -> None:
+    """Put back what :func:`rng_state` saved."""
+    torch.set_rng_state(state["torch"])
+    noise_gen.set_state(state["noise"])
+    if device.type == "cuda" and state.get("cuda") is not None:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def unwrap(module: nn.Module) -> nn.Module:
+    """The module inside ``torch.compile`` and DDP wrappers."""
+    module = getattr(module, "_orig_mod", module)
+    return module.module if hasattr(module, "module") else module
+
+
+def rank_state(loader: Any, device: torch.device, noise_gen: torch.Generator, distributed: bool) -> dict[str, Any]:
+    """This process's part of a checkpoint: ``{"loader": position, "rng": rng_state}``.
+
+    Under DDP the RNG states are moved to the CPU so that they can be gathered.
+    """
+    local = {"loader": loader.state_dict(), "rng": rng_state(device, noise_gen)}
+    if distributed:
+        local["rng"] = {k: v.cpu() if isinstance(v, Tensor) else v for k, v in local["rng"].items()}
+    return local
+
+
+def restore_rank_state(state: dict[str, Any], loader: Any, device: torch.device, noise_gen: torch.Generator) -> None:
+    """Put back what :func:`rank_state` saved."""
+    loader.load_state_dict(state["loader"])
+    set_rng_state(state["rng"], device, noise_gen)
+
+
+def _weights(module: nn.Module | None) -> dict[str, Tensor] | None:
+    if module is None:
+        return None
+    return {k: v.detach().cpu() for k, v in unwrap(module).state_dict().items()}
+
+
+@dataclass
+class TrainingState:
+    """The networks, optimizers and gradient scalers of a run (the trainer's own objects).
+
+    Attributes:
+        generator, discriminator, teacher: the networks (the last two None where
+            the method has none).
+        opt_g, opt_d: the generator's SGD and the discriminator's Adam (or None).
+        scaler_g, scaler_d: the gradient scalers (enabled with fp16 AMP only).
+    """
+
+    generator: nn.Module
+    discriminator: nn.Module | None
+    teacher: nn.Module | None
+    opt_g: torch.optim.Optimizer
+    opt_d: torch.optim.Optimizer | None
+    scaler_g: torch.amp.GradScaler
+    scaler_d: torch.amp.GradScaler
+
+    def checkpoint(
+        self,
+        cfg: Config,
+        created_by: str,
+        iteration: int,
+        lr: float,
+        ranks: list[dict[str, Any]],
+        best_val: float | None,
+        world_size: int,
+        preprocessing: dict[str, Any],
+    ) -> dict[str, Any]:
+        """The checkpoint dict of the run after ``iteration`` steps.
+
+        Args:
+            cfg: the run's resolved config (stored as a dict).
+            created_by: the writer's name (``canet.training.Trainer``).
+            iteration: completed steps.
+            lr: the generator's learning rate of the next step.
+            ranks: :func:`rank_state` of every DDP rank, in rank order.
+            best_val: best validation Dice so far (None: none yet).
+            world_size: number of processes.
+            preprocessing: :func:`canet.data.preprocessing.describe_training_data`.
+        """
+        o = cfg.optimizer
+        return make_checkpoint(
+            self.generator,
+            created_by,
+            config=cfg.to_dict(),
+            iteration=iteration,
+            method=cfg.method,
+            discriminator=_weights(self.discriminator),
+            discriminator_model=model_spec(self.discriminator) if self.discriminator is not None else None,
+            teacher=_weights(self.teacher),
+            optimizers={
+                "generator": self.opt_g.state_dict(),
+                "discriminator": self.opt_d.state_dict() if self.opt_d is not None else None,
+            },
+            schedulers={
+                "generator": {
+                    "kind": "multistep",
+                    "base_lr": o.lr,
+                    "milestones": list(o.milestones),
+                    "gamma": o.gamma,
+                    "lr": lr,
+                }
+            },
+            scalers={
+                "generator": self.scaler_g.state_dict() if self.scaler_g.is_enabled() else None,
+                "discriminator": self.scaler_d.state_dict() if self.scaler_d.is_enabled() else None,
+            },
+            ranks=ranks,
+            best_val_dice=best_val,
+            world_size=world_size,
+            preprocessing=preprocessing,
+            # The split validation runs on; best_val.pt adds selected_on (the split it was picked on).
+            validation_split=cfg.validation.split if cfg.validation.every else None,
+            selected_on=None,
+        )
+
+    def restore(self, payload: dict[str, Any], method: str, world_size: int) -> list[dict[str, Any]]:
+        """Load networks, optimizers and scalers from ``payload``; return its per-rank states.
+
+        Raises:
+            CheckpointError: the checkpoint was written by another method or by
+                another number of processes.
+        """
+        saved_cfg = payload.get("config") or {}
+        if saved_cfg.get("method") != method:
+            raise CheckpointError(
+                f"checkpoint was written by method {saved_cfg.get('method')!r}, this run is {method!r}"
+            )
+        self.generator.load_state_dict(payload["generator"])
+        if self.discriminator is not None:
+            self.discriminator.load_state_dict(payload["discriminator"])
+        if self.teacher is not None:
+            self.teacher.load_state_dict(payload["teacher"])
+        opts = payload["optimizers"]
+        self.opt_g.load_state_dict(opts["generator"])
+        if self.opt_d is not None:
+            self.opt_d.load_state_dict(opts["discriminator"])
+        scalers = payload.get("scalers") or {}
+        if scalers.get("generator"):
+            self.scaler_g.load_state_dict(scalers["generator"])
+        if scalers.get("discriminator"):
+            self.scaler_d.load_state_dict(scalers["discriminator"])
+        ranks = payload["ranks"]
+        if len(ranks) != world_size:
+            raise CheckpointError(
+                f"checkpoint was written by {len(ranks)} process(es), this run has {world_size}; "
+                "resume with the same number of processes"
+            )
+        return list(ranks)
