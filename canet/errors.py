@@ -23,3 +23,13 @@ class DataError(CanetError):
 
 class CheckpointError(CanetError):
     """A checkpoint file is missing, unreadable or of a foreign format."""
+
+
+class PatchSizeError(ConfigError, DataError):
+    """A patch (window) size that is not three positive integers, or not of the needed multiple.
+
+    One error for every place a patch size is checked (config, data sampling,
+    networks, sliding windows; :func:`canet.patch_size.check_patch_size`): it
+    is a :class:`ConfigError` (a setting) and a :class:`DataError` (the data
+    functions refuse it), so callers catching either see it.
+    """

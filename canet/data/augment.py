@@ -21,19 +21,9 @@ from collections.abc import Sequence
 import numpy as np
 
 from canet.errors import DataError
+from canet.patch_size import check_patch_size
 
-
-def check_patch_size(patch_size: Sequence[int]) -> tuple[int, int, int]:
-    """``patch_size`` as a tuple of three positive ints; DataError otherwise."""
-    try:
-        values = tuple(patch_size)
-    except TypeError:
-        raise DataError(f"patch_size must be three positive integers, got {patch_size!r}") from None
-    if len(values) != 3 or not all(
-        isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v > 0 for v in values
-    ):
-        raise DataError(f"patch_size must be three positive integers, got {patch_size!r}")
-    return (int(values[0]), int(values[1]), int(values[2]))
+__all__ = ["augment_pair", "check_patch_size", "crop_with_padding", "rot_flip"]
 
 
 def rot_flip(array: np.ndarray, k: int, axis: int) -> np.ndarray:

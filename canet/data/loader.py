@@ -31,10 +31,11 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from canet.data.augment import augment_pair, check_patch_size
+from canet.data.augment import augment_pair
 from canet.data.dataset import Case, DatasetSpec, load_case
 from canet.data.sampler import TwoStreamBatchSampler, _whole
 from canet.errors import CanetError, ConfigError, DataError
+from canet.patch_size import check_patch_size
 
 ExtraTargets = Callable[[np.ndarray], Mapping[str, Any]]
 _AUGMENT_STREAM = 2

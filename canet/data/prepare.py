@@ -35,7 +35,6 @@ from typing import Any
 
 import numpy as np
 
-from canet.data.augment import check_patch_size
 from canet.data.dataset import (
     LA_CASES_DIR,
     LA_FILE_NAME,
@@ -47,6 +46,7 @@ from canet.data.dataset import (
 )
 from canet.errors import DataError
 from canet.io import atomic_write_text
+from canet.patch_size import check_patch_size
 
 RAW_IMAGE = "lgemri.nrrd"
 RAW_LABEL = "laendo.nrrd"

@@ -26,10 +26,10 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from canet.data.augment import check_patch_size
 from canet.data.dataset import LA_CASES_DIR, LA_FILE_NAME, write_case_h5, write_list
 from canet.errors import DataError
 from canet.io import atomic_write_text
+from canet.patch_size import check_patch_size
 
 DEFAULT_SHAPE: tuple[int, int, int] = (96, 96, 64)
 

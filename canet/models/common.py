@@ -54,25 +54,6 @@ def check_probability(name: str, value: object) -> float:
     return float(value)
 
 
-def check_patch_size(patch_size: object) -> tuple[int, int, int]:
-    """Validate a training patch size ``(X, Y, Z)``: three positive multiples of 16.
-
-    Raises:
-        ConfigError: not three ints, or a side that is not a positive multiple of 16.
-    """
-    try:
-        sides = tuple(patch_size)  # type: ignore[arg-type]
-    except TypeError:
-        raise ConfigError(f"patch_size must be three integers (X, Y, Z), got {patch_size!r}") from None
-    if len(sides) != 3 or any(isinstance(s, bool) or not isinstance(s, int) for s in sides):
-        raise ConfigError(f"patch_size must be three integers (X, Y, Z), got {patch_size!r}")
-    if any(s < DOWNSAMPLE_FACTOR or s % DOWNSAMPLE_FACTOR for s in sides):
-        raise ConfigError(
-            f"patch_size sides must be positive multiples of {DOWNSAMPLE_FACTOR}, got {patch_size!r}"
-        )
-    return (int(sides[0]), int(sides[1]), int(sides[2]))
-
-
 def check_volume_input(x: Tensor, channels: int, name: str = "input") -> None:
     """Check a generator input: ``B x channels x X x Y x Z`` with sides multiples of 16.
 

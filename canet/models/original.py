@@ -44,8 +44,9 @@ from torch import Tensor, nn
 
 from canet.checkpoint import FORMAT, make_checkpoint, read_torch_file, save_checkpoint
 from canet.errors import CheckpointError, ConfigError
-from canet.models.common import DOWNSAMPLE_FACTOR, check_patch_size
+from canet.models.common import DOWNSAMPLE_FACTOR
 from canet.models.registry import create_model
+from canet.patch_size import check_patch_size
 
 #: Token count of the original position embedding, and the patch it belongs to.
 ORIGINAL_TOKENS = 245
@@ -281,7 +282,7 @@ def infer_generator_kwargs(
             )
         patch = ORIGINAL_PATCH
     else:
-        patch = check_patch_size(tuple(patch_size))
+        patch = check_patch_size(tuple(patch_size), multiple=DOWNSAMPLE_FACTOR)
         grid = [s // DOWNSAMPLE_FACTOR for s in patch]
         if grid[0] * grid[1] * grid[2] != tokens:
             raise ConfigError(

@@ -6,10 +6,11 @@ from collections.abc import Sequence
 
 from torch import Tensor
 
-from canet.models.common import DOWNSAMPLE_FACTOR, check_patch_size
+from canet.models.common import DOWNSAMPLE_FACTOR
 from canet.models.registry import register_model
 from canet.models.transformer import TransformerBottleneck
 from canet.models.vnet import VNet
+from canet.patch_size import check_patch_size
 
 
 class TransVNet(VNet):
@@ -40,7 +41,7 @@ class TransVNet(VNet):
         transformer: bool = True,
     ) -> None:
         super().__init__(in_channels, num_classes, n_filters, dropout)
-        self.patch_size = check_patch_size(patch_size)
+        self.patch_size = check_patch_size(patch_size, multiple=DOWNSAMPLE_FACTOR)
         self.transformer: TransformerBottleneck | None = None
         if transformer:
             grid = tuple(s // DOWNSAMPLE_FACTOR for s in self.patch_size)

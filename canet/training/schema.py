@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from canet.errors import ConfigError
+from canet.patch_size import check_patch_size
 
 AMP_MODES: tuple[str, ...] = ("none", "bf16", "fp16")
 PROFILES: tuple[str, ...] = ("exact", "fast")
@@ -339,10 +340,7 @@ def check_values(cfg: Config) -> None:
     _check(cfg.iterations >= 1, f"iterations must be >= 1, got {cfg.iterations}")
 
     d = cfg.data
-    _check(
-        all(s >= PATCH_MULTIPLE and s % PATCH_MULTIPLE == 0 for s in d.patch_size),
-        f"patch_size must be 3 positive multiples of {PATCH_MULTIPLE}, got {list(d.patch_size)}",
-    )
+    check_patch_size(list(d.patch_size), multiple=PATCH_MULTIPLE, name="data.patch_size")
     _check(d.labeled is None or d.labeled >= 1, f"data.labeled must be >= 1, got {d.labeled}")
     _check(
         d.num_classes is None or d.num_classes >= 2,

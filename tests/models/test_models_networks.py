@@ -291,8 +291,8 @@ def test_dam_input_errors():
     ("name", "kwargs", "match"),
     [
         ("canet", {"patch_size": (112, 100, 80)}, r"multiples of 16, got \(112, 100, 80\)"),
-        ("canet", {"patch_size": (112, 112)}, "three integers"),
-        ("canet", {"patch_size": 112}, "three integers"),
+        ("canet", {"patch_size": (112, 112)}, "three positive integers"),
+        ("canet", {"patch_size": 112}, "three positive integers"),
         ("vnet", {"dropout": 1.0}, r"dropout must be in \[0, 1\), got 1.0"),
         ("vnet", {"n_filters": 0}, "n_filters must be a positive integer, got 0"),
         ("vnet", {"num_classes": 1}, "num_classes must be an integer >= 2, got 1"),
