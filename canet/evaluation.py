@@ -7,9 +7,15 @@ The three functions behind ``canet evaluate``, ``canet predict`` and ``canet sco
   (``case,dice,jaccard,hd95,asd,seconds``) and ``summary.json`` (see
   :mod:`canet.metrics.summary`). :func:`evaluate_model` does the same for a
   model already in memory (the trainer and the demo use it).
-- :func:`predict_files` segments NIfTI / NRRD files and writes NIfTI masks with
-  each input's affine, in each input's voxel order.
+- :func:`predict_files` segments NIfTI / NRRD / HDF5 files and writes NIfTI
+  masks with each input's affine, in each input's voxel order.
 - :func:`score` computes the same metrics for masks made elsewhere.
+
+How volumes are predicted (mode, windows, TTA, LCC, device, bf16 autocast) is
+one :class:`~canet.inferers.settings.InferenceSettings`, given to each
+function as ``settings`` (or field by field as keyword arguments); the device
+defaults to ``auto`` (CUDA where available). ``summary.json`` records the
+settings used (:meth:`~canet.inferers.settings.InferenceSettings.record`).
 
 Distances are in voxels for the LA benchmark (as published) and in mm (from the
 volumes' headers) for other data, unless asked otherwise (``spacing``); a file
@@ -43,14 +49,20 @@ import numpy as np
 import torch
 from torch import nn
 
-from canet.data.dataset import strip_suffix
+from canet.data.dataset import (
+    IMAGE_FORMATS,
+    IMAGE_SUFFIXES,
+    file_format,
+    read_geometry,
+    strip_suffix,
+)
 from canet.errors import CanetError, CheckpointError, DataError
-from canet.inferers.predict import predict_volume
-from canet.inferers.sliding_window import check_mode_and_weighting, check_patch_size
+from canet.inferers.predict import model_device, predict_volume
+from canet.inferers.settings import InferenceSettings
 from canet.metrics.summary import MetricAccumulator
+from canet.patch_size import check_patch_size
 
 DEFAULT_PATCH_SIZE: tuple[int, int, int] = (112, 112, 80)
-IMAGE_SUFFIXES: tuple[str, ...] = (".nii.gz", ".nii", ".nrrd", ".nhdr")
 SPLITS: tuple[str, ...] = ("test", "validation", "labeled", "unlabeled", "train")
 SPACING_CHOICES: tuple[str, ...] = ("auto", "voxels", "mm")
 #: A volume whose voxel size differs from the training data's by more than this fraction is warned about.
@@ -106,17 +118,17 @@ def find_image_files(inputs: Sequence[str | os.PathLike[str]]) -> list[Path]:
             files.extend(sorted(f for f in p.iterdir() if _is_image(f)))
         elif p.is_file():
             if not p.name.lower().endswith(IMAGE_SUFFIXES):
-                raise DataError(f"not a NIfTI or NRRD file: {p}")
+                raise DataError(f"not a {IMAGE_FORMATS} file ({', '.join(IMAGE_SUFFIXES)}): {p}")
             files.append(p)
         else:
             raise DataError(f"input not found: {p}")
     if not files:
-        raise DataError(f"no NIfTI or NRRD files matched {', '.join(str(i) for i in inputs)}")
+        raise DataError(f"no {IMAGE_FORMATS} files matched {', '.join(str(i) for i in inputs)}")
     return files
 
 
 def image_file_shape(path: str | os.PathLike[str]) -> tuple[int, int, int]:
-    """Shape of a NIfTI / NRRD volume from its header only (cheap; checks it is 3D).
+    """Shape of a NIfTI / NRRD / HDF5 volume from its header only (cheap; checks it is 3D).
 
     Raises:
         DataError: missing or unreadable file, unknown extension, or not 3D.
@@ -124,18 +136,18 @@ def image_file_shape(path: str | os.PathLike[str]) -> tuple[int, int, int]:
     p = Path(path)
     if not p.is_file():
         raise DataError(f"image not found: {p}")
-    name = p.name.lower()
+    fmt = file_format(p)
     try:
-        if name.endswith((".nii", ".nii.gz")):
+        if fmt == "nifti":
             import nibabel as nib
 
             shape = tuple(int(s) for s in nib.load(str(p)).shape)
-        elif name.endswith((".nrrd", ".nhdr")):
+        elif fmt == "nrrd":
             import nrrd
 
             shape = tuple(int(s) for s in nrrd.read_header(str(p))["sizes"])
         else:
-            raise DataError(f"not a NIfTI or NRRD file: {p}")
+            shape = read_geometry(p, "image").shape
     except DataError:
         raise
     except Exception as exc:  # noqa: BLE001 - any reader failure is a bad file
@@ -233,21 +245,17 @@ def checkpoint_settings(payload: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _load(checkpoint: str | os.PathLike[str], device: str) -> tuple[nn.Module, dict[str, Any]]:
+def _load(checkpoint: str | os.PathLike[str], device: torch.device) -> tuple[nn.Module, dict[str, Any]]:
     from canet.checkpoint import load_checkpoint
     from canet.models import build_generator
 
-    try:
-        torch.device(device)
-    except (RuntimeError, TypeError):
-        raise CanetError(f"unknown device {device!r}") from None
     payload = load_checkpoint(checkpoint, map_location="cpu")
     model = build_generator(payload)
     try:
         model = model.to(device)
     except (RuntimeError, AssertionError) as exc:  # e.g. "Torch not compiled with CUDA enabled"
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CanetError(f"device {device!r} is not available: {first}") from None
+        raise CanetError(f"device {str(device)!r} is not available: {first}") from None
     return model.eval(), payload
 
 
@@ -293,12 +301,13 @@ def predict_oriented(
     patch_size: Sequence[int],
     orientation: str | None = None,
     oriented: bool = True,
-    **kwargs: Any,
+    settings: InferenceSettings | None = None,
+    **changes: Any,
 ) -> tuple[np.ndarray, np.ndarray, Any]:
     """:func:`canet.inferers.predict_volume` in the training orientation, results in stored order.
 
     Args:
-        model, patch_size, kwargs: as for :func:`~canet.inferers.predict_volume`.
+        model, patch_size, settings, changes: as for :func:`~canet.inferers.predict_volume`.
         image: ``X x Y x Z`` (or ``C x X x Y x Z``) as stored in the file.
         affine: the file's voxel-to-world matrix (RAS+).
         orientation: the training orientation's axis codes; None keeps the
@@ -313,12 +322,12 @@ def predict_oriented(
     """
     arr = np.asarray(image)
     if orientation is None or not oriented:
-        mask, probs = predict_volume(model, arr, patch_size, **kwargs)
+        mask, probs = predict_volume(model, arr, patch_size, settings, **changes)
         return mask, probs, None
     from canet.data.orientation import reorientation
 
     turn = reorientation(affine, arr.shape[-3:], orientation)
-    mask, probs = predict_volume(model, turn.forward(arr), patch_size, **kwargs)
+    mask, probs = predict_volume(model, turn.forward(arr), patch_size, settings, **changes)
     return turn.backward(mask), turn.backward(probs), turn
 
 
@@ -328,21 +337,16 @@ def evaluate_model(
     patch_size: Sequence[int],
     out_dir: str | os.PathLike[str] | None = None,
     num_classes: int = 2,
-    mode: str = "fast",
+    settings: InferenceSettings | None = None,
     spacing: str = "mm",
     save_predictions: bool = False,
     report: bool = False,
-    lcc: bool = True,
-    tta: bool = False,
-    device: str = "cpu",
-    overlap: float = 0.5,
-    weighting: str = "gaussian",
-    sw_batch_size: int = 4,
     progress: bool = False,
     extra_summary: dict[str, Any] | None = None,
     orientation: str | None = None,
     train_spacing: Sequence[float] | None = None,
     warn: Callable[[str], None] | None = None,
+    **changes: Any,
 ) -> dict[str, Any]:
     """Predict and score labelled volumes with a model in memory.
 
@@ -355,14 +359,15 @@ def evaluate_model(
         out_dir: where ``metrics.csv``/``summary.json`` go (None: write nothing).
         num_classes: classes including the background (2 = binary: any one
             non-zero label value is the object).
-        mode: ``"fast"`` or ``"reference"``.
+        settings: how volumes are predicted
+            (:class:`~canet.inferers.settings.InferenceSettings`; ``lcc`` None
+            counts as on); ``changes``: its fields to change for this call
+            (``mode="reference"``, ``device="cuda"``, ...).
         spacing: ``"mm"`` (each volume's spacing; voxels for volumes whose
             files state none) or ``"voxels"``.
         save_predictions: write ``<case>_pred.nii.gz`` with the volume's affine.
         report: keep three orthogonal slices per case in ``report_slices/`` and
             write ``report.html``.
-        lcc, tta, device, overlap, weighting, sw_batch_size: see
-            :func:`canet.inferers.predict_volume`.
         progress: show a tqdm bar over cases.
         extra_summary: keys added to the summary.
         orientation: training orientation (axis codes); oriented volumes are
@@ -374,14 +379,22 @@ def evaluate_model(
 
     Returns:
         The summary dict (also written to ``summary.json``), with ``"rows"``
-        holding the per-case rows.
+        holding the per-case rows; it records the settings
+        (:meth:`~canet.inferers.settings.InferenceSettings.record`: mode, TTA,
+        LCC, amp, batch, device, fast-mode overlap and weighting).
 
     Raises:
         DataError: a case without label, shapes that differ, label values the
             number of classes cannot score, or cases whose distances would mix
             mm and voxels.
+        CanetError: a bad setting, or a device (or bf16 autocast) that is not available.
     """
-    check_mode_and_weighting(mode, weighting)
+    s = InferenceSettings.make(settings, **changes)
+    if s.lcc is None:
+        s = s.replace(lcc=True)
+    run_device = s.run_device(model_device(model))
+    s = s.replace(device=str(run_device))
+    patch = check_patch_size(patch_size)
     if spacing not in ("mm", "voxels"):
         raise CanetError(f"spacing must be 'mm' or 'voxels', got {spacing!r}")
     out = Path(out_dir) if out_dir is not None else None
@@ -416,9 +429,8 @@ def evaluate_model(
         units.setdefault(unit, vol.case_id)
         start = time.perf_counter()
         mask, _, turn = predict_oriented(
-            model, image, vol.affine, patch_size, orientation=orientation,
-            oriented=bool(getattr(vol, "oriented", True)), mode=mode, tta=tta, lcc=lcc, device=device,
-            overlap=overlap, weighting=weighting, sw_batch_size=sw_batch_size,
+            model, image, vol.affine, patch, orientation=orientation,
+            oriented=bool(getattr(vol, "oriented", True)), settings=s,
         )
         seconds = time.perf_counter() - start
         reoriented += int(turn is not None and not turn.identity)
@@ -447,9 +459,7 @@ def evaluate_model(
             )
     if not acc.rows:
         raise DataError("no cases to evaluate")
-    extra: dict[str, Any] = {"mode": mode, "tta": tta, "lcc": lcc, "patch_size": list(check_patch_size(patch_size))}
-    if mode == "fast":
-        extra.update(overlap=overlap, weighting=weighting)
+    extra: dict[str, Any] = {**s.record(run_device), "patch_size": list(patch)}
     extra.update(distance_unit=acc.units, orientation=orientation, reoriented=reoriented, warnings=warnings)
     extra.update(extra_summary or {})
     if out is not None:
@@ -492,20 +502,15 @@ def evaluate(
     checkpoint: str | os.PathLike[str],
     data: str | os.PathLike[str],
     split: str = "test",
-    mode: str = "fast",
+    settings: InferenceSettings | None = None,
     out_dir: str | os.PathLike[str] = "eval",
     save_predictions: bool = False,
     report: bool = False,
-    lcc: bool | None = None,
-    tta: bool = False,
-    device: str = "cpu",
     spacing: str = "auto",
-    overlap: float = 0.5,
-    weighting: str = "gaussian",
-    sw_batch_size: int = 4,
     max_cases: int | None = None,
     progress: bool = True,
     warn: Callable[[str], None] | None = None,
+    **changes: Any,
 ) -> dict[str, Any]:
     """Evaluate a checkpoint on one split of a dataset and write the results.
 
@@ -513,22 +518,22 @@ def evaluate(
         checkpoint: canet checkpoint file.
         data: LA root folder or a datalist (see ``canet.data.open_dataset``).
         split: ``test`` (default), ``validation``, ``labeled``, ``unlabeled`` or ``train``.
-        mode: ``"fast"`` (default) or ``"reference"`` (the literature's protocol).
+        settings: how volumes are predicted
+            (:class:`~canet.inferers.settings.InferenceSettings`: ``mode``
+            ``"fast"`` (default) or ``"reference"`` (the literature's protocol),
+            windows, TTA, device (default ``auto``), ``amp``); its ``lcc`` None
+            (default) takes the dataset's default (on for the LA layout, a
+            datalist's ``postprocess.lcc`` otherwise, default off).
         out_dir: output folder for ``metrics.csv``, ``summary.json`` (and
             predictions / report).
         save_predictions: write ``<case>_pred.nii.gz`` per case.
         report: write ``report.html`` (and ``report_slices/``).
-        lcc: largest-connected-component post-processing; None (default): the
-            dataset's default (on for the LA layout, a datalist's
-            ``postprocess.lcc`` otherwise, default off).
-        tta: flip test-time augmentation.
-        device: where the network runs (``"cpu"``, ``"cuda"``, ...).
         spacing: ``"auto"`` (voxels for LA, as published; mm otherwise),
             ``"voxels"`` or ``"mm"``.
-        overlap, weighting, sw_batch_size: fast-mode settings.
         max_cases: evaluate only the first N cases of the split.
         progress: tqdm bar over cases.
         warn: where warnings go (see :func:`evaluate_model`).
+        changes: fields of ``settings`` to change (``mode="reference"``, ``lcc=False``, ...).
 
     Images get the checkpoint's recorded normalisation (LA ``.h5`` volumes are
     used as stored: they were z-scored when made) and are predicted in its
@@ -540,13 +545,14 @@ def evaluate(
         was selected (:func:`checkpoint_selection`): a checkpoint picked on the
         split it is scored on gets ``selected_on_scored_split: true`` and a warning.
     """
-    check_mode_and_weighting(mode, weighting)
+    s = InferenceSettings.make(settings, **changes)
     if spacing not in SPACING_CHOICES:
         raise CanetError(f"spacing must be one of {', '.join(SPACING_CHOICES)}, got {spacing!r}")
     if max_cases is not None and max_cases < 1:
         raise CanetError(f"max_cases must be at least 1, got {max_cases}")
+    device = s.run_device()
     model, payload = _load(checkpoint, device)
-    settings = checkpoint_settings(payload)
+    recorded = checkpoint_settings(payload)
     from canet.data import load_case, open_dataset
 
     spec = open_dataset(data)
@@ -557,16 +563,16 @@ def evaluate(
         cases = cases[:max_cases]
     if not cases:
         raise DataError(f"split {split!r} of {data} has no cases")
-    num_classes = int(getattr(spec, "num_classes", settings["num_classes"]))
-    if num_classes != settings["num_classes"]:
+    num_classes = int(getattr(spec, "num_classes", recorded["num_classes"]))
+    if num_classes != recorded["num_classes"]:
         raise DataError(
-            f"the dataset has {num_classes} classes but the checkpoint's model predicts {settings['num_classes']}"
+            f"the dataset has {num_classes} classes but the checkpoint's model predicts {recorded['num_classes']}"
         )
     if spacing == "auto":
         spacing = "voxels" if getattr(spec, "kind", None) == "la" else "mm"
-    use_lcc = bool(spec.lcc) if lcc is None else bool(lcc)
+    use_lcc = bool(spec.lcc) if s.lcc is None else bool(s.lcc)
     # LA .h5 images were z-scored when they were made: always used as stored.
-    normalize = None if spec.kind == "la" else settings["normalize"]
+    normalize = None if spec.kind == "la" else recorded["normalize"]
     applied = "as stored" if spec.kind == "la" else (
         "zscore" if (normalize if normalize is not None else spec.normalize) else "none"
     )
@@ -589,13 +595,13 @@ def evaluate(
                 yield load_case(case, with_label=True, normalize=normalize)
 
     return evaluate_model(
-        model, _Lazy(), settings["patch_size"], out_dir=out_dir, num_classes=num_classes,
-        mode=mode, spacing=spacing, save_predictions=save_predictions, report=report, lcc=use_lcc,
-        tta=tta, device=device, overlap=overlap, weighting=weighting, sw_batch_size=sw_batch_size,
-        progress=progress, orientation=settings["orientation"], train_spacing=settings["spacing"], warn=warn,
+        model, _Lazy(), recorded["patch_size"], out_dir=out_dir, num_classes=num_classes,
+        settings=s.replace(lcc=use_lcc, device=str(device)), spacing=spacing, save_predictions=save_predictions,
+        report=report, progress=progress, orientation=recorded["orientation"], train_spacing=recorded["spacing"],
+        warn=warn,
         extra_summary={
             "checkpoint": str(checkpoint), "data": str(data), "split": split,
-            "lcc_from": "dataset" if lcc is None else "option", "normalize": applied,
+            "lcc_from": "dataset" if s.lcc is None else "option", "normalize": applied,
             **selection,
         },
     )
@@ -609,17 +615,12 @@ def predict_files(
     inputs: Sequence[str | os.PathLike[str]],
     out_dir: str | os.PathLike[str],
     probabilities: bool = False,
-    mode: str = "fast",
-    tta: bool = False,
-    lcc: bool | None = None,
-    device: str = "cpu",
-    overlap: float = 0.5,
-    weighting: str = "gaussian",
-    sw_batch_size: int = 4,
+    settings: InferenceSettings | None = None,
     progress: bool = True,
     warn: Callable[[str], None] | None = None,
+    **changes: Any,
 ) -> list[Path]:
-    """Segment NIfTI / NRRD volumes and write NIfTI masks beside each other in ``out_dir``.
+    """Segment NIfTI / NRRD / HDF5 volumes and write NIfTI masks beside each other in ``out_dir``.
 
     Each input ``<name>.<ext>`` gives ``<name>_pred.nii.gz`` (uint8 mask with the
     input's affine, in the input's voxel order) and, with ``probabilities``,
@@ -628,13 +629,16 @@ def predict_files(
     volume when the network was trained on z-scored images (and, for a
     checkpoint without that record, unless its config sets ``normalize:
     false``), and predicted in the training orientation (see the module
-    docstring). ``lcc`` None (default) takes the training dataset's
-    post-processing default from the checkpoint (on for checkpoints without it).
+    docstring). ``settings`` (an
+    :class:`~canet.inferers.settings.InferenceSettings`, or its fields as
+    keyword ``changes``) says how: its ``lcc`` None (default) takes the
+    training dataset's post-processing default from the checkpoint (on for
+    checkpoints without it); the device defaults to ``auto``.
 
     Returns:
         The mask files written, in input order.
     """
-    check_mode_and_weighting(mode, weighting)
+    s = InferenceSettings.make(settings, **changes)
     files = find_image_files(inputs)
     stems = [strip_suffix(f.name) for f in files]
     dupes = sorted({s for s in stems if stems.count(s) > 1})
@@ -644,10 +648,12 @@ def predict_files(
         image_file_shape(f)
     from canet.data import read_volume, save_nifti, zscore
 
+    device = s.run_device()
     model, payload = _load(checkpoint, device)
-    settings = checkpoint_settings(payload)
-    normalize = settings["normalize"] is not False
-    use_lcc = (settings["lcc"] if settings["lcc"] is not None else True) if lcc is None else bool(lcc)
+    recorded = checkpoint_settings(payload)
+    normalize = recorded["normalize"] is not False
+    use_lcc = (recorded["lcc"] if recorded["lcc"] is not None else True) if s.lcc is None else bool(s.lcc)
+    s = s.replace(lcc=use_lcc, device=str(device))
     sink = warn or print_warning
     out = Path(out_dir)
     written: list[Path] = []
@@ -659,16 +665,15 @@ def predict_files(
     for path, stem in items:
         array, geometry = read_volume(path, "image")
         image = zscore(array) if normalize else np.asarray(array, dtype=np.float32)
-        if settings["orientation"] is not None and not geometry.oriented:
+        if recorded["orientation"] is not None and not geometry.oriented:
             sink(f"{path}: the file states no orientation; predicted in its stored voxel order")
         mask, probs, turn = predict_oriented(
-            model, image, geometry.affine, settings["patch_size"], orientation=settings["orientation"],
-            oriented=geometry.oriented, mode=mode, tta=tta, lcc=use_lcc, device=device,
-            overlap=overlap, weighting=weighting, sw_batch_size=sw_batch_size,
+            model, image, geometry.affine, recorded["patch_size"], orientation=recorded["orientation"],
+            oriented=geometry.oriented, settings=s,
         )
         if geometry.unit == "mm":
             seen = turn.spacing if turn is not None else geometry.spacing
-            message = spacing_mismatch(str(path), seen, settings["spacing"])
+            message = spacing_mismatch(str(path), seen, recorded["spacing"])
             if message:
                 sink(message)
         target = save_nifti(out / f"{stem}_pred.nii.gz", mask, geometry.affine)
@@ -733,7 +738,7 @@ def find_score_pairs(
         gts = index(gt_dir, ("_gt",))
         where = f"{pred_dir} and {gt_dir}"
     if not preds and not gts:
-        raise DataError(f"no NIfTI or NRRD files matched in {where}")
+        raise DataError(f"no {IMAGE_FORMATS} files matched in {where}")
     lonely_pred = sorted(set(preds) - set(gts))
     lonely_gt = sorted(set(gts) - set(preds))
     if lonely_pred:
@@ -744,7 +749,7 @@ def find_score_pairs(
 
 
 def _read_label(path: Path) -> tuple[np.ndarray, Any]:
-    """A label map (uint8 values, as stored) and its :class:`~canet.data.Geometry` from a NIfTI / NRRD file."""
+    """A label map (uint8 values, as stored) and its :class:`~canet.data.Geometry` from a NIfTI / NRRD / HDF5 file."""
     from canet.data import read_volume
     from canet.data.dataset import as_label
 

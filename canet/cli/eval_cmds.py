@@ -9,6 +9,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from canet.inferers.settings import AMP_CHOICES, InferenceSettings
 from canet.inferers.sliding_window import MODES, WEIGHTINGS
 
 
@@ -47,7 +48,22 @@ def _add_inference_options(p: argparse.ArgumentParser) -> None:
                             "the LA layout, a datalist's postprocess.lcc, the checkpoint's record for predict)")
     group.add_argument("--no-lcc", dest="lcc", action="store_const", const=False,
                        help="do not keep only the largest connected component")
-    p.add_argument("--device", default="cpu", help="device the network runs on (default cpu)")
+    p.add_argument("--device", default="auto",
+                   help="device the network runs on: auto (default: CUDA if available, else cpu), cpu, cuda, cuda:N")
+    p.add_argument("--amp", choices=AMP_CHOICES, default="none",
+                   help="autocast of the network: none (default, fp32 in both modes) or bf16 (CUDA only); "
+                        "recorded in summary.json")
+    p.add_argument("--sums-on-cpu", action="store_true",
+                   help="keep the sliding-window sums in CPU memory (default: on the network's device, "
+                        "copied back once per volume; for volumes too large for GPU memory)")
+
+
+def _settings(args: argparse.Namespace) -> InferenceSettings:
+    """The :class:`InferenceSettings` the inference options name."""
+    return InferenceSettings(
+        mode=args.mode, overlap=args.overlap, weighting=args.weighting, sw_batch_size=args.sw_batch_size,
+        tta=args.tta, lcc=args.lcc, device=args.device, amp=args.amp, sums_on_cpu=args.sums_on_cpu,
+    )
 
 
 def _print_table(summary: dict[str, Any], out: Path) -> None:
@@ -59,10 +75,9 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     from canet.evaluation import evaluate
 
     summary = evaluate(
-        args.checkpoint, args.data, split=args.split, mode=args.mode, out_dir=args.out,
-        save_predictions=args.save_predictions, report=args.report, lcc=args.lcc,
-        tta=args.tta, device=args.device, spacing=args.spacing, overlap=args.overlap,
-        weighting=args.weighting, sw_batch_size=args.sw_batch_size, max_cases=args.max_cases, progress=not args.quiet,
+        args.checkpoint, args.data, split=args.split, settings=_settings(args), out_dir=args.out,
+        save_predictions=args.save_predictions, report=args.report, spacing=args.spacing,
+        max_cases=args.max_cases, progress=not args.quiet,
     )
     _print_table(summary, Path(args.out))
     if args.report:
@@ -75,9 +90,7 @@ def _run_predict(args: argparse.Namespace) -> int:
 
     written = predict_files(
         args.checkpoint, args.inputs, args.output, probabilities=args.probabilities,
-        mode=args.mode, tta=args.tta, lcc=args.lcc, device=args.device,
-        overlap=args.overlap, weighting=args.weighting, sw_batch_size=args.sw_batch_size,
-        progress=not args.quiet,
+        settings=_settings(args), progress=not args.quiet,
     )
     print(f"wrote {len(written)} mask(s) to {args.output}")
     return 0
@@ -124,12 +137,12 @@ def add_parser(subparsers: Any) -> None:
     p.set_defaults(func=_run_evaluate)
 
     p = subparsers.add_parser(
-        "predict", help="segment NIfTI/NRRD volumes with a checkpoint",
-        description="Segment NIfTI or NRRD volumes (files or folders); writes <name>_pred.nii.gz "
+        "predict", help="segment NIfTI/NRRD/HDF5 volumes with a checkpoint",
+        description="Segment NIfTI, NRRD or HDF5 volumes (files or folders); writes <name>_pred.nii.gz "
                     "masks with each input's affine and voxel order.",
     )
     p.add_argument("checkpoint", help="canet checkpoint (.pt)")
-    p.add_argument("inputs", nargs="+", help="NIfTI/NRRD files or folders of them")
+    p.add_argument("inputs", nargs="+", help="NIfTI/NRRD/HDF5 files or folders of them")
     p.add_argument("-o", "--output", required=True, help="output folder")
     p.add_argument("--probabilities", action="store_true", help="also write <name>_prob.nii.gz")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

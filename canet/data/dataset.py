@@ -63,7 +63,12 @@ from canet.io import atomic_path
 
 LA_CASES_DIR = "2018LA_Seg_Training Set"
 LA_FILE_NAME = "mri_norm2.h5"
+#: Every image file canet reads (:func:`read_volume`): NIfTI, NRRD (also a detached
+#: ``.nhdr`` header) and HDF5 with an ``image`` / ``label`` dataset. Datalists,
+#: ``canet predict`` and ``canet score`` take the same files.
 IMAGE_SUFFIXES: tuple[str, ...] = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".h5", ".hdf5")
+#: The formats of :data:`IMAGE_SUFFIXES`, as messages name them.
+IMAGE_FORMATS = "NIfTI, NRRD or HDF5"
 DATALIST_SUFFIXES: tuple[str, ...] = (".json", ".yaml", ".yml")
 
 # Matrices taking coordinates of an NRRD "space" to RAS+ (None: left as written).
@@ -217,7 +222,7 @@ def file_format(path: str | os.PathLike[str]) -> Literal["nifti", "nrrd", "h5"]:
         return "nrrd"
     if name.endswith((".h5", ".hdf5")):
         return "h5"
-    raise DataError(f"{path}: not a NIfTI, NRRD or HDF5 file (expected one of {', '.join(IMAGE_SUFFIXES)})")
+    raise DataError(f"{path}: not a {IMAGE_FORMATS} file (expected one of {', '.join(IMAGE_SUFFIXES)})")
 
 
 def strip_suffix(name: str) -> str:

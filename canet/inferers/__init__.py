@@ -1,7 +1,9 @@
 """Whole-volume inference: sliding windows (``reference`` and ``fast`` modes), flip TTA, LCC.
 
-See :mod:`canet.inferers.sliding_window` for the two window protocols and
-:mod:`canet.inferers.predict` for :func:`predict_volume`.
+See :mod:`canet.inferers.sliding_window` for the two window protocols,
+:mod:`canet.inferers.predict` for :func:`predict_volume` and
+:mod:`canet.inferers.settings` for :class:`InferenceSettings`, the one object
+that carries every inference choice.
 """
 
 from canet.inferers.postprocess import largest_component_per_class, largest_connected_component
@@ -12,6 +14,7 @@ from canet.inferers.predict import (
     seg_logits,
     with_flip_tta,
 )
+from canet.inferers.settings import AMP_CHOICES, InferenceSettings
 from canet.inferers.sliding_window import (
     MODES,
     REFERENCE_STRIDES,
@@ -22,10 +25,12 @@ from canet.inferers.sliding_window import (
 )
 
 __all__ = [
+    "AMP_CHOICES",
     "FLIPS",
     "MODES",
     "REFERENCE_STRIDES",
     "WEIGHTINGS",
+    "InferenceSettings",
     "gaussian_weights",
     "largest_component_per_class",
     "largest_connected_component",

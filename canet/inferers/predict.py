@@ -5,7 +5,8 @@ one output channel, softmax over the channels otherwise), averages them over
 sliding windows (:func:`canet.inferers.sliding_window.sliding_window_inference`)
 and optionally over the 8 flips of the three spatial axes, thresholds at 0.5
 (binary) or takes the arg-max (multi-class), and by default keeps the largest
-connected component (per class for multi-class).
+connected component (per class for multi-class). How it does so is one
+:class:`~canet.inferers.settings.InferenceSettings` object.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from torch import Tensor, nn
 
 from canet.errors import CanetError
 from canet.inferers.postprocess import largest_component_per_class, largest_connected_component
+from canet.inferers.settings import InferenceSettings
 from canet.inferers.sliding_window import Predictor, sliding_window_inference
 
 __all__ = ["FLIPS", "model_device", "predict_volume", "probability_predictor", "seg_logits", "with_flip_tta"]
@@ -50,18 +52,28 @@ def _is_channels_last(model: nn.Module) -> bool:
     return False
 
 
-def probability_predictor(model: nn.Module, channels_last: bool = False) -> Predictor:
+def probability_predictor(
+    model: nn.Module, channels_last: bool = False, autocast: torch.dtype | None = None
+) -> Predictor:
     """Wrap ``model`` so that it maps windows to probabilities.
 
     One output channel gives ``sigmoid(logits)`` (foreground probability);
     several give ``softmax(logits, dim=1)``. With ``channels_last`` the windows
-    are handed to the model in ``channels_last_3d`` memory format.
+    are handed to the model in ``channels_last_3d`` memory format. With
+    ``autocast`` (e.g. ``torch.bfloat16``) the model runs under
+    ``torch.autocast`` of the windows' device and its logits are turned back
+    into float32 before the probabilities are taken.
     """
 
     def predict(windows: Tensor) -> Tensor:
         if channels_last:
             windows = windows.contiguous(memory_format=torch.channels_last_3d)
-        logits = seg_logits(model(windows))
+        if autocast is None:
+            logits = seg_logits(model(windows))
+        else:
+            with torch.autocast(device_type=windows.device.type, dtype=autocast):
+                logits = seg_logits(model(windows))
+            logits = logits.float()
         if logits.shape[1] == 1:
             return torch.sigmoid(logits)
         return torch.softmax(logits, dim=1)
@@ -96,15 +108,8 @@ def predict_volume(
     model: nn.Module,
     image: np.ndarray,
     patch_size: Sequence[int],
-    mode: str = "fast",
-    tta: bool = False,
-    lcc: bool = True,
-    device: torch.device | str | None = "cpu",
-    overlap: float = 0.5,
-    weighting: str = "gaussian",
-    sw_batch_size: int = 4,
-    threshold: float = 0.5,
-    channels_last: bool | None = None,
+    settings: InferenceSettings | None = None,
+    **changes: Any,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Segment one volume with ``model``.
 
@@ -115,39 +120,38 @@ def predict_volume(
         image: ``X x Y x Z`` (one channel) or ``C x X x Y x Z`` float array,
             already normalised as in training.
         patch_size: window size ``(px, py, pz)``.
-        mode: ``"fast"`` (default) or ``"reference"``.
-        tta: also average over the 8 flips of the spatial axes (default off).
-        lcc: keep the largest connected component (per class), default on.
-        device: where the model runs (it is moved there); ``None`` keeps the
-            model's device. The running sums stay on the CPU.
-        overlap, weighting, sw_batch_size: fast-mode settings (see
-            :func:`sliding_window_inference`).
-        threshold: foreground threshold for one-channel models (default 0.5).
-        channels_last: run the network in ``channels_last_3d`` memory format
-            (same results, faster 3D convolutions). ``None`` (default) turns it
-            on in fast mode and off in the reference mode; the model's memory
-            format is restored afterwards.
+        settings: how to predict (:class:`~canet.inferers.settings.InferenceSettings`;
+            default: its defaults: fast mode, no TTA, the largest connected
+            component kept (``lcc`` None counts as on here), ``device="auto"``
+            (the model is moved there; None keeps the model's device), fp32).
+        changes: fields of ``settings`` to change for this call, e.g.
+            ``mode="reference", lcc=False``.
 
     Returns:
         ``(mask, probabilities)``: ``mask`` is ``X x Y x Z`` uint8 (0/1 or class
         labels); ``probabilities`` is ``X x Y x Z`` float32 (foreground) for a
-        one-channel model, ``K x X x Y x Z`` float32 otherwise.
+        one-channel model, ``K x X x Y x Z`` float32 otherwise, on the CPU.
+
+    Raises:
+        CanetError: a bad image shape or setting, a device that does not exist,
+            or ``amp="bf16"`` on a device that cannot run it.
     """
+    s = InferenceSettings.make(settings, **changes)
     arr = np.asarray(image)
     if arr.ndim == 3:
         arr = arr[None]
     if arr.ndim != 4:
         raise CanetError(f"image must be X x Y x Z or C x X x Y x Z, got shape {tuple(np.shape(image))}")
+    run_device = s.run_device(model_device(model))
     tensor = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))[None]
-    run_device = model_device(model) if device is None else torch.device(device)
     if model_device(model) != run_device:
         model.to(run_device)
-    use_channels_last = (mode == "fast") if channels_last is None else channels_last
+    use_channels_last = (s.mode == "fast") if s.channels_last is None else s.channels_last
     restore_format = use_channels_last and not _is_channels_last(model)
     if restore_format:
         model.to(memory_format=torch.channels_last_3d)
-    predictor = probability_predictor(model, channels_last=use_channels_last)
-    if tta:
+    predictor = probability_predictor(model, channels_last=use_channels_last, autocast=s.autocast_dtype())
+    if s.tta:
         predictor = with_flip_tta(predictor)
     was_training = model.training
     model.eval()
@@ -157,19 +161,21 @@ def predict_volume(
                 tensor,
                 predictor,
                 patch_size,
-                mode=mode,
-                overlap=overlap,
-                weighting=weighting,
-                sw_batch_size=sw_batch_size,
+                mode=s.mode,
+                overlap=s.overlap,
+                weighting=s.weighting,
+                sw_batch_size=s.sw_batch_size,
                 device=run_device,
+                sum_device="cpu" if s.sums_on_cpu else None,
             )[0]
     finally:
         model.train(was_training)
         if restore_format:
             model.to(memory_format=torch.contiguous_format)
     probs_np = probs.numpy().astype(np.float32, copy=False)
+    lcc = True if s.lcc is None else s.lcc
     if probs_np.shape[0] == 1:
-        mask = (probs_np[0] > threshold).astype(np.uint8)
+        mask = (probs_np[0] > s.threshold).astype(np.uint8)
         if lcc:
             mask = largest_connected_component(mask)
         return mask, probs_np[0]

@@ -16,8 +16,11 @@ between the two borders; each window's output is weighted by a Gaussian (sigma
 through the predictor in one call. Padding is the same as in ``reference``.
 
 Both modes return the weighted average of what the predictor returns for each
-voxel. The running sums live on the input tensor's device (pass a CPU tensor
-and a CUDA ``device`` to keep GPU memory bounded by one batch of windows).
+voxel. The padded image and the running sums live where the predictor runs, so
+a GPU predictor gets its windows without a copy and hands its outputs on
+without a synchronisation; the average comes back to the input's device once,
+at the end. ``sum_device="cpu"`` keeps image and sums in CPU memory instead
+(GPU memory then holds one batch of windows; each batch is copied back).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from canet.errors import CanetError
+from canet.patch_size import check_patch_size
 
 REFERENCE_STRIDES: tuple[int, int, int] = (18, 18, 4)
 MODES: tuple[str, ...] = ("reference", "fast")
@@ -48,17 +52,6 @@ __all__ = [
     "sliding_window_inference",
     "window_starts",
 ]
-
-
-def check_patch_size(patch_size: Sequence[int]) -> tuple[int, int, int]:
-    """Validate a patch size (three positive ints) and return it as a tuple."""
-    try:
-        values = tuple(int(v) for v in patch_size)
-    except (TypeError, ValueError):
-        raise CanetError(f"patch size must be three positive integers, got {patch_size!r}") from None
-    if len(values) != 3 or any(v <= 0 for v in values) or list(values) != [float(v) for v in patch_size]:
-        raise CanetError(f"patch size must be three positive integers, got {list(patch_size)}")
-    return values  # type: ignore[return-value]
 
 
 def check_mode_and_weighting(mode: str, weighting: str = "gaussian") -> None:
@@ -145,12 +138,12 @@ def sliding_window_inference(
     sw_batch_size: int = 4,
     strides: Sequence[int] = REFERENCE_STRIDES,
     device: torch.device | str | None = None,
+    sum_device: torch.device | str | None = None,
 ) -> Tensor:
     """Average ``predictor`` over windows that cover the whole ``image``.
 
     Args:
-        image: ``B x C x X x Y x Z`` tensor; its device holds the running sums
-            and the result.
+        image: ``B x C x X x Y x Z`` tensor; the result comes back to its device.
         predictor: maps a ``(n*B) x C x px x py x pz`` batch of windows to a
             ``(n*B) x K x px x py x pz`` tensor (e.g. probabilities).
         patch_size: window size ``(px, py, pz)``.
@@ -162,8 +155,11 @@ def sliding_window_inference(
             not change the result of a model in eval mode.
         strides: reference-mode strides per axis, default ``(18, 18, 4)``; each
             is clamped to the patch along its axis.
-        device: where the predictor runs; windows are moved there and the
-            outputs back. Default: the image's device.
+        device: where the predictor runs. Default: the image's device.
+        sum_device: where the padded image and the running sums live.
+            Default: ``device`` (windows are cut there, outputs summed there, no
+            copy per batch); ``"cpu"`` keeps them in CPU memory and copies each
+            batch of windows to ``device`` and its outputs back.
 
     Returns:
         ``B x K x X x Y x Z`` float32 tensor on ``image.device``.
@@ -183,6 +179,8 @@ def sliding_window_inference(
 
     home = image.device
     run_device = torch.device(device) if device is not None else home
+    acc = torch.device(sum_device) if sum_device is not None else run_device
+    image = image.to(acc)
     batch = image.shape[0]
     size = tuple(int(s) for s in image.shape[2:])
     pads = [pad_amounts(s, p) for s, p in zip(size, patch)]
@@ -199,11 +197,11 @@ def sliding_window_inference(
         weight = None
     else:
         starts = [window_starts(s, p, "fast", overlap=overlap) for s, p in zip(padded, patch)]
-        weight = gaussian_weights(patch).to(home) if weighting == "gaussian" else None
+        weight = gaussian_weights(patch).to(acc) if weighting == "gaussian" else None
     corners = [(x, y, z) for x in starts[0] for y in starts[1] for z in starts[2]]
 
     total: Tensor | None = None
-    norm = torch.zeros((1, 1, *padded), dtype=torch.float32, device=home)
+    norm = torch.zeros((1, 1, *padded), dtype=torch.float32, device=acc)
     with torch.no_grad():
         for first in range(0, len(corners), sw_batch_size):
             group = corners[first : first + sw_batch_size]
@@ -221,9 +219,9 @@ def sliding_window_inference(
                     f"predictor returned shape {tuple(out.shape)} for windows of shape "
                     f"{tuple(windows.shape)}; expected N x K x {patch[0]} x {patch[1]} x {patch[2]}"
                 )
-            out = out.to(device=home, dtype=torch.float32)
+            out = out.to(device=acc, dtype=torch.float32)
             if total is None:
-                total = torch.zeros((batch, out.shape[1], *padded), dtype=torch.float32, device=home)
+                total = torch.zeros((batch, out.shape[1], *padded), dtype=torch.float32, device=acc)
             for i, (x, y, z) in enumerate(group):
                 piece = out[i * batch : (i + 1) * batch]
                 region = (slice(None), slice(None), slice(x, x + patch[0]), slice(y, y + patch[1]), slice(z, z + patch[2]))
@@ -245,4 +243,4 @@ def sliding_window_inference(
             pads[1][0] : pads[1][0] + size[1],
             pads[2][0] : pads[2][0] + size[2],
         ]
-    return result.contiguous()
+    return result.contiguous().to(home)

@@ -46,6 +46,7 @@ from torch import Tensor, nn
 from canet.checkpoint import load_checkpoint, save_checkpoint
 from canet.device import resolve_device
 from canet.errors import CanetError, ConfigError, DataError
+from canet.inferers.settings import InferenceSettings
 from canet.io import atomic_path
 from canet.losses import SDMTargets
 from canet.models import SegOutput
@@ -522,6 +523,18 @@ class Trainer:
 
     # ------------------------------------------------------------------ validation
 
+    def validation_settings(self) -> InferenceSettings:
+        """How validation predicts: ``validation.mode``, ``overlap`` and ``lcc``
+        (None: the dataset's default) on the training device, the other
+        settings at their defaults (fp32, Gaussian weighting, no TTA)."""
+        v = self.cfg.validation
+        return InferenceSettings(
+            mode=v.mode,
+            overlap=v.overlap,
+            lcc=self.spec.lcc if v.lcc is None else v.lcc,
+            device=str(self.device),
+        )
+
     def validate(self) -> float:
         """Mean Dice of the generator on the validation split (sliding windows), rank 0 only."""
         from canet.data import load_case
@@ -539,11 +552,8 @@ class Trainer:
             self.cfg.data.patch_size,
             out_dir=None,
             num_classes=self.num_classes,
-            mode=v.mode,
+            settings=self.validation_settings(),
             spacing="voxels",
-            lcc=self.spec.lcc if v.lcc is None else v.lcc,
-            device=str(self.device),
-            overlap=v.overlap,
         )
         mean = summary["dice"]["mean"]
         return float("nan") if mean is None else float(mean)

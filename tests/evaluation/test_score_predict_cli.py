@@ -191,7 +191,7 @@ def test_score_bad_inputs_end_in_one_line(tmp_path, run_cli) -> None:
     (tmp_path / "p").mkdir()
     (tmp_path / "g").mkdir()
     code, out, err = run_cli("score", tmp_path / "p", tmp_path / "g", "--out", tmp_path / "o")
-    assert code == 2 and err.startswith("error: no NIfTI or NRRD files matched") and err.count("\n") == 1
+    assert code == 2 and err.startswith("error: no NIfTI, NRRD or HDF5 files matched") and err.count("\n") == 1
     _save_nifti(tmp_path / "p" / "a.nii.gz", np.zeros((5, 5, 5), np.uint8), np.eye(4))
     _save_nifti(tmp_path / "g" / "a.nii.gz", np.zeros((5, 5, 6), np.uint8), np.eye(4))
     code, _, err = run_cli("score", tmp_path / "p", tmp_path / "g", "--out", tmp_path / "o", "--quiet")
@@ -272,7 +272,7 @@ def test_predict_bad_inputs_end_in_one_line(tmp_path, run_cli, checkpoint) -> No
     assert code == 2 and "is not a canet checkpoint" in err and err.count("\n") == 1
     (tmp_path / "empty").mkdir()
     code, _, err = run_cli("predict", checkpoint, tmp_path / "empty", "-o", tmp_path / "o")
-    assert code == 2 and "no NIfTI or NRRD files matched" in err
+    assert code == 2 and "no NIfTI, NRRD or HDF5 files matched" in err
     code, _, err = run_cli("predict", checkpoint, tmp_path / "missing.nii.gz", "-o", tmp_path / "o")
     assert code == 2 and "input not found" in err
 

@@ -178,7 +178,7 @@ def test_bad_arguments_raise_canet_errors() -> None:
         sliding_window_inference(image, ident, (4, 4, 4), weighting="tent")
     with pytest.raises(CanetError, match="B x C x X x Y x Z"):
         sliding_window_inference(torch.zeros(8, 8, 8), ident, (4, 4, 4))
-    with pytest.raises(CanetError, match="patch size"):
+    with pytest.raises(CanetError, match="patch_size must be three positive integers"):
         sliding_window_inference(image, ident, (4, 4))
     with pytest.raises(CanetError, match="sw_batch_size"):
         sliding_window_inference(image, ident, (4, 4, 4), sw_batch_size=0)
