@@ -15,8 +15,10 @@ Measures, each training variant in its own subprocess (so peak memory is its own
 * ``loader``: batches per second of the training loader alone, with the fast
   profile's number of workers (and with 2);
 * ``inference``: seconds per test volume of sliding-window inference with the
-  (untrained) generator in ``reference`` mode and in ``fast`` mode (speed does
-  not depend on the weights);
+  (untrained) generator in ``reference`` mode and in ``fast`` mode, both fp32,
+  and on a GPU with bf16 also ``fast`` mode with bf16 autocast
+  (``fast_bf16_s_per_volume``, with the largest probability difference to
+  fp32 on the first volume; None on the CPU); speed does not depend on the weights;
 * ``side_by_side`` (unless ``--no-side-by-side``): ``--config`` and
   ``--pair-config`` (default ``la_vnet_16``) trained at the same time on the
   same device with the fast settings, against each alone: iterations per
@@ -270,17 +272,28 @@ def job_inference(args: argparse.Namespace, name: str) -> dict[str, Any]:
     model = method.build_generator().to(device).eval()
     out: dict[str, Any] = {"cases": [v.case_id for v in volumes],
                            "shapes": [list(v.image.shape) for v in volumes]}
-    for mode in ("reference", "fast"):
-        predict_volume(model, volumes[0].image, cfg.data.patch_size, mode=mode, device=device)  # warm-up
+    bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+    variants = [("reference", "none"), ("fast", "none")] + ([("fast", "bf16")] if bf16 else [])
+    first: dict[str, Any] = {}
+    for mode, amp in variants:
+        key = mode if amp == "none" else f"{mode}_{amp}"
+        _, first[key] = predict_volume(model, volumes[0].image, cfg.data.patch_size, mode=mode, device=device,
+                                       amp=amp)  # warm-up
         _sync(device)
         times = []
         for vol in volumes:
             t0 = time.perf_counter()
-            predict_volume(model, vol.image, cfg.data.patch_size, mode=mode, device=device)
+            predict_volume(model, vol.image, cfg.data.patch_size, mode=mode, device=device, amp=amp)
             _sync(device)
             times.append(time.perf_counter() - t0)
-        out[f"{mode}_s_per_volume"] = statistics.fmean(times)
+        out[f"{key}_s_per_volume"] = statistics.fmean(times)
     out["reference_over_fast"] = out["reference_s_per_volume"] / out["fast_s_per_volume"]
+    if bf16:
+        out["fast_over_fast_bf16"] = out["fast_s_per_volume"] / out["fast_bf16_s_per_volume"]
+        out["bf16_max_abs_prob_diff"] = float(abs(first["fast_bf16"] - first["fast"]).max())
+    else:
+        out["fast_bf16_s_per_volume"] = None
+        out["bf16_skipped"] = "bf16 autocast needs a CUDA GPU that computes in bf16"
     out["peak_gpu_mib"] = _peak_mib(device)
     return out
 

@@ -93,6 +93,7 @@ def test_probe_runs_end_to_end_on_cpu(tmp_path: Path) -> None:
     assert result["loader"][0]["batches_per_s"] > 0
     inf = result["inference"]
     assert inf["reference_s_per_volume"] > 0 and inf["fast_s_per_volume"] > 0
+    assert inf["fast_bf16_s_per_volume"] is None and "CUDA" in inf["bf16_skipped"]  # bf16 only on a GPU
     side = result["side_by_side"]
     assert set(side["together"]) == {"la_canet_16", "la_vnet_16"}
     assert isinstance(side["run_side_by_side"], bool)
