@@ -301,7 +301,7 @@ def test_validation_lcc_follows_the_dataset(make_config, tmp_path: Path, monkeyp
     real = evaluation.evaluate_model
 
     def spy(*args, **kwargs):
-        seen.append(kwargs["lcc"])
+        seen.append(kwargs["settings"].lcc)  # validation hands evaluate_model one InferenceSettings
         return real(*args, **kwargs)
 
     monkeypatch.setattr(evaluation, "evaluate_model", spy)
