@@ -6,17 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from canet.cli.argtypes import positive_int
 from canet.metrics.paired import DEFAULT_RESAMPLES
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
 
 
 def _run_compare(args: argparse.Namespace) -> int:
@@ -60,7 +51,7 @@ def add_parser(subparsers: Any) -> None:
                    help="metrics to compare (default dice jaccard hd95 asd; per-class columns such as dice_2 work too)")
     p.add_argument("--reference", default=None, metavar="NAME",
                    help="group to compare the others with: its name or folder as given (default the first)")
-    p.add_argument("--resamples", type=_positive_int, default=DEFAULT_RESAMPLES,
+    p.add_argument("--resamples", type=positive_int, default=DEFAULT_RESAMPLES,
                    help=f"bootstrap resamples (default {DEFAULT_RESAMPLES})")
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default 0)")
     p.add_argument("--out", default=None, metavar="DIR", help="also write DIR/compare.md and DIR/compare.json")

@@ -9,18 +9,9 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from canet.cli.argtypes import positive_int
 from canet.inferers.settings import AMP_CHOICES, InferenceSettings
 from canet.inferers.sliding_window import MODES, WEIGHTINGS
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
 
 
 def _overlap(text: str) -> float:
@@ -40,7 +31,7 @@ def _add_inference_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overlap", type=_overlap, default=0.5, help="fast-mode window overlap in [0, 1) (default 0.5)")
     p.add_argument("--weighting", choices=WEIGHTINGS, default="gaussian",
                    help="fast-mode weighting of each window's voxels (default gaussian)")
-    p.add_argument("--sw-batch-size", type=_positive_int, default=4, help="windows per forward pass (default 4)")
+    p.add_argument("--sw-batch-size", type=positive_int, default=4, help="windows per forward pass (default 4)")
     p.add_argument("--tta", action="store_true", help="average over the 8 flips of the spatial axes")
     group = p.add_mutually_exclusive_group()
     group.add_argument("--lcc", dest="lcc", action="store_const", const=True, default=None,
@@ -131,7 +122,7 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--report", action="store_true", help="also write report.html (keeps report_slices/)")
     p.add_argument("--spacing", choices=("auto", "voxels", "mm"), default="auto",
                    help="distance units: auto = voxels for LA (as published), mm otherwise")
-    p.add_argument("--max-cases", type=_positive_int, default=None, help="evaluate only the first N cases")
+    p.add_argument("--max-cases", type=positive_int, default=None, help="evaluate only the first N cases")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_inference_options(p)
     p.set_defaults(func=_run_evaluate)
@@ -160,7 +151,7 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--spacing-from", choices=("gt", "pred"), default="gt",
                    help="whose header gives the voxel spacing (default gt)")
     p.add_argument("--voxels", action="store_true", help="distances in voxels instead of mm")
-    p.add_argument("--num-classes", type=_positive_int, default=None,
+    p.add_argument("--num-classes", type=positive_int, default=None,
                    help="classes including background (default: 2 when the ground truths hold one "
                         "object value such as 1 or 255, else the largest ground-truth label + 1)")
     p.add_argument("--ignore-affine", action="store_true",
