@@ -17,7 +17,6 @@ import torch
 from torch import Tensor, nn
 
 from canet.checkpoint import make_checkpoint, save_checkpoint
-from canet.cli import main as cli_main
 from canet.errors import CanetError
 from canet.evaluation import evaluate_model
 from canet.metrics import binary_metrics
@@ -40,18 +39,6 @@ class Threshold(nn.Module):
     def forward(self, x: Tensor) -> FakeOutput:
         seg = self.w * (x - 0.5)
         return FakeOutput(seg, torch.tanh(seg))
-
-
-@pytest.fixture()
-def run_cli(monkeypatch, capsys):
-    monkeypatch.setattr(cli_main, "COMMAND_MODULES", ("eval_cmds",))
-
-    def run(*argv):
-        code = cli_main.main([str(a) for a in argv])
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return run
 
 
 def _volumes(n: int = 3, shape=(30, 26, 18)):

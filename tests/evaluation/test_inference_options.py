@@ -12,7 +12,6 @@ import pytest
 import torch
 
 from canet.checkpoint import make_checkpoint, save_checkpoint
-from canet.cli import main as cli_main
 from canet.data import read_volume, write_synthetic_dataset
 from canet.data.dataset import IMAGE_SUFFIXES
 from canet.errors import DataError
@@ -23,18 +22,6 @@ from canet.models import create_model
 CUDA = torch.cuda.is_available()
 BF16 = CUDA and torch.cuda.is_bf16_supported()
 AUTO = "cuda" if CUDA else "cpu"
-
-
-@pytest.fixture()
-def run_cli(monkeypatch, capsys):
-    monkeypatch.setattr(cli_main, "COMMAND_MODULES", ("eval_cmds",))
-
-    def run(*argv):
-        code = cli_main.main([str(a) for a in argv])
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return run
 
 
 @pytest.fixture()

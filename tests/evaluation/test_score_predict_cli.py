@@ -13,21 +13,7 @@ import torch
 from medpy.metric import binary as mb
 
 from canet.checkpoint import make_checkpoint, save_checkpoint
-from canet.cli import main as cli_main
 from canet.models import create_model
-
-
-@pytest.fixture()
-def run_cli(monkeypatch, capsys):
-    """Call canet's real main() with only this area's commands registered."""
-    monkeypatch.setattr(cli_main, "COMMAND_MODULES", ("eval_cmds",))
-
-    def run(*argv: str) -> tuple[int, str, str]:
-        code = cli_main.main([str(a) for a in argv])
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return run
 
 
 def _save_nifti(path, array, affine) -> None:
