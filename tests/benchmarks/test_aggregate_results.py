@@ -2,25 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import statistics
 import sys
 from pathlib import Path
 
+import aggregate_results  # benchmarks/ is on sys.path (conftest.py)
 import numpy as np
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
 CASES = ["c1", "c2", "c3", "c4"]
-
-
-def _script():
-    spec = importlib.util.spec_from_file_location("aggregate_results", REPO / "benchmarks" / "aggregate_results.py")
-    module = importlib.util.module_from_spec(spec)
-    assert spec.loader is not None
-    spec.loader.exec_module(module)
-    return module
 
 
 def _run(out: Path, cfg: str, seed: int, dice: list[float], seconds: float) -> None:
@@ -44,7 +35,7 @@ def test_seed_table_and_paired_comparison(tmp_path: Path, monkeypatch: pytest.Mo
             _run(tmp_path, cfg, seed, dice, 3600.0 * seed)
     (tmp_path / "la_canet_16" / "seed1").mkdir(parents=True)  # started, not evaluated yet
     monkeypatch.setattr(sys, "argv", ["aggregate_results.py", str(tmp_path), "--resamples", "500"])
-    _script().main()
+    aggregate_results.main()
     text = capsys.readouterr().out
 
     rows = {r.split("|")[1].strip(): [c.strip() for c in r.split("|")[1:-1]]
@@ -95,7 +86,7 @@ def test_gpu_table_from_result_files(tmp_path: Path, monkeypatch: pytest.MonkeyP
     _result_file(res, "la_vnet_16", 1337, [0.88, 0.78, 0.68, 0.58], [0.88, 0.78, 0.68, 0.58], 0.02)
     _result_file(res, "la_vnet_8", 1337, [], [], 0.0, status="failed")
     monkeypatch.setattr(sys, "argv", ["aggregate_results.py", "--results", str(res), "--resamples", "200"])
-    _script().main()
+    aggregate_results.main()
     out = capsys.readouterr().out
     table = out.split("\n\n")[0]  # the GPU table comes first
     rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[1:-1]]

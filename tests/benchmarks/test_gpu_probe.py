@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
 
+import gpu_probe as probe  # benchmarks/ is on sys.path (conftest.py)
 import pytest
 
 from canet.data import write_synthetic_dataset
@@ -17,16 +17,7 @@ REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "benchmarks" / "gpu_probe.py"
 
 
-def _module():
-    spec = importlib.util.spec_from_file_location("gpu_probe", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    assert spec.loader is not None
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_side_by_side_verdict_numbers() -> None:
-    probe = _module()
     # 0.06 + 0.03 s/it one after the other; 0.07 and 0.05 s/it together.
     v = probe.side_by_side_verdict((0.06, 0.03), (0.07, 0.05), ("a", "b"))
     assert v["speedup_for_both"] == pytest.approx(0.09 / 0.07)
@@ -39,7 +30,6 @@ def test_side_by_side_verdict_numbers() -> None:
 
 
 def test_compile_verdict_numbers() -> None:
-    probe = _module()
     fast = {"sec_per_it": 0.050, "first_step_s": 2.0}
     # Saves 10 ms x 6000 = 60 s for 40 s of compilation: pays off.
     v = probe.compile_verdict(fast, {"sec_per_it": 0.040, "first_step_s": 42.0}, 6000)
@@ -53,7 +43,6 @@ def test_compile_verdict_numbers() -> None:
 
 
 def test_la_subset_root_keeps_present_cases_in_list_order(tmp_path: Path) -> None:
-    probe = _module()
     root = tmp_path / "LA"
     ids = ["c1", "c2", "c3", "c4"]
     for i in ("c1", "c3", "c4", "t1"):

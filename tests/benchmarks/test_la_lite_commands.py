@@ -3,34 +3,24 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import la_lite  # benchmarks/ is on sys.path (conftest.py)
+
 from canet.configs import list_configs
 
-REPO = Path(__file__).resolve().parents[2]
 CLI = [sys.executable, "-m", "canet.cli.main"]
 
 
-def _la_lite():
-    spec = importlib.util.spec_from_file_location("la_lite_cmds", REPO / "benchmarks" / "la_lite.py")
-    module = importlib.util.module_from_spec(spec)
-    assert spec.loader is not None
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_every_method_names_a_packaged_config() -> None:
-    la_lite = _la_lite()
     assert set(la_lite.CONFIGS.values()) <= set(list_configs())
 
 
 def test_canet_command_runs_without_canet_on_path(tmp_path: Path) -> None:
-    la_lite = _la_lite()
     cmd = la_lite.canet_command("configs")
     assert cmd == [*CLI, "configs"]
     path = "/usr/bin:/bin"
@@ -41,7 +31,6 @@ def test_canet_command_runs_without_canet_on_path(tmp_path: Path) -> None:
 
 
 def test_train_and_evaluate_start_the_cli_with_this_interpreter(tmp_path: Path, monkeypatch) -> None:
-    la_lite = _la_lite()
     calls: list[list[str]] = []
 
     def fake_run(cmd: list[str], log: Path) -> float:

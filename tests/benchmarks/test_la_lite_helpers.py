@@ -2,24 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
 
 import h5py
+import la_lite  # benchmarks/ is on sys.path (conftest.py)
 import numpy as np
 import pytest
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def _la_lite():
-    spec = importlib.util.spec_from_file_location("la_lite", REPO / "benchmarks" / "la_lite.py")
-    module = importlib.util.module_from_spec(spec)
-    assert spec.loader is not None
-    spec.loader.exec_module(module)
-    return module
 
 
 def _write_eval(run: Path, dice: dict[str, float], hd95: dict[str, float] | None = None) -> None:
@@ -34,7 +24,6 @@ def _write_eval(run: Path, dice: dict[str, float], hd95: dict[str, float] | None
 
 
 def test_compare_methods_pairs_cases_by_id_against_the_first_method(tmp_path: Path) -> None:
-    la_lite = _la_lite()
     _write_eval(tmp_path / "a", {"c1": 0.80, "c2": 0.70, "c3": 0.90})
     _write_eval(tmp_path / "b", {"c3": 0.93, "c1": 0.85, "c2": 0.60}, {"c2": float("nan")})
     comparison = la_lite.compare_methods(["a", "b"], [tmp_path], resamples=200)
@@ -49,7 +38,6 @@ def test_compare_methods_pairs_cases_by_id_against_the_first_method(tmp_path: Pa
 
 def test_compare_only_pools_seed_work_folders(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                               capsys: pytest.CaptureFixture[str]) -> None:
-    la_lite = _la_lite()
     work, work2 = tmp_path / "w1337", tmp_path / "w1338"
     _write_eval(work / "vnet", {"c1": 0.80, "c2": 0.70})
     _write_eval(work2 / "vnet", {"c1": 0.60, "c2": 0.50})
@@ -74,7 +62,6 @@ def test_compare_only_pools_seed_work_folders(tmp_path: Path, monkeypatch: pytes
 
 
 def test_downsample_case_halves_each_axis_and_keeps_binary_labels(tmp_path: Path) -> None:
-    la_lite = _la_lite()
     label = np.zeros((20, 18, 10), np.uint8)
     label[4:14, 6:12, 2:8] = 1
     image = label * 3.0 + np.linspace(0, 1, label.size).reshape(label.shape)

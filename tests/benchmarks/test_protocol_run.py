@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
+import protocol_run as pr  # benchmarks/ is on sys.path (conftest.py)
 import pytest
 import torch
 
@@ -14,25 +13,13 @@ from canet.checkpoint import load_checkpoint
 from canet.data import write_synthetic_dataset
 from canet.models import load_model
 
-REPO = Path(__file__).resolve().parents[2]
-SCRIPT = REPO / "benchmarks" / "protocol_run.py"
 TINY = ("--iterations 2 --patch-size 32 32 32 --labeled 2 --num-workers 0 --set model.n_filters=4 "
         "--set discriminator.ndf=4 --set train.checkpoint_every=1")
-
-
-def _module():
-    spec = importlib.util.spec_from_file_location("protocol_run", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    assert spec.loader is not None
-    sys.modules["protocol_run"] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
     """One la_canet_8 run of two iterations, evaluated both ways."""
-    pr = _module()
     tmp = tmp_path_factory.mktemp("protocol")
     data = write_synthetic_dataset(tmp / "data", n_train=6, n_test=2, seed=3, shape=(40, 40, 32))
     result = pr.run_one("la_canet_8", 5, str(data), tmp / "runs", tmp / "results", device="cpu",
@@ -68,7 +55,6 @@ def test_run_writes_a_complete_result_file(finished) -> None:
 
 @pytest.mark.slow
 def test_weights_in_parts_round_trip(finished, tmp_path: Path) -> None:
-    pr = _module()
     result, _ = finished
     run = Path(result["run_dir"])
     parts = pr.export_weights(run, tmp_path / "w", part_mib=2.0)
@@ -91,7 +77,6 @@ def test_weights_in_parts_round_trip(finished, tmp_path: Path) -> None:
 
 
 def test_failed_run_is_reported(tmp_path: Path) -> None:
-    pr = _module()
     data = write_synthetic_dataset(tmp_path / "data", n_train=3, n_test=1, seed=1, shape=(32, 32, 32))
     result = pr.run_one("no_such_config", 1, str(data), tmp_path / "runs", tmp_path / "results", device="cpu")
     saved = json.loads((tmp_path / "results" / "no_such_config_seed1.json").read_text())
@@ -101,7 +86,6 @@ def test_failed_run_is_reported(tmp_path: Path) -> None:
 
 
 def test_order_and_pending(tmp_path: Path) -> None:
-    pr = _module()
     assert pr.ORDER[:6] == tuple((c, 1337) for c in (
         "la_canet_16", "la_vnet_16", "la_canet_8", "la_vnet_8", "la_sassnet_16", "la_vnet_full"))
     assert pr.ORDER[6] == ("la_canet_16", 1338) and len(pr.ORDER) == 18
@@ -111,7 +95,6 @@ def test_order_and_pending(tmp_path: Path) -> None:
 
 
 def test_train_seconds_sums_rows(tmp_path: Path) -> None:
-    pr = _module()
     csv_path = tmp_path / "metrics.csv"
     csv_path.write_text("iteration,loss,sec_per_it\n10,1,0.5\n20,1,0.25\n25,1,1.0\n")
     assert pr.train_seconds(csv_path) == (pytest.approx(10 * 0.5 + 10 * 0.25 + 5 * 1.0), 25)
