@@ -31,6 +31,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import hashlib
 import json
@@ -38,6 +39,7 @@ import shlex
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -65,10 +67,14 @@ def result_path(results: Path, config: str, seed: int) -> Path:
     return results / f"{config}_seed{seed}.json"
 
 
+# ``finished``: what result files said before runs reported ``running`` / ``done`` / ``failed``.
+DONE = ("done", "finished")
+
+
 def is_finished(path: Path) -> bool:
     """Whether ``path`` is a result file of a finished run."""
     try:
-        return json.loads(path.read_text(encoding="utf-8")).get("status") == "finished"
+        return json.loads(path.read_text(encoding="utf-8")).get("status") in DONE
     except (OSError, json.JSONDecodeError):
         return False
 
@@ -105,7 +111,7 @@ def read_evaluation(folder: Path) -> dict[str, Any]:
     for m in METRICS:
         entry = summary.get(m)
         means[m] = entry.get("mean") if isinstance(entry, dict) else None
-    keep = ("mode", "lcc", "overlap", "weighting", "tta", "distance_unit", "spacing", "amp", "device")
+    keep = ("mode", "decision", "lcc", "overlap", "weighting", "tta", "distance_unit", "spacing", "amp", "device")
     return {
         "mean": means,
         "cases": cases,
@@ -128,18 +134,123 @@ def _mean_seconds(rows: dict[str, dict[str, str]]) -> float | None:
     return sum(finite) / len(finite) if finite else None
 
 
-def _run(cmd: list[str], log: Path) -> float:
-    """Run ``cmd``, appending its output to ``log``; its wall seconds. Raises on failure."""
+def cpu_info() -> dict[str, Any]:
+    """The CPU model, its core count and the vector-unit flags that decide fp32 speed (Linux)."""
+    import os
+    import platform
+
+    info: dict[str, Any] = {"model": platform.processor() or None, "cores": os.cpu_count(), "flags": []}
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return info
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "model name" and not info.get("model_name"):
+            info["model"] = value.strip()
+            info["model_name"] = value.strip()
+        elif key.strip() == "flags":
+            flags = value.split()
+            info["flags"] = sorted(f for f in flags if f.startswith(("avx", "amx", "fma", "sse4")))
+            break
+    info.pop("model_name", None)
+    return info
+
+
+def _child_dies_with_parent() -> None:  # pragma: no cover - runs in the child before exec
+    """Linux: SIGKILL the child when this process dies, so a killed run leaves no orphan trainer."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def _run(cmd: list[str], log: Path, poll: Callable[[], None] | None = None, poll_seconds: float = 15.0) -> float:
+    """Run ``cmd``, appending its output to ``log``; its wall seconds. Raises on failure.
+
+    ``poll`` is called every ``poll_seconds`` while the command runs (to update
+    the result file from the run's ``progress.json``).
+    """
     start = time.perf_counter()
     with open(log, "a", encoding="utf-8") as fh:
         fh.write(f"$ {shlex.join(cmd)}\n")
         fh.flush()
-        proc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, check=False)
-    if proc.returncode != 0:
+        pre = _child_dies_with_parent if sys.platform.startswith("linux") else None
+        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, preexec_fn=pre)  # noqa: PLW1509
+        while True:
+            try:
+                code = proc.wait(timeout=poll_seconds)
+                break
+            except subprocess.TimeoutExpired:
+                if poll is not None:
+                    poll()
+    if code != 0:
         tail = log.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-1:]
-        raise RuntimeError(f"{cmd[3] if len(cmd) > 3 else cmd[0]} failed (exit {proc.returncode}): "
+        raise RuntimeError(f"{cmd[3] if len(cmd) > 3 else cmd[0]} failed (exit {code}): "
                            f"{tail[0] if tail else ''}")
     return time.perf_counter() - start
+
+
+def _now() -> str:
+    from datetime import datetime, timezone
+
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+class ResultFile:
+    """The result file of one run, rewritten atomically whenever it changes."""
+
+    def __init__(self, path: Path, content: dict[str, Any]) -> None:
+        self.path = path
+        self.content = content
+
+    def write(self) -> None:
+        from canet.io import atomic_write_text
+
+        self.content["updated"] = _now()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(self.path, json.dumps(self.content, indent=2, sort_keys=False) + "\n")
+
+    def update_progress(self, run_dir: Path) -> None:
+        """Copy the run's ``progress.json`` (iteration, steady-state speed, sessions) in, if it changed."""
+        from canet.training.progress import read_progress
+
+        progress = read_progress(run_dir)
+        if progress is None or progress == self.content.get("progress"):
+            return
+        self.content["progress"] = progress
+        self.content["iteration"] = progress["iteration"]
+        self.content["sec_per_it"] = progress["sec_per_it"]
+        self.content["projected_hours"] = progress["projected_total_hours"]
+        self.content["expected_end"] = progress["expected_end"]
+        self.content["restarts"] = progress["restarts"]
+        self.content["redone_iterations"] = progress["redone_iterations"]
+        self.write()
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _evaluate(
+    checkpoint: Path, folder: Path, mode: str, data: str, device: str, log: Path, extra: list[str]
+) -> dict[str, Any]:
+    """``canet evaluate`` of ``checkpoint`` on the test split into ``folder`` (a killed one resumes)."""
+    done = (folder / "summary.json").is_file() and not (folder / "cases.jsonl").is_file()
+    cmd = canet_command("evaluate", str(checkpoint), "--data", data, "--split", "test", "--mode", mode,
+                        "--device", device, "--out", str(folder), "--quiet", "--resume", *extra)
+    wall = None if done else _run(cmd, log)
+    entry = read_evaluation(folder)
+    entry["command"] = shlex.join(cmd)
+    entry["wall_seconds"] = wall
+    return entry
 
 
 def run_one(
@@ -152,71 +263,141 @@ def run_one(
     exact: bool = False,
     train_args: list[str] | None = None,
     eval_args: list[str] | None = None,
+    kept: bool = False,
+    poll_seconds: float = 15.0,
 ) -> dict[str, Any]:
-    """Train, evaluate and write the result file of one config and seed; returns its content."""
-    import yaml
+    """Train (or resume), evaluate and write the result file of one config and seed; returns its content.
+
+    The result file exists from the start (``status: running``) and follows the
+    run's ``progress.json`` while it trains; it ends ``done`` with the metrics or
+    ``failed`` with the reason. A run whose result file is ``done`` is not run
+    again. ``kept``: also evaluate the kept checkpoints (``iter_<N>.pt``) in
+    reference mode and name the best of them (optimistic: picked on the test set).
+
+    Raises:
+        canet.training.progress.RunLockedError: another process is running this
+            config and seed in ``runs`` (the result file is left alone).
+    """
+
+    from canet.training.progress import RunLock
 
     run_dir = runs / config / f"seed{seed}"
     run_dir.parent.mkdir(parents=True, exist_ok=True)
     log = runs / config / f"seed{seed}.log"
     out = result_path(results, config, seed)
-    result: dict[str, Any] = {
-        "config": config,
-        "seed": seed,
-        "profile": "exact" if exact else "fast",
-        "status": "running",
-        "run_dir": str(run_dir),
-    }
+    lock = RunLock(runs / config / f".seed{seed}.lock", what=f"protocol run {config} seed {seed} in")
+    lock.acquire()
     try:
-        if (run_dir / "checkpoints" / "last.pt").is_file():
+        if is_finished(out):
+            return json.loads(out.read_text(encoding="utf-8"))
+        previous = {}
+        if out.is_file():
+            with contextlib.suppress(OSError, json.JSONDecodeError):
+                previous = json.loads(out.read_text(encoding="utf-8"))
+        result = ResultFile(out, {
+            "config": config,
+            "seed": seed,
+            "profile": "exact" if exact else "fast",
+            "status": "running",
+            "started": previous.get("started") or _now(),
+            "updated": None,
+            "run_dir": str(run_dir),
+            "log": str(log),
+            "device": device,
+            "cpu": cpu_info(),
+            "invocations": int(previous.get("invocations") or 0) + 1,
+        })
+        for key in ("train_command", "wall_seconds_train"):
+            if key in previous:
+                result.content[key] = previous[key]
+        r = result.content
+        result.update_progress(run_dir)
+        result.write()
+        try:
+            _train_and_evaluate(result, config, seed, data, run_dir, log, device, exact,
+                                train_args or [], eval_args or [], kept, poll_seconds)
+            r["status"] = "done"
+        except Exception as exc:  # noqa: BLE001 - every failure is reported in the result file
+            r["status"] = "failed"
+            r["error"] = f"{type(exc).__name__}: {exc}"
+        result.write()
+        return r
+    finally:
+        lock.release()
+
+
+def _train_and_evaluate(
+    result: ResultFile, config: str, seed: int, data: str, run_dir: Path, log: Path, device: str, exact: bool,
+    train_args: list[str], eval_args: list[str], kept: bool, poll_seconds: float,
+) -> None:
+    import yaml
+
+    from canet.training.progress import read_progress
+
+    r = result.content
+    progress = read_progress(run_dir)
+    if progress is not None and progress.get("status") == "finished":
+        r["train_command"] = r.get("train_command") or "(trained earlier)"
+    else:
+        if (run_dir / "checkpoints" / "last.pt").is_file() or (run_dir / "config.yaml").is_file():
             cmd = canet_command("train", "--resume", str(run_dir), "--device", device, "--quiet")
         else:
             cmd = canet_command("train", "--config", config, "--data", data, "--out", str(run_dir),
-                                "--seed", str(seed), "--device", device, "--quiet", *(train_args or []))
+                                "--seed", str(seed), "--device", device, "--quiet", *train_args)
             if not exact:
                 cmd.append("--fast")
-        result["train_command"] = shlex.join(cmd)
-        result["wall_seconds_train"] = _run(cmd, log)
-        seconds, iterations = train_seconds(run_dir / "metrics.csv")
-        result.update(iterations=iterations, train_seconds=seconds,
-                      sec_per_it=seconds / iterations if iterations else None)
-        cfg = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
-        tr = cfg["train"]
-        result["settings"] = {
-            "profile": tr.get("profile", "exact"), "amp": tr["amp"], "channels_last": tr["channels_last"],
-            "compile": tr["compile"], "deterministic": tr["deterministic"],
-            "workers": cfg["data"]["num_workers"], "patch_size": cfg["data"]["patch_size"],
-            "batch_size": cfg["data"]["batch_size"], "labeled_bs": cfg["data"]["labeled_bs"],
-            "labeled": cfg["data"]["labeled"],
-        }
-        env = json.loads((run_dir / "environment.json").read_text(encoding="utf-8"))
-        result["environment"] = {k: env.get(k) for k in ("device", "device_name", "torch", "cuda", "cudnn",
-                                                           "python", "git_commit", "git_dirty", "hostname")}
-        result["evaluations"] = {}
-        last = run_dir / "checkpoints" / "last.pt"
-        for mode in ("reference", "fast"):
-            folder = run_dir / f"eval_{mode}"
-            cmd = canet_command("evaluate", str(last), "--data", data, "--split", "test", "--mode", mode,
-                                "--device", device, "--out", str(folder), "--quiet", *(eval_args or []))
-            wall = _run(cmd, log)
-            entry = read_evaluation(folder)
-            entry["command"] = shlex.join(cmd)
-            entry["wall_seconds"] = wall
-            result["evaluations"][mode] = entry
-        ref = result["evaluations"]["reference"]["mean"]["dice"]
-        fast = result["evaluations"]["fast"]["mean"]["dice"]
-        if ref is not None and fast is not None:
-            result["fast_minus_reference_dice_points"] = 100.0 * (fast - ref)
-        result["status"] = "finished"
-    except Exception as exc:  # noqa: BLE001 - every failure is reported in the result file
-        result["status"] = "failed"
-        result["error"] = f"{type(exc).__name__}: {exc}"
-    result["log"] = str(log)
-    from canet.io import atomic_write_text
+            r["train_command"] = shlex.join(cmd)
+        r["last_command"] = shlex.join(cmd)
+        wall = _run(cmd, log, poll=lambda: result.update_progress(run_dir), poll_seconds=poll_seconds)
+        r["wall_seconds_train"] = float(r.get("wall_seconds_train") or 0.0) + wall
+    result.update_progress(run_dir)
+    progress = read_progress(run_dir) or {}
+    clock_steps = progress.get("timed_steps") or 0
+    r["iterations"] = progress.get("iteration")
+    r["train_seconds"] = (progress.get("sec_per_it") or 0.0) * (progress.get("iteration") or 0)
+    r["sec_per_it"] = progress.get("sec_per_it")
+    r["timed_steps"] = clock_steps
+    cfg = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
+    tr = cfg["train"]
+    r["settings"] = {
+        "profile": tr.get("profile", "exact"), "amp": tr["amp"], "channels_last": tr["channels_last"],
+        "compile": tr["compile"], "deterministic": tr["deterministic"],
+        "d_step_reuse_outputs": tr.get("d_step_reuse_outputs"),
+        "workers": cfg["data"]["num_workers"], "patch_size": cfg["data"]["patch_size"],
+        "batch_size": cfg["data"]["batch_size"], "labeled_bs": cfg["data"]["labeled_bs"],
+        "labeled": cfg["data"]["labeled"], "iterations": cfg["iterations"],
+    }
+    env = json.loads((run_dir / "environment.json").read_text(encoding="utf-8"))
+    r["environment"] = {k: env.get(k) for k in ("device", "device_name", "torch", "cuda", "cudnn",
+                                                  "python", "git_commit", "git_dirty", "hostname", "cpu_threads")}
+    last = run_dir / "checkpoints" / "last.pt"
+    r["checkpoint_sha256"] = _sha256(last)
+    result.write()
 
-    results.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out, json.dumps(result, indent=2, sort_keys=False) + "\n")
-    return result
+    evaluations = r.setdefault("evaluations", {})
+    # reference: the paper's protocol with canet's decision (mean sigmoid > 0.5); authors_relu: the same
+    # windows with the authors' test rule (mean ReLU(logit) > 0.5); fast: canet's fast mode.
+    for name, mode, extra in (("reference", "reference", []), ("authors_relu", "reference", ["--decision", "relu"]),
+                              ("fast", "fast", [])):
+        evaluations[name] = _evaluate(last, run_dir / f"eval_{name}", mode, data, device, log, [*extra, *eval_args])
+        result.write()
+    ref = evaluations["reference"]["mean"]["dice"]
+    fast = evaluations["fast"]["mean"]["dice"]
+    if ref is not None and fast is not None:
+        r["fast_minus_reference_dice_points"] = 100.0 * (fast - ref)
+    if kept:
+        table = r.setdefault("kept_checkpoints", {})
+        for ckpt in sorted((run_dir / "checkpoints").glob("iter_*.pt"), key=lambda p: int(p.stem[5:])):
+            entry = _evaluate(ckpt, run_dir / f"eval_kept_{ckpt.stem}", "reference", data, device, log, eval_args)
+            table[ckpt.stem[5:]] = {"mean": entry["mean"], "command": entry["command"]}
+            result.write()
+        scored = {k: v["mean"]["dice"] for k, v in table.items() if v["mean"]["dice"] is not None}
+        if scored:
+            best = max(scored, key=lambda k: scored[k])
+            r["best_kept_on_test"] = {
+                "iteration": int(best), "dice": scored[best],
+                "note": "optimistic: chosen on the test cases it is scored on; for comparison only",
+            }
 
 
 # --------------------------------------------------------------------------- weights
@@ -282,12 +463,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     def common(p: argparse.ArgumentParser) -> None:
         p.add_argument("--data", default="data/LA", help="LA folder (default data/LA)")
-        p.add_argument("--runs", type=Path, default=Path("runs/paper_protocol"), help="run folders")
+        p.add_argument("--runs-dir", "--runs", dest="runs", type=Path, default=Path("runs/paper_protocol"),
+                       help="run folders (default runs/paper_protocol; a long run may live outside the repository)")
         p.add_argument("--results", type=Path, default=DEFAULT_RESULTS, help="result files")
         p.add_argument("--device", default="auto")
         p.add_argument("--exact", action="store_true", help="the paper's exact fp32 settings, not --fast")
         p.add_argument("--train-args", default="", help="extra `canet train` flags (one string)")
         p.add_argument("--eval-args", default="", help="extra `canet evaluate` flags (one string)")
+        p.add_argument("--kept", action="store_true",
+                       help="also evaluate the kept checkpoints iter_<N>.pt (reference mode; best one is optimistic)")
 
     p = sub.add_parser("run", help="one config and seed")
     p.add_argument("config")
@@ -308,12 +492,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _summary_line(result: dict[str, Any]) -> str:
-    if result["status"] != "finished":
+    if result["status"] not in DONE:
         return f"{result['config']} seed {result['seed']}: {result['status']}: {result.get('error')}"
     ref = result["evaluations"]["reference"]["mean"]["dice"]
     fast = result["evaluations"]["fast"]["mean"]["dice"]
+    spi = result.get("sec_per_it")
+    speed = "?" if spi is None else f"{spi:.4f}"
     return (f"{result['config']} seed {result['seed']}: {result['iterations']} it, "
-            f"{result['sec_per_it']:.4f} s/it, Dice reference {100 * (ref or 0):.2f} %, fast {100 * (fast or 0):.2f} %")
+            f"{speed} s/it, Dice reference {100 * (ref or 0):.2f} %, fast {100 * (fast or 0):.2f} %")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -325,12 +511,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "join-weights":
         print(join_weights(args.parts, args.output))
         return 0
+    from canet.training.progress import RunLockedError
+
     kw = dict(data=args.data, runs=args.runs, results=args.results, device=args.device, exact=args.exact,
-              train_args=shlex.split(args.train_args), eval_args=shlex.split(args.eval_args))
+              train_args=shlex.split(args.train_args), eval_args=shlex.split(args.eval_args), kept=args.kept)
     if args.command == "run":
-        result = run_one(args.config, args.seed, **kw)
+        try:
+            result = run_one(args.config, args.seed, **kw)
+        except RunLockedError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
         print(_summary_line(result))
-        return 0 if result["status"] == "finished" else 1
+        return 0 if result["status"] in DONE else 1
     todo = pending_runs(args.results)[: args.count]
     if not todo:
         print("every run of the protocol has a finished result")
@@ -338,13 +530,19 @@ def main(argv: list[str] | None = None) -> int:
     if not args.parallel or len(todo) == 1:
         status = 0
         for config, seed in todo:
-            result = run_one(config, seed, **kw)
+            try:
+                result = run_one(config, seed, **kw)
+            except RunLockedError as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                status = 2
+                continue
             print(_summary_line(result), flush=True)
-            status |= result["status"] != "finished"
+            status |= result["status"] not in DONE
         return status
-    base = [sys.executable, str(Path(__file__).resolve()), "run", "--data", args.data, "--runs", str(args.runs),
+    base = [sys.executable, str(Path(__file__).resolve()), "run", "--data", args.data, "--runs-dir", str(args.runs),
             "--results", str(args.results), "--device", args.device, "--train-args", args.train_args,
-            "--eval-args", args.eval_args, *(["--exact"] if args.exact else [])]
+            "--eval-args", args.eval_args, *(["--exact"] if args.exact else []),
+            *(["--kept"] if args.kept else [])]
     procs = [subprocess.Popen([*base[:3], config, "--seed", str(seed), *base[3:]]) for config, seed in todo]
     return int(any(p.wait() != 0 for p in procs))
 

@@ -59,6 +59,7 @@ from canet.data.dataset import (
 from canet.errors import CanetError, CheckpointError, DataError
 from canet.inferers.predict import model_device, predict_volume
 from canet.inferers.settings import InferenceSettings
+from canet.metrics.journal import CaseJournal
 from canet.metrics.summary import MetricAccumulator
 from canet.patch_size import check_patch_size
 
@@ -346,6 +347,7 @@ def evaluate_model(
     orientation: str | None = None,
     train_spacing: Sequence[float] | None = None,
     warn: Callable[[str], None] | None = None,
+    resume: bool = False,
     **changes: Any,
 ) -> dict[str, Any]:
     """Predict and score labelled volumes with a model in memory.
@@ -376,6 +378,9 @@ def evaluate_model(
             a volume more than 20 % off on an axis gets a warning.
         warn: where warnings go (default: ``warning: ...`` on stderr); they are
             also listed in the summary's ``"warnings"``.
+        resume: keep the cases that a killed evaluation into ``out_dir``
+            already scored (its ``cases.jsonl``, see :mod:`canet.metrics.journal`;
+            refused if it was made with other settings) and predict the rest.
 
     Returns:
         The summary dict (also written to ``summary.json``), with ``"rows"``
@@ -412,7 +417,22 @@ def evaluate_model(
     names: set[str] = set()
     units: dict[str, str] = {}
     reoriented = 0
+    journal = None
+    done: dict[str, dict[str, Any]] = {}
+    if out is not None:
+        header = {
+            "settings": {k: v for k, v in s.record().items() if k != "device"},
+            "patch_size": list(patch), "num_classes": num_classes, "spacing": spacing,
+            "orientation": orientation, "extra": extra_summary or {},
+        }
+        journal = CaseJournal(out, header)
+        done = journal.open(resume)
     for vol in items:
+        if vol.case_id in done:
+            row = acc.restore(done[vol.case_id])
+            units.setdefault("voxels" if spacing == "voxels" else getattr(vol, "spacing_unit", "mm"), vol.case_id)
+            names.add(_safe_name(vol.case_id))
+            continue
         if vol.label is None:
             raise DataError(f"case {vol.case_id!r} has no label; evaluation needs ground truth")
         image = np.asarray(vol.image)
@@ -442,6 +462,8 @@ def evaluate_model(
                 sink(message)
         case_spacing = None if unit == "voxels" else tuple(float(s) for s in vol.spacing)
         row = acc.add(vol.case_id, mask, label, spacing=case_spacing, seconds=seconds)
+        if journal is not None:
+            journal.add(acc.entry(vol.case_id))
         name = _safe_name(vol.case_id)
         if name in names:
             raise DataError(f"two cases map to the same file name {name!r}")
@@ -469,6 +491,8 @@ def evaluate_model(
             from canet.report import write_report
 
             write_report(out)
+        if journal is not None:
+            journal.close(remove=True)
     else:
         summary = acc.summary(**extra)
     summary["rows"] = acc.rows
@@ -510,6 +534,7 @@ def evaluate(
     max_cases: int | None = None,
     progress: bool = True,
     warn: Callable[[str], None] | None = None,
+    resume: bool = False,
     **changes: Any,
 ) -> dict[str, Any]:
     """Evaluate a checkpoint on one split of a dataset and write the results.
@@ -533,6 +558,8 @@ def evaluate(
         max_cases: evaluate only the first N cases of the split.
         progress: tqdm bar over cases.
         warn: where warnings go (see :func:`evaluate_model`).
+        resume: keep the cases a killed evaluation into ``out_dir`` already
+            scored (see :func:`evaluate_model`).
         changes: fields of ``settings`` to change (``mode="reference"``, ``lcc=False``, ...).
 
     Images get the checkpoint's recorded normalisation (LA ``.h5`` volumes are
@@ -598,7 +625,7 @@ def evaluate(
         model, _Lazy(), recorded["patch_size"], out_dir=out_dir, num_classes=num_classes,
         settings=s.replace(lcc=use_lcc, device=str(device)), spacing=spacing, save_predictions=save_predictions,
         report=report, progress=progress, orientation=recorded["orientation"], train_spacing=recorded["spacing"],
-        warn=warn,
+        warn=warn, resume=resume,
         extra_summary={
             "checkpoint": str(checkpoint), "data": str(data), "split": split,
             "lcc_from": "dataset" if s.lcc is None else "option", "normalize": applied,

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from canet.cli.argtypes import positive_int
-from canet.inferers.settings import AMP_CHOICES, InferenceSettings
+from canet.inferers.settings import AMP_CHOICES, DECISIONS, InferenceSettings
 from canet.inferers.sliding_window import MODES, WEIGHTINGS
 
 
@@ -44,6 +44,10 @@ def _add_inference_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--amp", choices=AMP_CHOICES, default="none",
                    help="autocast of the network: none (default, fp32 in both modes) or bf16 (CUDA only); "
                         "recorded in summary.json")
+    p.add_argument("--decision", choices=DECISIONS, default="probability",
+                   help="one-channel networks: 'probability' (default: average the windows' sigmoid "
+                        "probabilities, keep > 0.5) or 'relu' (the authors' CA-Net test rule, reference mode "
+                        "only: average max(logit, 0), keep > 0.5); recorded in summary.json")
     p.add_argument("--sums-on-cpu", action="store_true",
                    help="keep the sliding-window sums in CPU memory (default: on the network's device, "
                         "copied back once per volume; for volumes too large for GPU memory)")
@@ -54,6 +58,7 @@ def _settings(args: argparse.Namespace) -> InferenceSettings:
     return InferenceSettings(
         mode=args.mode, overlap=args.overlap, weighting=args.weighting, sw_batch_size=args.sw_batch_size,
         tta=args.tta, lcc=args.lcc, device=args.device, amp=args.amp, sums_on_cpu=args.sums_on_cpu,
+        decision=args.decision,
     )
 
 
@@ -68,7 +73,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     summary = evaluate(
         args.checkpoint, args.data, split=args.split, settings=_settings(args), out_dir=args.out,
         save_predictions=args.save_predictions, report=args.report, spacing=args.spacing,
-        max_cases=args.max_cases, progress=not args.quiet,
+        max_cases=args.max_cases, progress=not args.quiet, resume=args.resume,
     )
     _print_table(summary, Path(args.out))
     if args.report:
@@ -123,6 +128,8 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--spacing", choices=("auto", "voxels", "mm"), default="auto",
                    help="distance units: auto = voxels for LA (as published), mm otherwise")
     p.add_argument("--max-cases", type=positive_int, default=None, help="evaluate only the first N cases")
+    p.add_argument("--resume", action="store_true",
+                   help="keep the cases a killed evaluation into --out already scored (same settings only)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_inference_options(p)
     p.set_defaults(func=_run_evaluate)

@@ -53,11 +53,12 @@ def _is_channels_last(model: nn.Module) -> bool:
 
 
 def probability_predictor(
-    model: nn.Module, channels_last: bool = False, autocast: torch.dtype | None = None
+    model: nn.Module, channels_last: bool = False, autocast: torch.dtype | None = None, decision: str = "probability"
 ) -> Predictor:
     """Wrap ``model`` so that it maps windows to probabilities.
 
-    One output channel gives ``sigmoid(logits)`` (foreground probability);
+    One output channel gives ``sigmoid(logits)`` (foreground probability), or
+    ``relu(logits)`` with ``decision="relu"`` (the authors' CA-Net test rule);
     several give ``softmax(logits, dim=1)``. With ``channels_last`` the windows
     are handed to the model in ``channels_last_3d`` memory format. With
     ``autocast`` (e.g. ``torch.bfloat16``) the model runs under
@@ -75,7 +76,9 @@ def probability_predictor(
                 logits = seg_logits(model(windows))
             logits = logits.float()
         if logits.shape[1] == 1:
-            return torch.sigmoid(logits)
+            return torch.relu(logits) if decision == "relu" else torch.sigmoid(logits)
+        if decision == "relu":
+            raise CanetError(f"decision 'relu' needs a one-channel network; this one has {logits.shape[1]} channels")
         return torch.softmax(logits, dim=1)
 
     return predict
@@ -130,7 +133,8 @@ def predict_volume(
     Returns:
         ``(mask, probabilities)``: ``mask`` is ``X x Y x Z`` uint8 (0/1 or class
         labels); ``probabilities`` is ``X x Y x Z`` float32 (foreground) for a
-        one-channel model, ``K x X x Y x Z`` float32 otherwise, on the CPU.
+        one-channel model (with ``decision="relu"``: the window average of
+        ``max(logit, 0)``), ``K x X x Y x Z`` float32 otherwise, on the CPU.
 
     Raises:
         CanetError: a bad image shape or setting, a device that does not exist,
@@ -150,7 +154,9 @@ def predict_volume(
     restore_format = use_channels_last and not _is_channels_last(model)
     if restore_format:
         model.to(memory_format=torch.channels_last_3d)
-    predictor = probability_predictor(model, channels_last=use_channels_last, autocast=s.autocast_dtype())
+    predictor = probability_predictor(
+        model, channels_last=use_channels_last, autocast=s.autocast_dtype(), decision=s.decision
+    )
     if s.tta:
         predictor = with_flip_tta(predictor)
     was_training = model.training

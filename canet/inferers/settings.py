@@ -22,7 +22,12 @@ from canet.inferers.sliding_window import check_mode_and_weighting
 #: Autocast of the network's forward pass: ``none`` (fp32) or ``bf16`` (CUDA only).
 AMP_CHOICES: tuple[str, ...] = ("none", "bf16")
 
-__all__ = ["AMP_CHOICES", "InferenceSettings", "check_amp"]
+#: How a one-channel network's windows become a mask: ``probability`` (canet:
+#: average sigmoid(logit) over the windows, keep > threshold) or ``relu`` (the
+#: authors' CA-Net test code: average max(logit, 0), keep > threshold; reference mode only).
+DECISIONS: tuple[str, ...] = ("probability", "relu")
+
+__all__ = ["AMP_CHOICES", "DECISIONS", "InferenceSettings", "check_amp"]
 
 
 def check_amp(amp: str, device: torch.device) -> None:
@@ -70,6 +75,13 @@ class InferenceSettings:
         threshold: foreground threshold of one-channel networks (0.5).
         channels_last: run the network in ``channels_last_3d`` memory format;
             None (default): on in fast mode, off in reference mode.
+        decision: ``"probability"`` (default: the windows' sigmoid
+            probabilities are averaged and thresholded) or ``"relu"`` (the rule of
+            the authors' CA-Net test code: ``max(logit, 0)`` averaged over the
+            windows and thresholded at ``threshold``, i.e. logit > 0.5 where the
+            windows agree, probability > 0.62). ``relu`` needs a one-channel
+            network and reference mode; the "probabilities" it returns are the
+            averaged ReLU values.
     """
 
     mode: str = "fast"
@@ -83,6 +95,7 @@ class InferenceSettings:
     sums_on_cpu: bool = False
     threshold: float = 0.5
     channels_last: bool | None = None
+    decision: str = "probability"
 
     def __post_init__(self) -> None:
         if isinstance(self.device, torch.device):
@@ -95,6 +108,10 @@ class InferenceSettings:
             raise CanetError(f"sw_batch_size must be a positive integer, got {size!r}")
         if self.amp not in AMP_CHOICES:
             raise CanetError(f"amp must be one of {', '.join(AMP_CHOICES)}, got {self.amp!r}")
+        if self.decision not in DECISIONS:
+            raise CanetError(f"decision must be one of {', '.join(DECISIONS)}, got {self.decision!r}")
+        if self.decision == "relu" and self.mode != "reference":
+            raise CanetError("decision 'relu' is the authors' reference-mode rule; use it with mode 'reference'")
         if self.device is not None and not isinstance(self.device, str):
             raise CanetError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
 
@@ -144,10 +161,10 @@ class InferenceSettings:
     def record(self, device: torch.device | None = None) -> dict[str, Any]:
         """What ``summary.json`` records of these settings.
 
-        ``mode``, ``tta``, ``lcc``, ``amp``, ``sw_batch_size`` (and ``overlap``,
-        ``weighting`` in fast mode), and the device the network ran on.
+        ``mode``, ``decision``, ``tta``, ``lcc``, ``amp``, ``sw_batch_size`` (and
+        ``overlap``, ``weighting`` in fast mode), and the device the network ran on.
         """
-        out: dict[str, Any] = {"mode": self.mode, "tta": self.tta, "lcc": self.lcc}
+        out: dict[str, Any] = {"mode": self.mode, "decision": self.decision, "tta": self.tta, "lcc": self.lcc}
         if self.mode == "fast":
             out.update(overlap=self.overlap, weighting=self.weighting)
         out.update(amp=self.amp, sw_batch_size=self.sw_batch_size)

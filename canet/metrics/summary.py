@@ -155,6 +155,7 @@ class MetricAccumulator:
         self.absent: dict[int, int] = {c: 0 for c in range(1, num_classes)}
         self._seen: set[str] = set()
         self._units: set[str] = set()
+        self._entries: dict[str, dict[str, Any]] = {}
 
     @property
     def units(self) -> str:
@@ -228,6 +229,37 @@ class MetricAccumulator:
         self._seen.add(case)
         self._units.add("voxels" if sp is None else "mm")
         self.rows.append(row)
+        self._entries[case] = {
+            "row": row, "unit": "voxels" if sp is None else "mm", "empty_pred": pred_empty,
+            "empty_gt": gt_empty, "absent": list(absent),
+        }
+        return row
+
+    def entry(self, case: str) -> dict[str, Any]:
+        """What :meth:`restore` needs to count ``case`` again without scoring it (JSON-able)."""
+        return self._entries[case]
+
+    def restore(self, entry: dict[str, Any]) -> dict[str, Any]:
+        """Count a case scored earlier (an :meth:`entry`, e.g. from a killed evaluation's journal).
+
+        Raises:
+            CanetError: the case was already counted.
+        """
+        row = {k: float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v
+               for k, v in entry["row"].items()}
+        case = str(row["case"])
+        if case in self._seen:
+            raise CanetError(f"case {case!r} scored twice")
+        for c in entry.get("absent", []):
+            self.absent[int(c)] += 1
+        if entry.get("empty_pred"):
+            self.empty_pred.append(case)
+        if entry.get("empty_gt"):
+            self.empty_gt.append(case)
+        self._seen.add(case)
+        self._units.add(entry["unit"])
+        self.rows.append(row)
+        self._entries[case] = {**entry, "row": row}
         return row
 
     def summary(self, **extra: Any) -> dict[str, Any]:

@@ -13,7 +13,8 @@ missing keys take the defaults, which are the paper's recipe for ``canet``)::
     loss:       {seg_ce, sdf, beta, adversarial, adv_weight, consistency, rampup_length, rampup_interval}
     teacher:    {ema_decay, noise_std, noise_clip, passes}
     train:      {profile, device, amp, channels_last, compile, sync_bn, deterministic,
-                 d_step_reuse_outputs, log_every, checkpoint_every, keep_every}
+                 d_step_reuse_outputs, log_every, checkpoint_every, checkpoint_minutes,
+                 keep_every}
     validation: {every, split, mode, lcc, overlap, max_cases}
 
 Keys whose default is ``null`` and that depend on the method (``model.transformer``,

@@ -141,6 +141,10 @@ class TrainConfig:
             detached outputs instead of re-predicting the batch in eval mode.
         log_every: iterations between metrics.csv rows / log lines.
         checkpoint_every: iterations between writes of ``checkpoints/last.pt``.
+        checkpoint_minutes: also write ``checkpoints/last.pt`` when this many
+            minutes of wall time have passed since the last write (0 = only
+            ``checkpoint_every``), so that a kill at any moment loses at most
+            about this much work.
         keep_every: iterations between kept ``checkpoints/iter_<N>.pt`` (0 = none).
         profile: ``exact`` (default: the paper's fp32 semantics, a finiteness
             check after every step) or ``fast`` (GPU speed settings, see
@@ -158,6 +162,7 @@ class TrainConfig:
     d_step_reuse_outputs: bool = False
     log_every: int = 10
     checkpoint_every: int = 500
+    checkpoint_minutes: float = 10.0
     keep_every: int = 1000
 
 
@@ -392,6 +397,10 @@ def check_values(cfg: Config) -> None:
     _check(tr.profile in PROFILES, f"train.profile must be one of {', '.join(PROFILES)}, got {tr.profile!r}")
     _check(tr.log_every >= 1, f"train.log_every must be >= 1, got {tr.log_every}")
     _check(tr.checkpoint_every >= 1, f"train.checkpoint_every must be >= 1, got {tr.checkpoint_every}")
+    _check(
+        tr.checkpoint_minutes >= 0 and tr.checkpoint_minutes == tr.checkpoint_minutes,
+        f"train.checkpoint_minutes must be >= 0, got {tr.checkpoint_minutes}",
+    )
     _check(tr.keep_every >= 0, f"train.keep_every must be >= 0, got {tr.keep_every}")
 
     v = cfg.validation

@@ -101,6 +101,7 @@ class TrainingState:
         best_val: float | None,
         world_size: int,
         preprocessing: dict[str, Any],
+        clock: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """The checkpoint dict of the run after ``iteration`` steps.
 
@@ -113,6 +114,8 @@ class TrainingState:
             best_val: best validation Dice so far (None: none yet).
             world_size: number of processes.
             preprocessing: :func:`canet.data.preprocessing.describe_training_data`.
+            clock: :meth:`canet.training.progress.RunClock.to_dict` (steady-state
+                time and sessions, carried across resumes).
         """
         o = cfg.optimizer
         return make_checkpoint(
@@ -148,6 +151,7 @@ class TrainingState:
             # The split validation runs on; best_val.pt adds selected_on (the split it was picked on).
             validation_split=cfg.validation.split if cfg.validation.every else None,
             selected_on=None,
+            clock=clock,
         )
 
     def restore(self, payload: dict[str, Any], method: str, world_size: int) -> list[dict[str, Any]]:

@@ -47,7 +47,6 @@ from canet.checkpoint import load_checkpoint, save_checkpoint
 from canet.device import resolve_device
 from canet.errors import CanetError, ConfigError, DataError
 from canet.inferers.settings import InferenceSettings
-from canet.io import atomic_path
 from canet.losses import SDMTargets
 from canet.models import SegOutput
 from canet.training.config import Config, config_from_dict, resolve
@@ -62,6 +61,15 @@ from canet.training.distributed import (
 )
 from canet.training.methods import Method, StepContext, build_method
 from canet.training.profiles import apply_profile, defers_sync
+from canet.training.progress import (
+    LOCK_FILE,
+    Heartbeat,
+    RunClock,
+    RunLock,
+    WallTimer,
+    remove_stale_temporaries,
+    write_progress,
+)
 from canet.training.run_files import CONFIG_FILE, load_run_config, write_run_files
 from canet.training.run_log import RunLog, to_float
 from canet.training.state import TrainingState, rank_state, restore_rank_state
@@ -203,6 +211,8 @@ class Trainer:
         self.best_val: float | None = None
         self.last_logs: dict[str, float] = {}
         self._run_log: RunLog | None = None
+        self._lock: RunLock | None = None
+        self.clock = RunClock()
 
     # ------------------------------------------------------------------ set-up
 
@@ -229,6 +239,11 @@ class Trainer:
         self.ckpt_dir = self.run_dir / "checkpoints"
         last = self.ckpt_dir / "last.pt"
         payload = None
+        if self.is_main:
+            # One trainer per run folder; the kernel drops the lock when this process dies.
+            self._lock = RunLock(self.run_dir / LOCK_FILE).acquire()
+            for folder in (self.run_dir, self.ckpt_dir):
+                remove_stale_temporaries(folder)
         if self.resume and last.is_file():
             payload = load_checkpoint(last)
         elif not self.resume and self.is_main and (last.is_file() or (self.run_dir / CONFIG_FILE).is_file()):
@@ -373,6 +388,7 @@ class Trainer:
         restore_rank_state(ranks[self.dist.rank], self.loader, self.device, self.noise_gen)
         self.iteration = int(payload["iteration"])
         self.best_val = payload.get("best_val_dice")
+        self.clock = RunClock.from_dict(payload.get("clock"))
 
     # ------------------------------------------------------------------ checkpoints
 
@@ -392,18 +408,31 @@ class Trainer:
             best_val=self.best_val,
             world_size=self.dist.world_size,
             preprocessing=self.preprocessing,
+            clock=self.clock.to_dict(),
         )
 
     def _save(self, payload: dict[str, Any], path: Path) -> None:
         save_checkpoint(payload, path)
+        self._write_progress("running")
         for hook in self.hooks:
             hook.on_checkpoint(self, self.iteration, path)
 
-    def _copy(self, src: Path, dst: Path) -> None:
-        import shutil
+    def _write_progress(self, status: str) -> None:
+        """``progress.json`` (rank 0): iteration, steady-state speed, sessions."""
+        if self.is_main:
+            write_progress(self.run_dir, self.clock.report(self.iteration, self.cfg.iterations, status))
 
-        with atomic_path(dst) as tmp:
-            shutil.copyfile(src, tmp)
+    def _time_checkpoint_due(self, it: int) -> bool:
+        """Whether ``train.checkpoint_minutes`` have passed since the last checkpoint.
+
+        One process decides: under DDP rank 0's answer is broadcast, and only on
+        logged iterations (a host synchronisation), so the ranks always agree.
+        """
+        if not self.dist.distributed:
+            return self._ckpt_timer.due()
+        if it % self.cfg.train.log_every:
+            return False
+        return bool(broadcast_object(self._ckpt_timer.due(), self.dist))
 
     # ------------------------------------------------------------------ one iteration
 
@@ -572,6 +601,8 @@ class Trainer:
         finally:
             self.loader.close()
             cleanup_distributed(self.dist)
+            if self._lock is not None:
+                self._lock.release()
 
     def _run(self) -> TrainResult:
         cfg = self.cfg
@@ -588,8 +619,11 @@ class Trainer:
                 self.run_dir, self.method.log_keys, self.iteration, total, cfg.method,
                 quiet=self.quiet, resume=self.resume, log=self._log,
             )
+            session = self.clock.start_session(self.iteration, Heartbeat.read(self.run_dir))
             if self.iteration:
-                self._say(f"resumed {self.run_dir} at iteration {self.iteration}")
+                redone = f" ({session.redone} iterations after the last checkpoint are done again)" if session.redone else ""
+                self._say(f"resumed {self.run_dir} at iteration {self.iteration}{redone}")
+            self._write_progress("running")
             warning = selection_warning(cfg)
             if warning is not None:
                 self._say(warning)
@@ -603,21 +637,27 @@ class Trainer:
         window_n = 0
         log_every = cfg.train.log_every
         last_path = self.ckpt_dir / "last.pt"
+        self._ckpt_timer = WallTimer(cfg.train.checkpoint_minutes)
+        heartbeat = Heartbeat(self.run_dir) if self.is_main else None
         try:
             while self.iteration < total:
                 i = self.iteration
                 for hook in self.hooks:
                     hook.on_step_start(self, i)
+                step_t = time.perf_counter()
                 batch = next(self.loader)
                 logs = self.train_step(batch, i)
+                self.clock.add_step(time.perf_counter() - step_t)
                 self.iteration = i + 1
                 it = self.iteration
+                if heartbeat is not None:
+                    heartbeat.beat(it)
                 window_n += 1
                 if self._run_log is not None:
                     self._run_log.step()
 
                 val_due = bool(cfg.validation.every) and (it % cfg.validation.every == 0 or it == total)
-                ckpt_due = it % cfg.train.checkpoint_every == 0 or it == total
+                ckpt_due = it % cfg.train.checkpoint_every == 0 or it == total or self._time_checkpoint_due(it)
                 keep = bool(cfg.train.keep_every) and it % cfg.train.keep_every == 0
                 if it % log_every == 0 or val_due or ckpt_due or keep:
                     self._flush_finite()
@@ -650,18 +690,24 @@ class Trainer:
                 if ckpt_due or keep or improved:
                     payload = self._payload()
                     if payload is not None:
-                        self._save(payload, last_path)
+                        # last.pt goes last: a kill before it is written makes the resumed run
+                        # redo this iteration and write the kept and best checkpoints again.
                         if keep:
-                            self._copy(last_path, self.ckpt_dir / f"iter_{it}.pt")
+                            save_checkpoint(payload, self.ckpt_dir / f"iter_{it}.pt")
                         if improved:
                             best = {**payload, "selected_on": cfg.validation.split}
                             save_checkpoint(best, self.ckpt_dir / "best_val.pt")
                             self._say(f"iteration {it}: validation Dice {val_dice:.4f} (best so far)")
+                        self._save(payload, last_path)
                     barrier(self.dist)
+                    self._ckpt_timer.reset()
         finally:
+            if heartbeat is not None:
+                heartbeat.close()
             if self._run_log is not None:
                 self._run_log.close()
 
+        self._write_progress("finished")
         for hook in self.hooks:
             hook.on_end(self)
         best = self.ckpt_dir / "best_val.pt"
@@ -713,7 +759,8 @@ def resume(
         iterations: new total (extends a finished run); ``None`` keeps the saved one.
         overrides: dotted config keys that may change on resume (``data.root``,
             ``train.device``, ``data.num_workers``, ``train.log_every``,
-            ``train.checkpoint_every``, ``train.keep_every``, ``data.check``).
+            ``train.checkpoint_every``, ``train.checkpoint_minutes``, ``train.keep_every``,
+            ``data.check``).
         quiet, hooks: as for :func:`train`.
     """
     cfg = load_run_config(run_dir)
@@ -723,7 +770,7 @@ def resume(
         changes["iterations"] = iterations
     allowed = {
         "iterations", "data.root", "train.device", "data.num_workers", "train.log_every",
-        "train.checkpoint_every", "train.keep_every", "data.check",
+        "train.checkpoint_every", "train.checkpoint_minutes", "train.keep_every", "data.check",
     }
     for key, value in changes.items():
         if key not in allowed:

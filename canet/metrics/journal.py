@@ -1,0 +1,85 @@
+"""``cases.jsonl``: the cases an evaluation has scored so far, so a killed one can resume.
+
+The first line records what the evaluation is (its settings, checkpoint, data,
+split: everything but the device); each further line is one scored case, an
+:meth:`canet.metrics.summary.MetricAccumulator.entry`, appended and flushed to
+disk as soon as the case is done. Resuming with the same settings counts those
+cases again without predicting them; resuming with other settings is refused in
+one line. A line cut short by a kill is ignored (that case is done again). The
+journal is removed once ``metrics.csv`` and ``summary.json`` are written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import IO, Any
+
+from canet.errors import CanetError
+from canet.io import atomic_write_text
+
+JOURNAL_FILE = "cases.jsonl"
+
+
+class CaseJournal:
+    """The journal of one evaluation folder.
+
+    Args:
+        folder: the evaluation's output folder.
+        header: what identifies the evaluation (JSON-able; compared on resume).
+    """
+
+    def __init__(self, folder: str | os.PathLike[str], header: dict[str, Any]) -> None:
+        self.path = Path(folder) / JOURNAL_FILE
+        self.header = json.loads(json.dumps(header))
+        self._fh: IO[str] | None = None
+
+    def open(self, resume: bool) -> dict[str, dict[str, Any]]:
+        """Start the journal; with ``resume``, return the entries of a journal left by a killed run.
+
+        Raises:
+            CanetError: the journal on disk was written with other settings.
+        """
+        entries: dict[str, dict[str, Any]] = {}
+        if resume and self.path.is_file():
+            lines = self.path.read_text(encoding="utf-8").splitlines()
+            try:
+                saved = json.loads(lines[0]) if lines else None
+            except json.JSONDecodeError:
+                saved = None
+            if saved is not None and saved != self.header:
+                changed = sorted(k for k in set(saved) | set(self.header) if saved.get(k) != self.header.get(k))
+                raise CanetError(
+                    f"{self.path} is from an evaluation with other settings ({', '.join(changed)} differ); "
+                    "delete it or evaluate into another --out"
+                )
+            for line in lines[1:]:
+                try:
+                    entry = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # cut short by a kill: that case is predicted again
+                entries[str(entry["row"]["case"])] = entry
+        # Rewritten atomically (a kill now keeps the old journal), then appended to.
+        text = "".join(json.dumps(obj) + "\n" for obj in (self.header, *entries.values()))
+        atomic_write_text(self.path, text)
+        self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        return entries
+
+    def add(self, entry: dict[str, Any]) -> None:
+        """Append one scored case (flushed and synced before returning)."""
+        self._write(entry)
+
+    def _write(self, obj: dict[str, Any]) -> None:
+        assert self._fh is not None, "open() the journal first"
+        self._fh.write(json.dumps(obj) + "\n")
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+
+    def close(self, remove: bool) -> None:
+        """Close the file; ``remove`` it once the evaluation's results are written."""
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+        if remove:
+            self.path.unlink(missing_ok=True)
