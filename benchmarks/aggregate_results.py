@@ -95,7 +95,8 @@ def to_markdown(rows: list[dict[str, object]]) -> str:
 
 
 def read_results(results: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """The finished and the failed result files under ``results`` (sorted by config, seed)."""
+    """The finished and the unfinished (running or failed) result files under ``results``
+    (sorted by config, seed)."""
     if not results.is_dir():
         raise CanetError(f"results folder not found: {results}")
     finished, failed = [], []
@@ -105,7 +106,8 @@ def read_results(results: Path) -> tuple[list[dict[str, Any]], list[dict[str, An
         except (OSError, json.JSONDecodeError) as exc:
             raise CanetError(f"cannot read {path}: {exc}") from None
         data["_path"] = str(path)
-        (finished if data.get("status") == "finished" else failed).append(data)
+        # "finished": what result files said before protocol_run.py wrote running / done / failed.
+        (finished if data.get("status") in ("done", "finished") else failed).append(data)
     key = lambda d: (str(d.get("config")), int(d.get("seed", 0)))  # noqa: E731
     return sorted(finished, key=key), sorted(failed, key=key)
 
@@ -148,9 +150,11 @@ def gpu_table(finished: list[dict[str, Any]], failed: list[dict[str, Any]]) -> s
             cells.append(_mean_std(st["seed_mean"], st["seed_std"], 100.0 if m in ("dice", "jaccard") else 1.0))
         fst = fast_groups[name].statistics("dice")
         fast = _mean_std(fst["seed_mean"], fst["seed_std"], 100.0)
-        spi = statistics.fmean(r["sec_per_it"] for r in runs)
-        minutes = statistics.fmean(r["train_seconds"] for r in runs) / 60
-        gpus = sorted({str((r.get("environment") or {}).get("device_name") or "cpu") for r in runs})
+        timed = [r for r in runs if r.get("sec_per_it") is not None]
+        spi = statistics.fmean(r["sec_per_it"] for r in timed) if timed else float("nan")
+        minutes = statistics.fmean(r["train_seconds"] for r in timed) / 60 if timed else float("nan")
+        gpus = sorted({str((r.get("environment") or {}).get("device_name") or (r.get("cpu") or {}).get("model")
+                           or "cpu") for r in runs})
         lines.append(
             f"| {name} | {group.n_seeds} | {' | '.join(cells)} | {fast} | {PAPER_DICE.get(name, '-')} "
             f"| {spi:.4f} | {minutes:.1f} | {', '.join(gpus)} |"
@@ -158,7 +162,14 @@ def gpu_table(finished: list[dict[str, Any]], failed: list[dict[str, Any]]) -> s
     if failed:
         lines.append("")
         lines.append("Runs that did not finish:")
-        lines += [f"- {r.get('config')} seed {r.get('seed')}: {r.get('status')}: {r.get('error')}" for r in failed]
+        for r in failed:
+            if r.get("status") == "running":
+                spi = r.get("sec_per_it")
+                speed = f", {spi:.2f} s/it, expected end {r.get('expected_end')}" if spi is not None else ""
+                lines.append(f"- {r.get('config')} seed {r.get('seed')}: running, iteration "
+                             f"{r.get('iteration')}{speed}")
+            else:
+                lines.append(f"- {r.get('config')} seed {r.get('seed')}: {r.get('status')}: {r.get('error')}")
     return "\n".join(lines)
 
 

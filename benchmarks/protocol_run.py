@@ -354,7 +354,8 @@ def _train_and_evaluate(
     progress = read_progress(run_dir) or {}
     clock_steps = progress.get("timed_steps") or 0
     r["iterations"] = progress.get("iteration")
-    r["train_seconds"] = (progress.get("sec_per_it") or 0.0) * (progress.get("iteration") or 0)
+    # The loop's seconds over every session (checkpoint writes included), from metrics.csv.
+    r["train_seconds"] = train_seconds(run_dir / "metrics.csv")[0]
     r["sec_per_it"] = progress.get("sec_per_it")
     r["timed_steps"] = clock_steps
     cfg = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))

@@ -14,7 +14,7 @@ from canet.data import write_synthetic_dataset
 from canet.models import load_model
 
 TINY = ("--iterations 2 --patch-size 32 32 32 --labeled 2 --num-workers 0 --set model.n_filters=4 "
-        "--set discriminator.ndf=4 --set train.checkpoint_every=1")
+        "--set discriminator.ndf=4 --set train.checkpoint_every=1 --set train.keep_every=1")
 
 
 @pytest.fixture(scope="module")
@@ -23,34 +23,50 @@ def finished(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
     tmp = tmp_path_factory.mktemp("protocol")
     data = write_synthetic_dataset(tmp / "data", n_train=6, n_test=2, seed=3, shape=(40, 40, 32))
     result = pr.run_one("la_canet_8", 5, str(data), tmp / "runs", tmp / "results", device="cpu",
-                        train_args=TINY.split(), eval_args=["--sw-batch-size", "2"])
+                        train_args=TINY.split(), eval_args=["--sw-batch-size", "2"], kept=True)
     return result, tmp
 
 
 @pytest.mark.slow
 def test_run_writes_a_complete_result_file(finished) -> None:
     result, tmp = finished
-    assert result["status"] == "finished", result.get("error")
+    assert result["status"] == "done", result.get("error")
     saved = json.loads((tmp / "results" / "la_canet_8_seed5.json").read_text())
     assert saved == json.loads(json.dumps(result))
-    assert saved["iterations"] == 2 and saved["sec_per_it"] == pytest.approx(saved["train_seconds"] / 2)
+    # Two iterations are both warm-up steps: no steady-state time to report.
+    assert saved["iterations"] == 2 and saved["sec_per_it"] is None and saved["timed_steps"] == 0
+    assert saved["train_seconds"] > 0
+    assert saved["progress"]["status"] == "finished" and saved["restarts"] == 0
+    assert saved["cpu"]["cores"] >= 1 and "model" in saved["cpu"]
+    assert len(saved["checkpoint_sha256"]) == 64
     assert saved["settings"]["profile"] == "fast" and saved["settings"]["channels_last"] is True
     assert saved["settings"]["amp"] == "none"  # bf16 only on CUDA
     assert "--fast" in saved["train_command"]
     assert saved["environment"]["torch"] == torch.__version__
     run = Path(saved["run_dir"])
-    for mode in ("reference", "fast"):
-        ev = saved["evaluations"][mode]
+    for name, mode, decision in (("reference", "reference", "probability"),
+                                 ("authors_relu", "reference", "relu"), ("fast", "fast", "probability")):
+        ev = saved["evaluations"][name]
         assert ev["settings"]["mode"] == mode and ev["settings"]["lcc"] is True
+        assert ev["settings"]["decision"] == decision
         assert sorted(ev["cases"]) == ["synth_006", "synth_007"]
         # The means are those of the evaluation's own summary.json.
-        summary = json.loads((run / f"eval_{mode}" / "summary.json").read_text())
+        summary = json.loads((run / f"eval_{name}" / "summary.json").read_text())
         for m in ("dice", "jaccard", "hd95", "asd"):
             assert ev["mean"][m] == pytest.approx(summary[m]["mean"])
         per_case = [c["dice"] for c in ev["cases"].values()]
         assert ev["mean"]["dice"] == pytest.approx(sum(per_case) / len(per_case))
     ref, fast = (saved["evaluations"][m]["mean"]["dice"] for m in ("reference", "fast"))
     assert saved["fast_minus_reference_dice_points"] == pytest.approx(100 * (fast - ref))
+    # keep_every 1: both iterations kept and scored; the best of them is labelled optimistic.
+    kept = saved["kept_checkpoints"]
+    assert sorted(kept) == ["1", "2"]
+    best = max(kept, key=lambda k: kept[k]["mean"]["dice"])
+    assert saved["best_kept_on_test"]["iteration"] == int(best)
+    assert "optimistic" in saved["best_kept_on_test"]["note"]
+    # A done run is not run again: the same call returns the file as it is.
+    again = pr.run_one("la_canet_8", 5, "/no/such/data", tmp / "runs", tmp / "results", device="cpu")
+    assert again == saved
 
 
 @pytest.mark.slow
@@ -89,9 +105,11 @@ def test_order_and_pending(tmp_path: Path) -> None:
     assert pr.ORDER[:6] == tuple((c, 1337) for c in (
         "la_canet_16", "la_vnet_16", "la_canet_8", "la_vnet_8", "la_sassnet_16", "la_vnet_full"))
     assert pr.ORDER[6] == ("la_canet_16", 1338) and len(pr.ORDER) == 18
-    (tmp_path / "la_canet_16_seed1337.json").write_text(json.dumps({"status": "finished"}))
+    (tmp_path / "la_canet_16_seed1337.json").write_text(json.dumps({"status": "done"}))
     (tmp_path / "la_vnet_16_seed1337.json").write_text(json.dumps({"status": "failed"}))
-    assert pr.pending_runs(tmp_path)[:2] == [("la_vnet_16", 1337), ("la_canet_8", 1337)]
+    (tmp_path / "la_canet_8_seed1337.json").write_text(json.dumps({"status": "running"}))
+    (tmp_path / "la_vnet_8_seed1337.json").write_text(json.dumps({"status": "finished"}))  # older files
+    assert pr.pending_runs(tmp_path)[:3] == [("la_vnet_16", 1337), ("la_canet_8", 1337), ("la_sassnet_16", 1337)]
 
 
 def test_train_seconds_sums_rows(tmp_path: Path) -> None:

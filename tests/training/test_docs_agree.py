@@ -54,7 +54,8 @@ def test_run_folder_layout_is_what_canet_train_writes(make_config, tmp_path: Pat
                       validation__max_cases=1)
     Trainer(cfg, run, quiet=True, log=lambda m: None).run()
     written = {p.name.split(".out.")[0] if p.name.startswith("events") else p.name for p in run.iterdir()}
-    assert written == {"config.yaml", "environment.json", "metrics.csv", "events", "checkpoints"}
+    assert written == {"config.yaml", "environment.json", "metrics.csv", "events", "checkpoints",
+                       "progress.json", "reached", ".lock"}
     assert listed == written, (listed, written)
 
 

@@ -1,0 +1,142 @@
+"""A killed evaluation resumes: cases already scored are kept, the rest predicted, the same results."""
+
+from __future__ import annotations
+
+import csv
+import json
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from torch import Tensor, nn
+
+import canet.evaluation as evaluation
+from canet.errors import CanetError
+from canet.evaluation import evaluate_model
+from canet.metrics.journal import JOURNAL_FILE
+
+
+class Threshold(nn.Module):
+    """Logits = 8 * (x - 0.5): predicts x > 0.5."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.tensor(8.0))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.w * (x - 0.5)
+
+
+def _volumes(n: int = 4, shape=(30, 26, 18)) -> list[SimpleNamespace]:
+    rng = np.random.default_rng(0)
+    vols = []
+    for i in range(n):
+        label = np.zeros(shape, np.uint8)
+        label[6:20, 5:18, 4:14] = 1
+        if i == 2:
+            label[:] = 0  # an empty ground truth: its flags must survive the journal too
+        image = label.astype(np.float32) + rng.normal(0, 0.25 + 0.1 * i, shape).astype(np.float32)
+        vols.append(SimpleNamespace(case_id=f"case{i}", image=image, label=label,
+                                    affine=np.diag([0.9, 0.8, 1.5, 1.0]), spacing=(0.9, 0.8, 1.5)))
+    return vols
+
+
+class Killed(Exception):
+    pass
+
+
+def _dies_after(vols: list, n: int):
+    for k, vol in enumerate(vols):
+        if k == n:
+            raise Killed
+        yield vol
+
+
+def _rows(path) -> list[dict[str, str]]:
+    with open(path, newline="") as fh:
+        return [{k: v for k, v in row.items() if k != "seconds"} for row in csv.DictReader(fh)]
+
+
+@pytest.fixture()
+def counted(monkeypatch):
+    """The case ids predicted (by evaluation.predict_oriented) during the test."""
+    seen: list[int] = []
+    real = evaluation.predict_oriented
+
+    def spy(*args, **kwargs):
+        seen.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(evaluation, "predict_oriented", spy)
+    return seen
+
+
+def _evaluate(vols, out, **kw):
+    return evaluate_model(Threshold(), vols, (16, 16, 8), out_dir=out, mode="fast", spacing="mm", **kw)
+
+
+def test_resume_keeps_scored_cases_and_gives_the_uninterrupted_results(tmp_path, counted) -> None:
+    vols = _volumes()
+    whole = _evaluate(vols, tmp_path / "whole")
+    assert not (tmp_path / "whole" / JOURNAL_FILE).exists()  # removed once the results are written
+    counted.clear()
+
+    out = tmp_path / "killed"
+    with pytest.raises(Killed):
+        _evaluate(_dies_after(vols, 3), out)
+    assert len(counted) == 3 and not (out / "summary.json").exists()
+    assert len((out / JOURNAL_FILE).read_text().splitlines()) == 1 + 3  # header + three cases
+
+    counted.clear()
+    resumed = _evaluate(vols, out, resume=True)
+    assert len(counted) == 1  # only case3 was predicted again
+    assert _rows(out / "metrics.csv") == _rows(tmp_path / "whole" / "metrics.csv")
+    for key in ("dice", "jaccard", "hd95", "asd"):
+        assert resumed[key] == whole[key]
+    assert resumed["empty_gt"] == whole["empty_gt"] == 1
+    assert resumed["absent_classes"] == whole["absent_classes"]
+    assert not (out / JOURNAL_FILE).exists()
+
+
+def test_a_line_cut_short_by_the_kill_is_predicted_again(tmp_path, counted) -> None:
+    vols = _volumes()
+    out = tmp_path / "eval"
+    with pytest.raises(Killed):
+        _evaluate(_dies_after(vols, 2), out)
+    journal = out / JOURNAL_FILE
+    lines = journal.read_text().splitlines()
+    journal.write_text("\n".join(lines[:-1]) + "\n" + lines[-1][: len(lines[-1]) // 2])
+    counted.clear()
+    _evaluate(vols, out, resume=True)
+    assert len(counted) == 3  # case1 (cut short), case2 and case3
+
+
+def test_without_resume_every_case_is_predicted(tmp_path, counted) -> None:
+    vols = _volumes()
+    out = tmp_path / "eval"
+    with pytest.raises(Killed):
+        _evaluate(_dies_after(vols, 2), out)
+    counted.clear()
+    _evaluate(vols, out)
+    assert len(counted) == 4
+
+
+def test_resume_with_other_settings_is_refused(tmp_path) -> None:
+    vols = _volumes()
+    out = tmp_path / "eval"
+    with pytest.raises(Killed):
+        _evaluate(_dies_after(vols, 2), out)
+    with pytest.raises(CanetError, match="other settings.*settings") as info:
+        evaluate_model(Threshold(), vols, (16, 16, 8), out_dir=out, mode="reference", spacing="mm", resume=True)
+    assert "\n" not in str(info.value)
+    header = json.loads((out / JOURNAL_FILE).read_text().splitlines()[0])
+    assert header["settings"]["mode"] == "fast"  # the refused call left the journal alone
+
+
+def test_cli_refuses_the_relu_rule_outside_reference_mode(tmp_path, run_cli) -> None:
+    code, out, err = run_cli("evaluate", tmp_path / "x.pt", "--data", tmp_path, "--out", tmp_path / "e",
+                             "--decision", "relu", "--mode", "fast")
+    assert code != 0
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "reference" in lines[0] and "Traceback" not in err
