@@ -68,9 +68,6 @@ SPLITS: tuple[str, ...] = ("test", "validation", "labeled", "unlabeled", "train"
 SPACING_CHOICES: tuple[str, ...] = ("auto", "voxels", "mm")
 #: A volume whose voxel size differs from the training data's by more than this fraction is warned about.
 SPACING_TOLERANCE = 0.2
-#: Prediction and ground truth are placed alike when no corner of the volume moves by more than
-#: this fraction of the smallest voxel size between their affines.
-AFFINE_TOLERANCE = 0.01
 
 __all__ = [
     "DEFAULT_PATCH_SIZE",
@@ -276,6 +273,14 @@ def _fmt_spacing(values: Sequence[float]) -> str:
     return "(" + ", ".join(f"{v:.3g}" for v in values) + ")"
 
 
+def nonfinite_warning(name: str, count: int) -> str:
+    """The warning about ``count`` NaN or infinite voxels of a scan set to its minimum (:func:`canet.data.fill_nonfinite`)."""
+    return (
+        f"{name}: {count} NaN or infinite voxel(s) set to the scan's smallest finite value before "
+        "normalising (padding outside the field of view?)"
+    )
+
+
 def spacing_mismatch(
     name: str, spacing: Sequence[float], target: Sequence[float] | None, tolerance: float = SPACING_TOLERANCE
 ) -> str | None:
@@ -447,10 +452,19 @@ def evaluate_model(
                 "(its file states no voxel size); evaluate with --spacing voxels"
             )
         units.setdefault(unit, vol.case_id)
+        oriented = bool(getattr(vol, "oriented", True))
+        notes = []
+        nonfinite = int(getattr(vol, "nonfinite", 0))
+        if nonfinite:
+            notes.append(nonfinite_warning(f"case {vol.case_id!r}", nonfinite))
+        if orientation is not None and not oriented:
+            notes.append(f"case {vol.case_id!r}: the file states no orientation; predicted in its stored voxel order")
+        for message in notes:
+            warnings.append(message)
+            sink(message)
         start = time.perf_counter()
         mask, _, turn = predict_oriented(
-            model, image, vol.affine, patch, orientation=orientation,
-            oriented=bool(getattr(vol, "oriented", True)), settings=s,
+            model, image, vol.affine, patch, orientation=orientation, oriented=oriented, settings=s,
         )
         seconds = time.perf_counter() - start
         reoriented += int(turn is not None and not turn.identity)
@@ -673,7 +687,7 @@ def predict_files(
         raise DataError(f"two inputs would write the same output name: {dupes[0]!r}")
     for f in files:  # fail on a bad file before any long work starts
         image_file_shape(f)
-    from canet.data import read_volume, save_nifti, zscore
+    from canet.data import fill_nonfinite, read_volume, save_nifti, zscore
 
     device = s.run_device()
     model, payload = _load(checkpoint, device)
@@ -691,7 +705,10 @@ def predict_files(
         items = tqdm(items, desc="predict", unit="case")
     for path, stem in items:
         array, geometry = read_volume(path, "image")
-        image = zscore(array) if normalize else np.asarray(array, dtype=np.float32)
+        filled, nonfinite = fill_nonfinite(array, path)
+        if nonfinite:
+            sink(nonfinite_warning(str(path), nonfinite))
+        image = zscore(filled) if normalize else filled
         if recorded["orientation"] is not None and not geometry.oriented:
             sink(f"{path}: the file states no orientation; predicted in its stored voxel order")
         mask, probs, turn = predict_oriented(
@@ -784,24 +801,88 @@ def _read_label(path: Path) -> tuple[np.ndarray, Any]:
     return as_label(array, path), geometry
 
 
-def placement_gap(a: np.ndarray, b: np.ndarray, shape: Sequence[int]) -> float:
-    """How far apart two affines place a volume of ``shape``: the largest corner displacement (world units)."""
-    corners = np.array(
-        [[x, y, z, 1.0] for x in (0, shape[0] - 1) for y in (0, shape[1] - 1) for z in (0, shape[2] - 1)]
-    )
-    diff = (corners @ np.asarray(a, dtype=np.float64).T - corners @ np.asarray(b, dtype=np.float64).T)[:, :3]
-    return float(np.linalg.norm(diff, axis=1).max())
-
-
 def _infer_num_classes(pairs: Sequence[tuple[str, Path, Path]]) -> int:
-    """2 when the ground truths hold one object value (0/1, 0/255, ...), else the largest label + 1."""
+    """The number of classes of a set of ground truths, decided case by case.
+
+    A ground truth with one object value (0/1, 0/255, ...) is a binary mask; one
+    with two or more object values is a label map. All binary: 2 classes. With
+    label maps: the largest label + 1, and a binary case must hold one of those
+    classes (a 0/1 case beside 0/1/2 maps is a map where class 2 is absent).
+
+    Raises:
+        DataError: a binary mask whose object value is no class of the label
+            maps (0/255 beside 0/1/2): the set mixes binary and multi-class ground truths.
+    """
     from canet.metrics import label_values
 
-    values: set[int] = set()
-    for _, _, gt_file in pairs:
+    binary: dict[int, str] = {}
+    multi: dict[str, list[int]] = {}
+    for case, _, gt_file in pairs:
         arr, _ = _read_label(gt_file)
-        values.update(label_values(arr))
-    return 2 if len(values) <= 1 else max(values) + 1
+        values = label_values(arr)
+        if len(values) > 1:
+            multi[case] = values
+        elif values:
+            binary.setdefault(values[0], case)
+    if not multi:
+        return 2
+    classes = max(max(v) for v in multi.values()) + 1
+    for value, case in sorted(binary.items()):
+        if value >= classes:
+            first = next(iter(multi))
+            shown = ", ".join(str(v) for v in multi[first][:6]) + (", ..." if len(multi[first]) > 6 else "")
+            raise DataError(
+                f"case {case!r}'s ground truth is a binary mask (object value {value}) but case {first!r}'s "
+                f"holds the classes {{{shown}}}: the set mixes binary and multi-class ground truths; "
+                "score them apart or pass --num-classes"
+            )
+    return classes
+
+
+def _prediction_placement(
+    case: str, pred_file: Path, gt_file: Path, p_geo: Any, g_geo: Any, ignore_affine: bool
+) -> np.ndarray | None:
+    """How to read a prediction in its ground truth's voxel order (header check before any scoring).
+
+    Returns:
+        The orientation transform for :func:`~canet.data.orientation.apply_transform`
+        (also when it is the identity), or None: stored voxel order (``ignore_affine``
+        with grids that differ in space).
+
+    Raises:
+        DataError: the grids differ in space (unless ``ignore_affine``) or the shapes
+            cannot be matched; ``--ignore-affine`` is suggested only where the stored
+            voxel orders can agree (same shape and axis directions, or a prediction
+            whose header states no orientation).
+    """
+    from canet.data.orientation import grid_transform, placement_gap
+
+    transform = grid_transform(p_geo.affine, p_geo.shape, g_geo.affine, g_geo.shape)
+    if transform is not None:
+        return transform
+    same_shape = tuple(p_geo.shape) == tuple(g_geo.shape)
+    if ignore_affine and same_shape:
+        return None
+    if not same_shape:
+        raise DataError(
+            f"case {case!r}: prediction shape {tuple(p_geo.shape)} differs from ground truth shape "
+            f"{tuple(g_geo.shape)}, also when its voxels are put in the ground truth's order"
+        )
+    gap = placement_gap(p_geo.affine, g_geo.affine, g_geo.shape)
+    unlabelled_header = not p_geo.oriented or bool(np.allclose(p_geo.affine, np.eye(4)))
+    message = (
+        f"case {case!r}: {pred_file.name} and {gt_file.name} lie on different grids in space (their affines "
+        f"put a corner {gap:.3g} {g_geo.unit} apart, in {p_geo.axcodes or 'unstated'} and "
+        f"{g_geo.axcodes or 'unstated'} voxel order)"
+    )
+    if unlabelled_header or p_geo.axcodes == g_geo.axcodes:
+        message += (
+            "; if the prediction's header is wrong and its voxels are stored in the ground truth's order, "
+            "pass --ignore-affine"
+        )
+    else:
+        message += "; resample the prediction onto the ground truth's grid"
+    raise DataError(message)
 
 
 def score(
@@ -825,20 +906,26 @@ def score(
         voxels: report distances in voxels instead of mm (files that state no
             voxel size are always scored in voxels).
         num_classes: classes including the background. None infers it from the
-            ground truths: masks whose only non-zero value is one number
-            (0/1, 0/255, ...) are binary (any non-zero voxel is object),
-            otherwise the largest label + 1. A binary scoring refuses a mask
-            with two or more non-zero values.
+            ground truths case by case: a mask whose only non-zero value is one
+            number (0/1, 0/255, ...) is binary (any non-zero voxel is object); a
+            map with two or more labels gives ``largest label + 1`` classes; a
+            set mixing binary masks with maps whose classes do not include
+            their object value is refused. A binary scoring refuses a mask with
+            two or more non-zero values.
         progress: tqdm bar over cases.
         on_case: called with each row as it is scored.
-        ignore_affine: score pairs whose affines place them differently
-            (refused otherwise: a flipped or shifted prediction would be
-            scored in the wrong place) in stored voxel order.
+        ignore_affine: score pairs whose grids differ in space in stored voxel
+            order (refused otherwise: a shifted or resampled prediction would be
+            scored in the wrong place). A prediction on the ground truth's grid
+            but stored in another voxel order (flipped or permuted, with an
+            affine that says so) is always moved into the ground truth's order.
 
     Returns:
-        The summary dict with ``"rows"`` and ``"table"`` added.
+        The summary dict with ``"rows"`` and ``"table"`` added; it counts the
+        predictions moved into the ground truth's voxel order (``"reoriented"``).
     """
     from canet.data import read_geometry
+    from canet.data.orientation import apply_transform
     from canet.metrics import check_label_values, label_values
 
     if spacing_from not in ("gt", "pred"):
@@ -847,19 +934,10 @@ def score(
         raise CanetError(f"num_classes must be at least 2, got {num_classes}")
     pairs = find_score_pairs(pred, gt)
     units: dict[str, Path] = {}
+    plans: dict[str, np.ndarray | None] = {}
     for case, pred_file, gt_file in pairs:  # fail on bad headers before any long work starts
         p_geo, g_geo = read_geometry(pred_file, "label"), read_geometry(gt_file, "label")
-        if p_geo.shape != g_geo.shape:
-            raise DataError(
-                f"case {case!r}: prediction shape {p_geo.shape} differs from ground truth shape {g_geo.shape}"
-            )
-        gap = placement_gap(p_geo.affine, g_geo.affine, g_geo.shape)
-        if not ignore_affine and gap > AFFINE_TOLERANCE * min(g_geo.spacing):
-            raise DataError(
-                f"case {case!r}: {pred_file.name} and {gt_file.name} are placed differently in space (their "
-                f"affines move a corner by {gap:.3g} {g_geo.unit}: a flipped, permuted or shifted volume?); "
-                "pass --ignore-affine to score them in stored voxel order"
-            )
+        plans[case] = _prediction_placement(case, pred_file, gt_file, p_geo, g_geo, ignore_affine)
         source = g_geo if spacing_from == "gt" else p_geo
         units.setdefault("voxels" if voxels else source.unit, gt_file if spacing_from == "gt" else pred_file)
     if len(units) > 1:
@@ -875,17 +953,26 @@ def score(
         from tqdm import tqdm
 
         items = tqdm(pairs, desc="score", unit="case")
+    reoriented = 0
+    identity = np.array([[0, 1], [1, 1], [2, 1]])
     for case, pred_file, gt_file in items:
         p_arr, p_geo = _read_label(pred_file)
         g_arr, g_geo = _read_label(gt_file)
+        p_spacing = tuple(p_geo.spacing)
+        transform = plans[case]
+        if transform is not None and not np.array_equal(transform, identity):
+            p_arr = apply_transform(p_arr, transform)
+            order = np.argsort(transform[:, 0])  # new axis j holds stored axis order[j]
+            p_spacing = tuple(p_geo.spacing[int(i)] for i in order)
+            reoriented += 1
         if p_arr.shape != g_arr.shape:
             raise DataError(
                 f"case {case!r}: prediction shape {p_arr.shape} differs from ground truth shape {g_arr.shape}"
             )
         for arr, f in ((g_arr, gt_file), (p_arr, pred_file)):
             check_label_values(label_values(arr), num_classes, str(f))
-        source = g_geo if spacing_from == "gt" else p_geo
-        sp = None if voxels or source.unit == "voxels" else source.spacing
+        source_unit = g_geo.unit if spacing_from == "gt" else p_geo.unit
+        sp = None if voxels or source_unit == "voxels" else (g_geo.spacing if spacing_from == "gt" else p_spacing)
         row = acc.add(case, p_arr, g_arr, spacing=sp, seconds=math.nan)
         if on_case is not None:
             on_case(row)
@@ -894,7 +981,7 @@ def score(
     summary = acc.write_summary(
         out / "summary.json", pred=str(pred), gt=None if gt is None else str(gt),
         spacing_from=None if acc.units == "voxels" else spacing_from, distance_unit=acc.units,
-        ignore_affine=ignore_affine,
+        ignore_affine=ignore_affine, reoriented=reoriented,
     )
     summary["rows"] = acc.rows
     summary["table"] = acc.table()
