@@ -445,6 +445,34 @@ def test_predict_warns_about_a_voxel_size_far_from_the_training_data(tmp_path, r
     ]
 
 
+def test_predict_fills_nan_voxels_and_says_how_many(tmp_path, run_cli) -> None:
+    """A scan with NaN padding gets the mask of the scan with those voxels at its minimum, and one warning line."""
+    from canet.data import zscore
+    from canet.inferers import predict_volume
+
+    model = _asymmetric_checkpoint(tmp_path / "ras.pt", RAS_RECORD)
+    image = _scan()
+    holed = image.copy()
+    holed[0, :, :3] = np.nan  # 34 * 3 voxels of padding
+    _save_nifti(tmp_path / "holed.nii.gz", holed, np.diag([0.8, 0.9, 1.5, 1.0]))
+    code, _, err = run_cli("predict", tmp_path / "ras.pt", tmp_path / "holed.nii.gz", "-o", tmp_path / "out", "--quiet")
+    assert code == 0, err
+    assert err.strip().splitlines() == [
+        f"warning: {tmp_path / 'holed.nii.gz'}: 102 NaN or infinite voxel(s) set to the scan's smallest finite "
+        "value before normalising (padding outside the field of view?)"
+    ]
+    filled = holed.copy()
+    filled[np.isnan(holed)] = np.nanmin(holed)
+    expected, _ = predict_volume(model, zscore(filled), (32, 32, 16), lcc=False)
+    got = np.asarray(nib.load(str(tmp_path / "out" / "holed_pred.nii.gz")).dataobj)
+    np.testing.assert_array_equal(got, expected)
+    assert 0.3 < got.mean() < 0.7  # not the empty mask a NaN z-score gave
+    (tmp_path / "all").mkdir()
+    _save_nifti(tmp_path / "all" / "void.nii.gz", np.full((8, 8, 8), np.nan, np.float32), np.eye(4))
+    code, _, err = run_cli("predict", tmp_path / "ras.pt", tmp_path / "all", "-o", tmp_path / "out", "--quiet")
+    assert code == 2 and err.count("\n") == 1 and "every voxel of the image is NaN or infinite" in err
+
+
 def test_score_reads_a_prediction_in_the_ground_truths_voxel_order(tmp_path, run_cli) -> None:
     """Same grid, other voxel order: moved and scored; other grids: refused, --ignore-affine only where right."""
     gt = _blob()  # x: voxels 4..11 of 20
