@@ -29,9 +29,13 @@ intensities as in training, and each volume turned (flips and transposes,
 no resampling) into the training orientation, the prediction turned back into
 the volume's own voxel order; they warn when a volume's voxel size differs
 from the training data's median by more than 20 %. Checkpoints without the
-record (older ones, or made outside the trainer) keep the earlier behaviour:
-z-scoring unless their config says ``normalize: false``, volumes in stored
-voxel order, no spacing check, largest-connected-component on in ``predict``.
+record (written by canet before it existed, or imported) get the same
+description from the training data their config names (``data.root``: the
+datalist's ``normalize`` and ``postprocess.lcc``, its images' orientation and
+voxel size), where it can still be read; otherwise z-scoring (in ``evaluate``:
+the evaluated dataset's normalisation), stored voxel order, no spacing check
+and LCC on in ``predict``. Either way one warning line says what is used
+(:func:`older_checkpoint_note`).
 """
 
 from __future__ import annotations
@@ -77,6 +81,7 @@ __all__ = [
     "find_image_files",
     "find_score_pairs",
     "image_file_shape",
+    "older_checkpoint_note",
     "predict_files",
     "predict_oriented",
     "print_warning",
@@ -173,22 +178,54 @@ def _find_key(config: Any, key: str) -> Any:
     return None
 
 
+def _older_record(config: Any) -> tuple[dict[str, Any] | None, str, str | None]:
+    """The preprocessing of a checkpoint without a record, from the training data its config names.
+
+    Older trainers recorded the normalisation only in the training datalist
+    (``normalize``, ``postprocess.lcc``) and the orientation and voxel size only
+    in the training images' headers; the resolved config names where they are
+    (``data.root``). :func:`canet.data.preprocessing.describe_training_data`
+    reads them as the trainer would have.
+
+    Returns:
+        ``(record or None, source, root)``: source ``"training data"`` when read
+        there, ``"none"`` when the config names no training data or it cannot be
+        read now (moved, deleted, another machine).
+    """
+    from canet.data import open_dataset
+    from canet.data.preprocessing import describe_training_data
+
+    data = config.get("data") if isinstance(config, dict) else None
+    root = data.get("root") if isinstance(data, dict) else None
+    if not isinstance(root, str) or not root:
+        return None, "none", None
+    try:
+        return describe_training_data(open_dataset(root)), "training data", root
+    except CanetError:
+        return None, "none", root
+
+
 def checkpoint_settings(payload: dict[str, Any]) -> dict[str, Any]:
     """Inference settings of a loaded checkpoint.
 
     Returns:
         ``{"patch_size", "num_classes", "normalize", "orientation", "spacing",
-        "lcc", "recorded"}``: the patch size from ``config["patch_size"]`` (or
-        one section down), else the model's ``patch_size`` argument, else
-        ``(112, 112, 80)``; the number of classes from the model arguments
-        (default 2). The rest come from the checkpoint's ``"preprocessing"``
-        record (:mod:`canet.data.preprocessing`; ``recorded`` says whether it
-        has one): ``normalize`` (bool: whether the network's input images were
-        z-scored), ``orientation`` (axis codes or None: stored voxel order),
-        ``spacing`` (median training voxel size in mm or None) and ``lcc``
-        (the training dataset's post-processing default). Without the record
-        ``normalize`` comes from a ``normalize`` key of the config (None when
-        it has none) and the others are None.
+        "lcc", "recorded", "source", "training_data"}``: the patch size from
+        ``config["patch_size"]`` (or one section down), else the model's
+        ``patch_size`` argument, else ``(112, 112, 80)``; the number of classes
+        from the model arguments (default 2). The rest describe the network's
+        training data: ``normalize`` (bool: whether its input images were
+        z-scored; None: unknown), ``orientation`` (axis codes or None: stored
+        voxel order), ``spacing`` (median training voxel size in mm or None) and
+        ``lcc`` (the training dataset's post-processing default; None: unknown).
+        They come from the checkpoint's ``"preprocessing"`` record
+        (:mod:`canet.data.preprocessing`; ``recorded`` True, ``source``
+        ``"record"``). A checkpoint without it (written by canet before the
+        record existed, or imported) gets them from the training data its config
+        names (``source`` ``"training data"``: the datalist's normalisation and
+        LCC default, its images' orientation and voxel size), else none of them
+        (``source`` ``"none"``, all None); ``training_data`` is that path (or None).
+        :func:`older_checkpoint_note` says in one line what is used then.
     """
     config = payload.get("config")
     kwargs = (payload.get("model") or {}).get("kwargs") or {}
@@ -201,17 +238,17 @@ def checkpoint_settings(payload: dict[str, Any]) -> dict[str, Any]:
         raise CheckpointError(f"checkpoint has a bad patch size {patch!r}") from None
     num_classes = kwargs.get("num_classes", _find_key(config, "num_classes") or 2)
     record = payload.get("preprocessing")
-    if not isinstance(record, dict):
-        normalize = _find_key(config, "normalize")
-        return {
-            "patch_size": patch_size,
-            "num_classes": int(num_classes),
-            "normalize": None if normalize is None else bool(normalize),
-            "orientation": None,
-            "spacing": None,
-            "lcc": None,
-            "recorded": False,
-        }
+    recorded = isinstance(record, dict)
+    source, root = "record", None
+    if not recorded:
+        record, source, root = _older_record(config)
+        if record is None:
+            return {
+                "patch_size": patch_size, "num_classes": int(num_classes), "normalize": None,
+                "orientation": None, "spacing": None, "lcc": None, "recorded": False,
+                "source": source, "training_data": root,
+            }
+    assert isinstance(record, dict)
     mode = record.get("normalize")
     if mode not in ("zscore", "none"):
         raise CheckpointError(f"checkpoint records an unknown normalisation {mode!r}")
@@ -239,8 +276,35 @@ def checkpoint_settings(payload: dict[str, Any]) -> dict[str, Any]:
         "orientation": orientation,
         "spacing": spacing,
         "lcc": None if lcc is None else bool(lcc),
-        "recorded": True,
+        "recorded": recorded,
+        "source": source,
+        "training_data": root,
     }
+
+
+def older_checkpoint_note(name: str, settings: dict[str, Any], normalize: bool, lcc: bool) -> str | None:
+    """One line saying what is used for a checkpoint without a preprocessing record (None when it has one).
+
+    Args:
+        name: how to name the checkpoint (its path).
+        settings: :func:`checkpoint_settings` of it.
+        normalize, lcc: the z-scoring and LCC that will be applied.
+    """
+    if settings["source"] == "record":
+        return None
+    what = (
+        f"{'z-scored' if normalize else 'raw'} images in "
+        f"{settings['orientation'] + ' orientation' if settings['orientation'] else 'stored voxel order'}, "
+        f"LCC {'on' if lcc else 'off'}"
+    )
+    start = f"{name} has no record of its training data's preprocessing (an older canet or an imported file)"
+    if settings["source"] == "training data":
+        return f"{start}; read from its training data {settings['training_data']}: {what}"
+    where = (
+        f"its training data {settings['training_data']} cannot be read" if settings["training_data"]
+        else "it names no training data"
+    )
+    return f"{start} and {where}: assuming {what}, no voxel-size check"
 
 
 def _load(checkpoint: str | os.PathLike[str], device: torch.device) -> tuple[nn.Module, dict[str, Any]]:
@@ -618,6 +682,9 @@ def evaluate(
         "zscore" if (normalize if normalize is not None else spec.normalize) else "none"
     )
 
+    note = older_checkpoint_note(str(checkpoint), recorded, applied != "none", use_lcc)
+    if note:
+        (warn or print_warning)(note)
     selection = checkpoint_selection(payload, split)
     if selection["selected_on_scored_split"]:
         (warn or print_warning)(
@@ -643,6 +710,7 @@ def evaluate(
         extra_summary={
             "checkpoint": str(checkpoint), "data": str(data), "split": split,
             "lcc_from": "dataset" if s.lcc is None else "option", "normalize": applied,
+            "preprocessing_from": recorded["source"], "preprocessing_note": note,
             **selection,
         },
     )
@@ -666,11 +734,11 @@ def predict_files(
     Each input ``<name>.<ext>`` gives ``<name>_pred.nii.gz`` (uint8 mask with the
     input's affine, in the input's voxel order) and, with ``probabilities``,
     ``<name>_prob.nii.gz`` (float32: the foreground probability, or a 4D
-    ``X x Y x Z x K`` map for multi-class). Images are z-scored over the whole
-    volume when the network was trained on z-scored images (and, for a
-    checkpoint without that record, unless its config sets ``normalize:
-    false``), and predicted in the training orientation (see the module
-    docstring). ``settings`` (an
+    ``X x Y x Z x K`` map for multi-class). NaN and infinite voxels are set to
+    the scan's smallest finite value (with a warning naming their count).
+    Images are z-scored over the whole volume when the network was trained on
+    z-scored images, and predicted in the training orientation (see the module
+    docstring for checkpoints without that record). ``settings`` (an
     :class:`~canet.inferers.settings.InferenceSettings`, or its fields as
     keyword ``changes``) says how: its ``lcc`` None (default) takes the
     training dataset's post-processing default from the checkpoint (on for
@@ -696,6 +764,9 @@ def predict_files(
     use_lcc = (recorded["lcc"] if recorded["lcc"] is not None else True) if s.lcc is None else bool(s.lcc)
     s = s.replace(lcc=use_lcc, device=str(device))
     sink = warn or print_warning
+    note = older_checkpoint_note(str(checkpoint), recorded, normalize, use_lcc)
+    if note:
+        sink(note)
     out = Path(out_dir)
     written: list[Path] = []
     items: Iterable[tuple[Path, str]] = list(zip(files, stems))

@@ -342,7 +342,7 @@ def test_checkpoint_settings_without_a_record_keep_the_old_behaviour() -> None:
            "config": {"data": {"patch_size": [96, 96, 48]}}}
     assert checkpoint_settings(old) == {
         "patch_size": (96, 96, 48), "num_classes": 3, "normalize": None, "orientation": None,
-        "spacing": None, "lcc": None, "recorded": False,
+        "spacing": None, "lcc": None, "recorded": False, "source": "none", "training_data": None,
     }
     assert checkpoint_settings({"model": {"kwargs": {}}, "config": None})["patch_size"] == (112, 112, 80)
     from canet.errors import CheckpointError
