@@ -708,7 +708,7 @@ def evaluate(
         report=report, progress=progress, orientation=recorded["orientation"], train_spacing=recorded["spacing"],
         warn=warn, resume=resume,
         extra_summary={
-            "checkpoint": str(checkpoint), "data": str(data), "split": split,
+            "checkpoint": os.path.abspath(checkpoint), "data": os.path.abspath(data), "split": split,
             "lcc_from": "dataset" if s.lcc is None else "option", "normalize": applied,
             "preprocessing_from": recorded["source"], "preprocessing_note": note,
             **selection,
@@ -1050,7 +1050,7 @@ def score(
     out = Path(out_dir)
     acc.write_csv(out / "metrics.csv")
     summary = acc.write_summary(
-        out / "summary.json", pred=str(pred), gt=None if gt is None else str(gt),
+        out / "summary.json", pred=os.path.abspath(pred), gt=os.path.abspath(pred if gt is None else gt),
         spacing_from=None if acc.units == "voxels" else spacing_from, distance_unit=acc.units,
         ignore_affine=ignore_affine, reoriented=reoriented,
     )
