@@ -292,7 +292,8 @@ def test_evaluate_datalist_lcc_default_and_label_values(tmp_path, run_cli) -> No
     image, label = _case_arrays()
     model = _centred_vnet(image)  # the datalist below is z-scored on load; any model will do here
     ckpt = tmp_path / "m.pt"
-    save_checkpoint(make_checkpoint(model, "tests", config={"patch_size": [32, 32, 16]}), ckpt)
+    save_checkpoint(make_checkpoint(model, "tests", config={"patch_size": [32, 32, 16]},
+                                    preprocessing=RAS_RECORD), ckpt)
     affine = np.diag([0.8, 0.9, 1.5, 1.0])
     (tmp_path / "d").mkdir()
     # the ground truth stores the object as 255 (as the LA challenge's laendo.nrrd does)
