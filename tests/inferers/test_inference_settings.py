@@ -37,7 +37,7 @@ CUDA = torch.cuda.is_available()
         ({"sw_batch_size": 2.0}, "sw_batch_size must be a positive integer, got 2.0"),
         ({"amp": "fp8"}, "amp must be one of none, bf16, got 'fp8'"),
         ({"device": 3}, "device must be auto, cpu, cuda or cuda:N, got 3"),
-        ({"windows": 3}, "unknown inference setting 'windows'; known: amp, channels_last, device,"),
+        ({"windows": 3}, "unknown inference setting 'windows'; known: amp, channels_last, decision, device,"),
     ],
 )
 def test_bad_settings_end_in_one_line(changes: dict, message: str) -> None:
@@ -55,10 +55,12 @@ def test_defaults_replace_and_record() -> None:
     assert InferenceSettings.make(s) is s
     assert InferenceSettings(device=torch.device("cpu")).device == "cpu"
     assert s.record(torch.device("cpu")) == {
-        "mode": "fast", "tta": False, "lcc": None, "overlap": 0.5, "weighting": "gaussian",
-        "amp": "none", "sw_batch_size": 4, "device": "cpu",
+        "mode": "fast", "decision": "probability", "tta": False, "lcc": None, "overlap": 0.5,
+        "weighting": "gaussian", "amp": "none", "sw_batch_size": 4, "device": "cpu",
     }
-    assert r.record() == {"mode": "reference", "tta": False, "lcc": True, "amp": "none", "sw_batch_size": 4}
+    assert r.record() == {
+        "mode": "reference", "decision": "probability", "tta": False, "lcc": True, "amp": "none", "sw_batch_size": 4,
+    }
     with pytest.raises(CanetError, match="settings must be an InferenceSettings, got 'reference'"):
         InferenceSettings.make("reference")  # type: ignore[arg-type]
 
