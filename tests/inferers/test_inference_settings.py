@@ -58,9 +58,8 @@ def test_defaults_replace_and_record() -> None:
         "mode": "fast", "decision": "probability", "tta": False, "lcc": None, "overlap": 0.5,
         "weighting": "gaussian", "amp": "none", "sw_batch_size": 4, "device": "cpu",
     }
-    assert r.record() == {
-        "mode": "reference", "decision": "probability", "tta": False, "lcc": True, "amp": "none", "sw_batch_size": 4,
-    }
+    assert r.record() == {"mode": "reference", "decision": "probability", "tta": False, "lcc": True, "amp": "none",
+                          "sw_batch_size": 4}
     with pytest.raises(CanetError, match="settings must be an InferenceSettings, got 'reference'"):
         InferenceSettings.make("reference")  # type: ignore[arg-type]
 
