@@ -18,7 +18,9 @@ Every other group is compared with the reference group (the first unless named)
 on the cases both hold, matched by case id (see :mod:`canet.metrics.paired`): mean
 paired difference ``other - reference``, bootstrap CI, Wilcoxon p-value, cases
 better / worse / tied for ``other``. Cases missing on one side and values that are
-NaN are left out and named in the notes; a case of a seed group is NaN when it is
+NaN are left out and named in the notes (how many per metric, and with
+``distance_penalty`` a missed structure's HD95/ASD counts as that distance
+instead, see :func:`compare_groups`); a case of a seed group is NaN when it is
 NaN in any of its seeds (no seed is silently skipped for one case). With seeds,
 the table also gives each side's seed std next to the difference: the CI covers
 the choice of test cases, not the choice of seed.
@@ -53,14 +55,23 @@ from canet.metrics.paired import (
 )
 from canet.metrics.summary import METRICS, stats
 
-#: summary.json keys that say how an evaluation was made; differences are noted.
-SETTING_KEYS: tuple[str, ...] = ("split", "mode", "tta", "lcc", "overlap", "weighting", "patch_size")
+#: summary.json keys that say what was scored: the data (``canet evaluate``), the ground
+#: truth (``canet score``) and the checkpoint; each group's are named in the notes.
+SOURCE_KEYS: tuple[str, ...] = ("data", "gt", "checkpoint")
+#: summary.json keys that say how an evaluation was made; differences are noted
+#: (the checkpoint between groups only: the seeds of a group have one each).
+SETTING_KEYS: tuple[str, ...] = (
+    "data", "gt", "checkpoint", "split", "mode", "tta", "lcc", "overlap", "weighting", "patch_size",
+)
+#: Keys whose difference means the case ids may name different scans.
+DATA_KEYS: tuple[str, ...] = ("data", "gt")
 #: config.yaml keys that may differ between the seeds of one config without a note.
 SEED_FREE_KEYS: frozenset[str] = frozenset({"seed", "data.root", "data.num_workers", "train.device"})
 DISTANCE_METRICS: tuple[str, ...] = ("hd95", "asd")
 
 __all__ = [
     "Comparison",
+    "check_distance_penalty",
     "Evaluation",
     "Group",
     "compare",
@@ -105,14 +116,55 @@ class Evaluation:
         unit = self.summary.get("distance_unit") or self.summary.get("spacing")
         return str(unit) if unit is not None else None
 
-    def values(self, metric: str) -> dict[str, float]:
+    def values(self, metric: str, penalty: str | float | None = None) -> dict[str, float]:
         """``{case: value}`` of one column (``nan`` text gives NaN).
 
+        Args:
+            metric: the column.
+            penalty: for HD95/ASD columns, the value a missed structure gets
+                instead of NaN (see :meth:`misses`): a number, or
+                ``"diagonal"`` (each case's ``diagonal`` column: the volume's
+                diagonal in the distance unit); None keeps NaN.
+
         Raises:
-            CanetError: the column does not exist or holds a non-number.
+            CanetError: the column does not exist or holds a non-number, or
+                ``"diagonal"`` for a ``metrics.csv`` without that column.
         """
+        out = self._column(metric)
+        if penalty is None or not metric.startswith(DISTANCE_METRICS):
+            return out
+        missed = self.misses(metric)
+        if not missed:
+            return out
+        if penalty == "diagonal":
+            if "diagonal" not in self.columns:
+                raise CanetError(
+                    f"{self.path / 'metrics.csv'} has no 'diagonal' column (written by an older canet): "
+                    "give --distance-penalty a number of the distance unit instead"
+                )
+            fill = self._column("diagonal")
+        else:
+            fill = dict.fromkeys(out, float(penalty))
+        return {c: fill[c] if c in missed else v for c, v in out.items()}
+
+    def misses(self, metric: str) -> set[str]:
+        """Cases whose ``metric`` (HD95/ASD, or a per-class column) is NaN because one mask was empty.
+
+        That is a NaN distance where the Dice of the same class is 0: the
+        structure was missed (or predicted where there is none); where both
+        masks are empty Dice is NaN too and the case is not a miss.
+        """
+        if not metric.startswith(DISTANCE_METRICS):
+            return set()
+        dice_column = "dice" + metric[len(metric.split("_")[0]):]
+        if dice_column not in self.columns:
+            return set()
+        values, dice = self._column(metric), self._column(dice_column)
+        return {c for c, v in values.items() if math.isnan(v) and dice[c] == 0.0}
+
+    def _column(self, metric: str) -> dict[str, float]:
         if metric not in self.columns or metric == "case":
-            available = ", ".join(c for c in self.columns if c not in ("case", "seconds"))
+            available = ", ".join(c for c in self.columns if c not in ("case", "seconds", "diagonal"))
             raise CanetError(f"metric {metric!r} is not a column of {self.path / 'metrics.csv'} (it has: {available})")
         out: dict[str, float] = {}
         for case, row in self.rows.items():
@@ -254,25 +306,31 @@ class Group:
         """Distance units recorded by the members."""
         return {m.distance_unit for m in self.members}
 
-    def member_values(self, metric: str) -> list[dict[str, float]]:
-        """``{case: value}`` of every member, restricted to :attr:`cases`."""
+    def member_values(self, metric: str, penalty: str | float | None = None) -> list[dict[str, float]]:
+        """``{case: value}`` of every member, restricted to :attr:`cases` (``penalty``: see :meth:`Evaluation.values`)."""
         cases = self.cases
-        tables = [m.values(metric) for m in self.members]
+        tables = [m.values(metric, penalty) for m in self.members]
         return [{c: t[c] for c in cases} for t in tables]
 
-    def values(self, metric: str) -> dict[str, float]:
+    def misses(self, metric: str) -> list[str]:
+        """Cases of :attr:`cases` where some seed missed the structure (see :meth:`Evaluation.misses`)."""
+        missed = set().union(*(m.misses(metric) for m in self.members))
+        return [c for c in self.cases if c in missed]
+
+    def values(self, metric: str, penalty: str | float | None = None) -> dict[str, float]:
         """``{case: value}``: the value, or with seeds its mean over the seeds.
 
-        A case is NaN when any seed's value for it is not finite.
+        A case is NaN when any seed's value for it is not finite (after the
+        ``penalty`` of missed structures, see :meth:`Evaluation.values`).
         """
-        tables = self.member_values(metric)
+        tables = self.member_values(metric, penalty)
         out: dict[str, float] = {}
         for case in self.cases:
             vals = [t[case] for t in tables]
             out[case] = float(np.mean(vals)) if all(math.isfinite(v) for v in vals) else math.nan
         return out
 
-    def statistics(self, metric: str) -> dict[str, Any]:
+    def statistics(self, metric: str, penalty: str | float | None = None) -> dict[str, Any]:
         """Per-metric summary of the group.
 
         Returns:
@@ -282,14 +340,15 @@ class Group:
             ``"seed_std"`` (sample std, None with one seed), ``"nan_values"``
             (NaN values over all seeds and cases).
         """
-        out = stats(self.values(metric).values())
-        tables = self.member_values(metric)
+        out = stats(self.values(metric, penalty).values())
+        tables = self.member_values(metric, penalty)
         seed_means = [stats(t.values())["mean"] for t in tables]
         finite_means = [v for v in seed_means if v is not None]
         out["seed_means"] = seed_means
         out["seed_mean"] = float(np.mean(finite_means)) if finite_means else None
         out["seed_std"] = float(np.std(finite_means, ddof=1)) if len(finite_means) > 1 else None
         out["nan_values"] = int(sum(not math.isfinite(v) for t in tables for v in t.values()))
+        out["missed"] = len(self.misses(metric))
         return out
 
 
@@ -372,6 +431,8 @@ def _check_members(group: Group) -> None:
         if differing:
             group.notes.append(f"{group.name}: its seed runs' configs differ in {', '.join(differing)}")
     for key in SETTING_KEYS:
+        if key == "checkpoint":
+            continue  # one per seed
         seen = {json.dumps(m.summary.get(key)) for m in group.members}
         if len(seen) > 1:
             group.notes.append(f"{group.name}: its seeds were evaluated with different {key} ({', '.join(sorted(seen))})")
@@ -397,6 +458,8 @@ class PairResult:
     metrics: dict[str, PairedStatistics]
     seed_std_reference: dict[str, float | None]
     seed_std_other: dict[str, float | None]
+    missed_reference: dict[str, list[str]] = field(default_factory=dict)
+    missed_other: dict[str, list[str]] = field(default_factory=dict)
 
     def spread_ratio(self, metric: str) -> float | None:
         """``|mean difference| / largest seed std`` of the two groups (None without seeds)."""
@@ -424,6 +487,7 @@ class Comparison:
     seed: int
     confidence: float
     notes: list[str] = field(default_factory=list)
+    distance_penalty: str | float | None = None
 
     @property
     def has_seeds(self) -> bool:
@@ -489,13 +553,19 @@ class Comparison:
                     scale, label = self._scale(m)
                     left = len(pair.only_in_reference) + len(pair.only_in_other)
                     nan = len(set(st.nan_in_reference) | set(st.nan_in_other))
+                    missed = len(set(pair.missed_reference.get(m, [])) | set(pair.missed_other.get(m, [])))
+                    left_out = f"{left} missing, {nan} NaN"
+                    if missed and self.distance_penalty is None:
+                        left_out += f" ({missed} missed structure{'s' if missed > 1 else ''})"
+                    elif missed:
+                        left_out += f"; {missed} missed, counted at the penalty"
                     cells = [
                         pair.reference, pair.other, label, str(st.n), _num(st.mean_reference, scale),
                         _num(st.mean_other, scale), _num(st.mean_difference, scale, signed=True),
                         "n/a" if st.n == 0 else
                         f"[{_num(st.ci_low, scale, signed=True)}, {_num(st.ci_high, scale, signed=True)}]",
                         _p(st.p_value), f"{st.better} / {st.worse} / {st.tied}",
-                        f"{left} missing, {nan} NaN",
+                        left_out,
                     ]
                     if self.has_seeds:
                         sr, so = pair.seed_std_reference[m], pair.seed_std_other[m]
@@ -531,6 +601,21 @@ class Comparison:
                     if cases:
                         notes.append(f"{pair.other} vs {pair.reference}, {m}: {len(cases)} case(s) NaN in {side}, "
                                      f"left out: {', '.join(cases)}")
+                for side, cases in ((pair.reference, pair.missed_reference.get(m, [])),
+                                    (pair.other, pair.missed_other.get(m, []))):
+                    if not cases:
+                        continue
+                    if self.distance_penalty is None:
+                        notes.append(
+                            f"{pair.other} vs {pair.reference}, {m}: {len(cases)} missed structure(s) in {side} "
+                            f"(one mask empty: Dice 0, {m} NaN) dropped from the paired test, which favours the "
+                            f"method that missed: {', '.join(cases)}; --distance-penalty diagonal counts them"
+                        )
+                    else:
+                        notes.append(
+                            f"{pair.other} vs {pair.reference}, {m}: {len(cases)} missed structure(s) in {side} "
+                            f"counted at {_penalty_text(self.distance_penalty)}: {', '.join(cases)}"
+                        )
                 if st.n == 0:
                     notes.append(f"{pair.other} vs {pair.reference}, {m}: no shared case with finite values")
         notes.extend(self.notes)
@@ -561,6 +646,7 @@ class Comparison:
             "metrics": self.metrics,
             "distance_unit": self.distance_unit,
             "bootstrap": {"resamples": self.resamples, "seed": self.seed, "confidence": self.confidence},
+            "distance_penalty": self.distance_penalty,
             "std_ddof": {"cases": 0, "seeds": 1},
             "groups": [
                 {
@@ -568,6 +654,8 @@ class Comparison:
                     "members": [str(m.path) for m in g.members], "member_names": g.member_names,
                     "cases": len(g.cases), "ignored": g.ignored,
                     "incomplete_cases": g.incomplete_cases,
+                    **{key: sorted({str(m.summary[key]) for m in g.members if m.summary.get(key) is not None})
+                       for key in (*SOURCE_KEYS, "split")},
                     "metrics": self.group_stats[g.name],
                 }
                 for g in self.groups
@@ -576,6 +664,7 @@ class Comparison:
                 {
                     "reference": p.reference, "other": p.other,
                     "only_in_reference": p.only_in_reference, "only_in_other": p.only_in_other,
+                    "missed_reference": p.missed_reference, "missed_other": p.missed_other,
                     "metrics": {
                         m: {**st.to_dict(), "seed_std_reference": p.seed_std_reference[m],
                             "seed_std_other": p.seed_std_other[m], "diff_over_seed_std": p.spread_ratio(m)}
@@ -646,6 +735,7 @@ def compare_groups(
     resamples: int = DEFAULT_RESAMPLES,
     seed: int = 0,
     confidence: float = DEFAULT_CONFIDENCE,
+    distance_penalty: str | float | None = None,
 ) -> Comparison:
     """Summarise ``groups`` and compare each with the reference.
 
@@ -655,6 +745,13 @@ def compare_groups(
         reference: name or index of the reference group (default the first).
         resamples / seed / confidence: bootstrap settings (see
             :func:`canet.metrics.paired.bootstrap_mean_ci`).
+        distance_penalty: what HD95/ASD of a missed structure (one mask empty:
+            Dice 0, distance NaN) count as: None (default) leaves them out of
+            the paired test (counted and named in the table and notes), a
+            positive number (in the distance unit) or ``"diagonal"`` (the
+            volume's diagonal, ``metrics.csv``'s ``diagonal`` column: no
+            surface distance can be longer) counts them, so that a complete
+            failure weighs against the method.
 
     Raises:
         CanetError: no group, duplicate names, unknown reference or metric, a
@@ -675,9 +772,10 @@ def compare_groups(
         raise CanetError(f"resamples must be a positive integer, got {resamples!r}")
     if not 0.0 < confidence < 1.0:
         raise CanetError(f"confidence must be in (0, 1), got {confidence!r}")
+    penalty = check_distance_penalty(distance_penalty)
     ref_index = _reference_index(groups, reference)
     unit = _distance_unit(groups, metrics)
-    group_stats = {g.name: {m: g.statistics(m) for m in metrics} for g in groups}
+    group_stats = {g.name: {m: g.statistics(m, penalty) for m in metrics} for g in groups}
     ref = groups[ref_index]
     pairs: list[PairResult] = []
     for i, other in enumerate(groups):
@@ -690,19 +788,23 @@ def compare_groups(
                 f"(e.g. {other.cases[0]!r} against {ref.cases[0]!r})"
             )
         per_metric = {
-            m: paired_statistics(ref.values(m), other.values(m), m, resamples=resamples,
+            m: paired_statistics(ref.values(m, penalty), other.values(m, penalty), m, resamples=resamples,
                                  confidence=confidence, seed=seed)
             for m in metrics
         }
+        shared_set = set(shared)
         pairs.append(PairResult(
             reference=ref.name, other=other.name, only_in_reference=only_ref, only_in_other=only_other,
             metrics=per_metric,
             seed_std_reference={m: group_stats[ref.name][m]["seed_std"] for m in metrics},
             seed_std_other={m: group_stats[other.name][m]["seed_std"] for m in metrics},
+            missed_reference={m: [c for c in ref.misses(m) if c in shared_set] for m in metrics},
+            missed_other={m: [c for c in other.misses(m) if c in shared_set] for m in metrics},
         ))
     comparison = Comparison(
         groups=groups, reference=ref.name, metrics=metrics, pairs=pairs, group_stats=group_stats,
         distance_unit=unit, resamples=int(resamples), seed=int(seed), confidence=float(confidence),
+        distance_penalty=penalty,
     )
     comparison.notes.extend(_setting_notes(groups))
     if len(groups) > 2:
@@ -715,6 +817,27 @@ def compare_groups(
             "compare the difference with the seed std"
         )
     return comparison
+
+
+def check_distance_penalty(value: str | float | None) -> str | float | None:
+    """``None``, ``"diagonal"`` or a positive finite number (from a number or its text).
+
+    Raises:
+        CanetError: anything else, quoted.
+    """
+    if value is None or value == "diagonal":
+        return value
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if isinstance(value, bool) or not math.isfinite(number) or number <= 0:
+        raise CanetError(f"distance penalty must be 'diagonal' or a positive number, got {value!r}")
+    return number
+
+
+def _penalty_text(penalty: str | float) -> str:
+    return "the volume's diagonal" if penalty == "diagonal" else f"{penalty:g}"
 
 
 def _reference_index(groups: Sequence[Group], reference: str | int | None) -> int:
@@ -745,12 +868,25 @@ def _distance_unit(groups: Sequence[Group], metrics: Sequence[str]) -> str | Non
     return None
 
 
+def _sources(group: Group) -> str:
+    """What a group scored: its data or ground truth, split and checkpoint(s), as recorded."""
+    parts = []
+    for key in (*SOURCE_KEYS[:2], "split", "checkpoint"):
+        values = sorted({str(m.summary.get(key)) for m in group.members if m.summary.get(key) is not None})
+        if values:
+            parts.append(f"{key} {', '.join(values)}")
+    return "; ".join(parts) if parts else "no data, ground truth or checkpoint recorded"
+
+
 def _setting_notes(groups: Sequence[Group]) -> list[str]:
-    notes = []
+    notes = [f"{g.name} scored: {_sources(g)}" for g in groups]
     for key in SETTING_KEYS:
         per_group = {g.name: json.dumps(g.members[0].summary.get(key)) for g in groups}
         if len(set(per_group.values())) > 1:
-            notes.append(f"evaluation {key} differs: " + ", ".join(f"{n}={v}" for n, v in per_group.items()))
+            text = f"evaluation {key} differs: " + ", ".join(f"{n}={v}" for n, v in per_group.items())
+            if key in DATA_KEYS:
+                text += " (the groups scored different data: cases with the same id may be different scans)"
+            notes.append(text)
     return notes
 
 
@@ -763,6 +899,7 @@ def compare(
     confidence: float = DEFAULT_CONFIDENCE,
     out_dir: str | os.PathLike[str] | None = None,
     names: Sequence[str] | None = None,
+    distance_penalty: str | float | None = None,
 ) -> Comparison:
     """Load each source as a :class:`Group`, compare them, optionally write the files.
 
@@ -771,6 +908,7 @@ def compare(
         metrics / reference / resamples / seed / confidence: see :func:`compare_groups`.
         out_dir: if given, ``compare.md`` and ``compare.json`` are written there.
         names: labels of the groups (default: folder names).
+        distance_penalty: see :func:`compare_groups`.
 
     Returns:
         The :class:`Comparison`.
@@ -786,7 +924,7 @@ def compare(
                 raise CanetError(f"the evaluation {m.path} is given twice (in {seen[key]} and {g.path})")
             seen[key] = str(g.path)
     _unique_names(groups, sources)
-    comparison = compare_groups(groups, metrics, reference, resamples, seed, confidence)
+    comparison = compare_groups(groups, metrics, reference, resamples, seed, confidence, distance_penalty)
     if out_dir is not None:
         comparison.write(out_dir)
     return comparison

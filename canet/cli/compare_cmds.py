@@ -18,7 +18,7 @@ def _run_compare(args: argparse.Namespace) -> int:
         raise CanetError("--report writes DIR/compare.html and needs --out DIR")
     comparison = compare(
         args.evaluations, metrics=args.metric, reference=args.reference,
-        resamples=args.resamples, seed=args.seed, out_dir=args.out,
+        resamples=args.resamples, seed=args.seed, out_dir=args.out, distance_penalty=args.distance_penalty,
     )
     print(comparison.markdown(), end="")
     if args.out is not None:
@@ -42,7 +42,8 @@ def add_parser(subparsers: Any) -> None:
             "folders, one per training seed of the same config. Every group is compared with the "
             "reference on the cases both hold, matched by case id: mean paired difference, percentile "
             "bootstrap 95 % CI, Wilcoxon signed-rank p-value, cases better / worse. Missing cases and "
-            "NaN values (HD95/ASD of empty masks) are left out and named."
+            "NaN values (HD95/ASD of empty masks) are left out and named; --distance-penalty counts a "
+            "missed structure's HD95/ASD instead."
         ),
     )
     p.add_argument("evaluations", nargs="+", metavar="EVAL",
@@ -54,6 +55,10 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--resamples", type=positive_int, default=DEFAULT_RESAMPLES,
                    help=f"bootstrap resamples (default {DEFAULT_RESAMPLES})")
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default 0)")
+    p.add_argument("--distance-penalty", default=None, metavar="diagonal|NUMBER",
+                   help="count HD95/ASD of a missed structure (one mask empty: Dice 0, distance NaN) as this "
+                        "distance instead of leaving the case out: 'diagonal' (the volume's diagonal, from "
+                        "metrics.csv) or a number in the distance unit")
     p.add_argument("--out", default=None, metavar="DIR", help="also write DIR/compare.md and DIR/compare.json")
     p.add_argument("--report", action="store_true", help="with --out: also write DIR/compare.html")
     p.set_defaults(func=_run_compare)

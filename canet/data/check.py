@@ -6,11 +6,15 @@ with the file it is in:
 * a listed case whose file does not exist;
 * an unreadable or truncated file;
 * a missing ``image`` or ``label`` (HDF5 dataset, or datalist entry);
-* an image/label shape mismatch;
+* a label that is not on its image's grid in world space (another shape, or
+  shifted or resampled; a label stored in another voxel order than its image,
+  with an affine that says so, is fine: it is read in the image's order);
 * label values outside ``0..num_classes-1`` (or not whole numbers); a binary
   dataset's label may instead hold one other object value (0/255 masks), as
   the trainer and the metrics take any non-zero voxel as object there;
-* NaN or inf values;
+* an image without any finite value (NaN or inf everywhere); an image with
+  some NaN or inf voxels is a warning: they are set to the scan's smallest
+  finite value when it is read (:func:`canet.data.dataset.fill_nonfinite`);
 * an empty image (a zero-length axis, or one constant value everywhere);
 * a case id listed twice, and structural problems (no ``train.list``, an
   unparseable datalist, too few training cases for ``labeled``).
@@ -18,7 +22,7 @@ with the file it is in:
 Labels are read for labeled, validation and test cases; unlabeled cases only
 need an image. Conditions that do not stop training (a label without any
 foreground, a case both in training and test, training images stored in more
-than one orientation) are *warnings*.
+than one orientation, NaN or inf image voxels) are *warnings*.
 It never raises for a problem of the data; :func:`ensure_clean` turns a report
 with problems into a :class:`~canet.errors.DataError`.
 """
@@ -33,7 +37,14 @@ from typing import Any
 
 import numpy as np
 
-from canet.data.dataset import Case, DatasetSpec, _reason, open_dataset, read_array, read_volume
+from canet.data.dataset import (
+    Case,
+    DatasetSpec,
+    _reason,
+    label_on_image_grid,
+    open_dataset,
+    read_volume,
+)
 from canet.errors import DataError
 
 
@@ -214,7 +225,13 @@ def _check_case(
         if finite is not None and not finite.all():
             n_nan = int(np.isnan(image).sum())
             n_inf = int(image.size - finite.sum()) - n_nan
-            report.problems.append(f"{case.image}: image holds {n_nan} NaN and {n_inf} inf values")
+            if finite.any():
+                report.warnings.append(
+                    f"{case.image}: image holds {n_nan} NaN and {n_inf} inf values (set to the scan's "
+                    "smallest finite value when it is read)"
+                )
+            else:
+                report.problems.append(f"{case.image}: every voxel of the image is NaN or infinite")
             values = image[finite]
         else:
             values = image
@@ -235,16 +252,17 @@ def _check_case(
     if not need_label:
         return
     try:
-        label, _, _ = read_array(case.label, "label")
+        label, label_geometry = read_volume(case.label, "label")
     except DataError as exc:
         report.problems.append(str(exc))
         return
     stats.files += int(case.label != case.image)
-    if image is not None and label.shape != image.shape:
-        report.problems.append(
-            f"{case.label}: label shape {tuple(label.shape)} differs from image shape {tuple(image.shape)}"
-        )
-        return
+    if image is not None:
+        try:
+            label = label_on_image_grid(label, label_geometry, geometry, case.label, case.image)
+        except DataError as exc:
+            report.problems.append(str(exc))
+            return
     if label.size == 0:
         report.problems.append(f"{case.label}: label is empty (shape {tuple(label.shape)})")
         return

@@ -118,6 +118,8 @@ class Volume:
             size (LA ``.h5``, NRRD without space directions).
         oriented: whether the file states its orientation (False for LA
             ``.h5`` and NRRD without space directions: stored voxel order).
+        nonfinite: how many NaN or infinite image voxels were set to the
+            scan's smallest finite value when it was read (:func:`fill_nonfinite`).
     """
 
     case_id: str
@@ -127,6 +129,7 @@ class Volume:
     spacing: tuple[float, float, float]
     spacing_unit: Literal["mm", "voxels"] = "mm"
     oriented: bool = True
+    nonfinite: int = 0
 
 
 @dataclass(frozen=True)
@@ -466,6 +469,77 @@ def as_label(array: np.ndarray, path: str | os.PathLike[str]) -> np.ndarray:
     return arr.astype(np.uint8)
 
 
+def fill_nonfinite(image: np.ndarray, what: str | os.PathLike[str] = "image") -> tuple[np.ndarray, int]:
+    """``image`` as float32 with its NaN and infinite voxels set to its smallest finite value.
+
+    Padding outside a scanner's field of view is often stored as NaN; one such
+    voxel would make the z-score of the whole volume NaN (and every prediction
+    background). Setting them to the scan's minimum treats them as the darkest
+    background, before any normalisation.
+
+    Args:
+        image: the volume as read (any real dtype).
+        what: how an error names it (usually its file).
+
+    Returns:
+        ``(image, count)``: float32 (a copy only when voxels were replaced) and
+        how many voxels were replaced.
+
+    Raises:
+        DataError: every voxel is NaN or infinite (nothing to fill them with).
+    """
+    arr = np.asarray(image, dtype=np.float32)
+    finite = np.isfinite(arr)
+    if finite.all():
+        return arr, 0
+    count = int(arr.size - np.count_nonzero(finite))
+    if count == arr.size:
+        raise DataError(f"{what}: every voxel of the image is NaN or infinite")
+    out = arr.copy()
+    out[~finite] = arr[finite].min()
+    return out, count
+
+
+def label_on_image_grid(
+    label: np.ndarray, label_geometry: Geometry, image_geometry: Geometry,
+    label_path: str | os.PathLike[str], image_path: str | os.PathLike[str],
+) -> np.ndarray:
+    """``label`` in its image's voxel order, read from both files' geometry.
+
+    A label may be stored in another voxel order than its image (flipped or
+    permuted, with an affine that says so); it is brought into the image's
+    order when both grids hold the same voxels in world space
+    (:func:`canet.data.orientation.grid_transform`). When either file states
+    no orientation, the two are taken in stored order and need the same shape.
+
+    Raises:
+        DataError: the shapes differ (unoriented files), or the label's grid is
+            not the image's in world space (shifted, resampled, other shape).
+    """
+    arr = np.asarray(label)
+    if not (label_geometry.oriented and image_geometry.oriented):
+        if arr.shape != tuple(image_geometry.shape):
+            raise DataError(
+                f"{label_path}: label shape {tuple(arr.shape)} differs from image shape {tuple(image_geometry.shape)}"
+            )
+        return arr
+    from canet.data.orientation import placement_gap, to_grid
+
+    moved = to_grid(arr, label_geometry.affine, image_geometry.affine, image_geometry.shape)
+    if moved is not None:
+        return moved
+    if arr.shape == tuple(image_geometry.shape):
+        gap = placement_gap(label_geometry.affine, image_geometry.affine, arr.shape)
+        where = f"its affine places a corner {gap:.3g} mm away from the image's"
+    else:
+        where = (f"shape {tuple(arr.shape)} in {label_geometry.axcodes} order does not match the image's "
+                 f"{tuple(image_geometry.shape)} in {image_geometry.axcodes} order")
+    raise DataError(
+        f"{label_path}: the label is not on the grid of its image {Path(image_path).name} ({where}); "
+        "resample it onto the image"
+    )
+
+
 def zscore(image: np.ndarray) -> np.ndarray:
     """``(image - mean) / std`` over the whole volume, as float32.
 
@@ -512,28 +586,35 @@ def load_case(case: Case, with_label: bool = True, normalize: bool | None = None
         normalize: z-score the image over the whole volume; ``None`` (default)
             uses ``case.normalize``.
 
+    NaN and infinite image voxels are set to the scan's smallest finite value
+    before normalising (:func:`fill_nonfinite`; ``Volume.nonfinite`` counts
+    them). A label stored in another voxel order than its image is brought
+    into the image's order (:func:`label_on_image_grid`).
+
     Returns:
         A :class:`Volume`: image ``X x Y x Z`` float32, label ``X x Y x Z``
-        uint8 or ``None``, the image file's affine, spacing, spacing unit and
-        whether it is oriented.
+        uint8 (in the image's voxel order) or ``None``, the image file's
+        affine, spacing, spacing unit, whether it is oriented and how many
+        voxels were not finite.
 
     Raises:
-        DataError: a missing or unreadable file, not 3D, a label of another
-            shape than the image or with values that are not class indices.
+        DataError: a missing or unreadable file, not 3D, an image without any
+            finite voxel, a label not on the image's grid or with values that
+            are not class indices.
     """
-    image, geometry = read_volume(case.image, "image")
+    raw_image, geometry = read_volume(case.image, "image")
+    image, nonfinite = fill_nonfinite(raw_image, case.image)
     do_norm = case.normalize if normalize is None else bool(normalize)
-    image = zscore(image) if do_norm else np.asarray(image, dtype=np.float32)
+    if do_norm:
+        image = zscore(image)
     label = None
     if with_label and case.label is not None:
-        raw, _, _ = read_array(case.label, "label")
-        if raw.shape != image.shape:
-            raise DataError(
-                f"{case.label}: label shape {tuple(raw.shape)} differs from image shape {tuple(image.shape)}"
-            )
+        raw, label_geometry = read_volume(case.label, "label")
+        raw = label_on_image_grid(raw, label_geometry, geometry, case.label, case.image)
         label = as_label(raw, case.label)
     return Volume(
-        case.case_id, image, label, geometry.affine, geometry.spacing, geometry.unit, geometry.oriented
+        case.case_id, image, label, geometry.affine, geometry.spacing, geometry.unit, geometry.oriented,
+        nonfinite,
     )
 
 

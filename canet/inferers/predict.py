@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from canet.errors import CanetError
+from canet.errors import CanetError, DataError
 from canet.inferers.postprocess import largest_component_per_class, largest_connected_component
 from canet.inferers.settings import InferenceSettings
 from canet.inferers.sliding_window import Predictor, sliding_window_inference
@@ -139,6 +139,8 @@ def predict_volume(
     Raises:
         CanetError: a bad image shape or setting, a device that does not exist,
             or ``amp="bf16"`` on a device that cannot run it.
+        DataError: the image holds NaN or infinite voxels (they would make the
+            whole prediction background).
     """
     s = InferenceSettings.make(settings, **changes)
     arr = np.asarray(image)
@@ -146,6 +148,13 @@ def predict_volume(
         arr = arr[None]
     if arr.ndim != 4:
         raise CanetError(f"image must be X x Y x Z or C x X x Y x Z, got shape {tuple(np.shape(image))}")
+    finite = np.isfinite(arr)
+    if not finite.all():  # one NaN makes every window's output NaN: an empty mask, said nowhere
+        bad = int(arr.size - np.count_nonzero(finite))
+        raise DataError(
+            f"image holds {bad} NaN or infinite voxel(s); replace them first "
+            "(canet.data.fill_nonfinite sets them to the scan's smallest finite value)"
+        )
     run_device = s.run_device(model_device(model))
     tensor = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))[None]
     if model_device(model) != run_device:

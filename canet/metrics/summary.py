@@ -1,7 +1,10 @@
 """Per-case metric rows, multi-class scoring and the summary of a set of cases.
 
 :class:`MetricAccumulator` collects one row per case (``case, dice, jaccard,
-hd95, asd, seconds``; plus ``<metric>_<class>`` columns for multi-class data)
+hd95, asd, seconds, diagonal``; plus ``<metric>_<class>`` columns for
+multi-class data; ``diagonal`` is the length of the volume's diagonal in the
+distance unit, the largest distance two of its voxels can have: the penalty
+``canet compare --distance-penalty diagonal`` gives a missed structure)
 and turns them into the summary dict written as ``summary.json``::
 
     {"dice": {"mean": 0.91, "std": 0.02, "n": 20, "nan": 0}, "jaccard": {...},
@@ -48,6 +51,7 @@ __all__ = [
     "multiclass_metrics",
     "stats",
     "summarize",
+    "volume_diagonal",
 ]
 
 
@@ -120,6 +124,23 @@ def stats(values: Iterable[float]) -> dict[str, Any]:
     }
 
 
+def volume_diagonal(shape: Sequence[int], spacing: Spacing = None) -> float:
+    """Distance between the centres of a volume's two opposite corner voxels.
+
+    Args:
+        shape: ``(X, Y, Z)``.
+        spacing: voxel size per axis (a number or one per axis); None: voxels.
+
+    Returns:
+        ``sqrt(sum(((shape - 1) * spacing) ** 2))``: no surface distance in the
+        volume can be longer.
+    """
+    steps = np.asarray([max(int(n) - 1, 0) for n in shape], dtype=np.float64)
+    if spacing is not None:
+        steps = steps * np.broadcast_to(np.asarray(spacing, dtype=np.float64), steps.shape)
+    return float(np.sqrt(np.sum(steps**2)))
+
+
 def _nanmean(values: Sequence[float]) -> float:
     finite = [v for v in values if math.isfinite(v)]
     return float(np.mean(finite)) if finite else float("nan")
@@ -167,7 +188,7 @@ class MetricAccumulator:
     @property
     def columns(self) -> list[str]:
         """Column names of ``metrics.csv``."""
-        cols = ["case", *METRICS, "seconds"]
+        cols = ["case", *METRICS, "seconds", "diagonal"]
         if self.num_classes > 2:
             cols += [f"{m}_{c}" for c in range(1, self.num_classes) for m in METRICS]
         return cols
@@ -222,6 +243,7 @@ class MetricAccumulator:
         for c in absent:
             self.absent[c] += 1
         row["seconds"] = float("nan") if seconds is None else float(seconds)
+        row["diagonal"] = volume_diagonal(gt_arr.shape, sp)
         if pred_empty:
             self.empty_pred.append(case)
         if gt_empty:

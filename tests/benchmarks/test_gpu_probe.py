@@ -85,5 +85,11 @@ def test_probe_runs_end_to_end_on_cpu(tmp_path: Path) -> None:
     assert inf["fast_bf16_s_per_volume"] is None and "CUDA" in inf["bf16_skipped"]  # bf16 only on a GPU
     side = result["side_by_side"]
     assert set(side["together"]) == {"la_canet_16", "la_vnet_16"}
-    assert isinstance(side["run_side_by_side"], bool)
+    # the verdict follows from the seconds per iteration measured alone and together
+    alone = [side["alone"][n]["sec_per_it"] for n in ("la_canet_16", "la_vnet_16")]
+    together = [side["together"][n]["sec_per_it"] for n in ("la_canet_16", "la_vnet_16")]
+    assert alone[0] == fast["sec_per_it"]  # the config's own fast-profile run
+    assert side["speedup_for_both"] == pytest.approx(sum(alone) / max(together))
+    assert side["run_side_by_side"] is (side["speedup_for_both"] > 1.05)
+    assert side["its_per_min_together"]["total"] == pytest.approx(60 / together[0] + 60 / together[1])
     assert result["environment"]["device"] == "cpu"

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from scipy.stats import wilcoxon
 
 from canet.cli.main import main
 from canet.comparison import compare, load_group
@@ -18,14 +17,19 @@ from canet.metrics.summary import MetricAccumulator
 CASES = [f"case{i:02d}" for i in range(12)]
 
 
-def write_eval(folder: Path, rows: dict[str, dict[str, float]], unit: str = "voxels", **extra: object) -> Path:
-    """An evaluation folder in canet evaluate's format (metrics.csv + summary.json)."""
+def write_eval(folder: Path, rows: dict[str, dict[str, float]], unit: str = "voxels",
+               diagonal: float | None = None, **extra: object) -> Path:
+    """An evaluation folder in canet evaluate's format (metrics.csv + summary.json).
+
+    ``diagonal``: also write the ``diagonal`` column (this value for every case).
+    """
     folder.mkdir(parents=True)
-    lines = ["case,dice,jaccard,hd95,asd,seconds"]
+    lines = ["case,dice,jaccard,hd95,asd,seconds" + (",diagonal" if diagonal is not None else "")]
     for case, r in rows.items():
         cells = [repr(float(r.get(m, 0.5))) if not math.isnan(r.get(m, 0.5)) else "nan"
                  for m in ("dice", "jaccard", "hd95", "asd")]
-        lines.append(",".join([case, *cells, "nan"]))
+        tail = ["nan"] if diagonal is None else ["nan", repr(float(r.get("diagonal", diagonal)))]
+        lines.append(",".join([case, *cells, *tail]))
     (folder / "metrics.csv").write_text("\n".join(lines) + "\n")
     summary = {"cases": len(rows), "spacing": unit, "mode": "reference", "std_ddof": 0, **extra}
     (folder / "summary.json").write_text(json.dumps(summary))
@@ -79,22 +83,29 @@ def test_constant_shift_of_one_point(tmp_path: Path, base_dice: dict[str, float]
     assert (st.better, st.worse) == (12, 0)
 
 
-def test_p_value_equals_scipy_and_direction_of_distances(tmp_path: Path, base_dice: dict[str, float]) -> None:
-    rng = np.random.default_rng(9)
-    hd_a = dict(zip(CASES, rng.uniform(3, 9, len(CASES)).tolist()))
-    hd_b = {c: v + rng.normal(-0.5, 1.0) for c, v in hd_a.items()}
-    other_dice = {c: v + rng.normal(0.01, 0.03) for c, v in base_dice.items()}
-    write_eval(tmp_path / "a", dice_rows(base_dice, hd_a))
-    write_eval(tmp_path / "b", dice_rows(other_dice, hd_b))
+def test_p_value_by_hand_and_direction_of_distances(tmp_path: Path) -> None:
+    """Six cases, all better, no ties: the exact two-sided Wilcoxon p is 2 / 2**6 = 2/64."""
+    six = [f"c{i}" for i in range(6)]
+    dice_a = dict(zip(six, [0.70, 0.72, 0.75, 0.80, 0.81, 0.85]))
+    gains = [0.01, 0.02, 0.03, 0.04, 0.05, 0.06]  # distinct: ranks 1..6
+    dice_b = {c: dice_a[c] + g for c, g in zip(six, gains)}
+    hd_a = dict.fromkeys(six, 9.0)
+    hd_b = {c: 9.0 - g * 100 for c, g in zip(six, gains)}  # lower is better: b wins on every case
+    write_eval(tmp_path / "a", dice_rows(dice_a, hd_a))
+    write_eval(tmp_path / "b", dice_rows(dice_b, hd_b))
     pair = compare([tmp_path / "a", tmp_path / "b"], metrics=["dice", "hd95"], resamples=200).pairs[0]
-    for metric, ref, oth, higher in (("dice", base_dice, other_dice, True), ("hd95", hd_a, hd_b, False)):
-        # values pass through metrics.csv as repr(float): exact
-        d = np.array([oth[c] - ref[c] for c in CASES])
-        st = pair.metrics[metric]
-        assert st.p_value == wilcoxon(d).pvalue
-        assert st.mean_difference == pytest.approx(d.mean(), abs=1e-12)
-        wins = int((d > 0).sum()) if higher else int((d < 0).sum())
-        assert (st.better, st.worse) == (wins, len(CASES) - wins)
+    assert pair.metrics["dice"].p_value == pytest.approx(2 / 64, abs=1e-12)
+    assert pair.metrics["hd95"].p_value == pytest.approx(2 / 64, abs=1e-12)
+    assert (pair.metrics["dice"].better, pair.metrics["dice"].worse) == (6, 0)
+    assert (pair.metrics["hd95"].better, pair.metrics["hd95"].worse) == (6, 0)  # lower distances win
+    assert pair.metrics["dice"].mean_difference == pytest.approx(0.035, abs=1e-12)
+    assert pair.metrics["hd95"].mean_difference == pytest.approx(-3.5, abs=1e-12)
+    # one loss, on the largest difference: W- = 6, and 14 of the 64 sign patterns have W <= 6: p = 28/64
+    dice_c = dict(dice_b)
+    dice_c["c5"] = dice_a["c5"] - 0.06
+    write_eval(tmp_path / "c", dice_rows(dice_c, hd_b))
+    st = compare([tmp_path / "a", tmp_path / "c"], metrics=["dice"], resamples=200).pairs[0].metrics["dice"]
+    assert st.p_value == pytest.approx(28 / 64, abs=1e-12) and (st.better, st.worse) == (5, 1)
 
 
 def test_cases_matched_by_id_and_a_missing_case_is_named(tmp_path: Path, base_dice: dict[str, float],
@@ -270,3 +281,77 @@ def test_bad_input_ends_in_one_line(tmp_path: Path, base_dice: dict[str, float],
     # a unit difference does not matter when only Dice is compared; the reference can be named
     code, out, _ = run_cli([str(a), str(mm), "--metric", "dice", "--reference", "mm", "--resamples", "50"], capsys)
     assert code == 0 and "| mm | a | dice % | 12 |" in out
+
+
+def test_each_side_is_named_and_different_data_is_said(tmp_path: Path, base_dice: dict[str, float]) -> None:
+    """Case ids shared by evaluations of different datasets are no pairing: compare says so."""
+    write_eval(tmp_path / "a", dice_rows(base_dice), data="/data/LA", split="test", checkpoint="/runs/a/last.pt")
+    write_eval(tmp_path / "b", dice_rows(base_dice), data="/data/LA", split="test", checkpoint="/runs/b/last.pt")
+    write_eval(tmp_path / "c", dice_rows(base_dice), data="/data/LA_copy", split="test",
+               checkpoint="/runs/b/last.pt")
+    write_eval(tmp_path / "s", dice_rows(base_dice), gt="/masks/gt")
+    notes = compare([tmp_path / "a", tmp_path / "b"], metrics=["dice"], resamples=50).all_notes()
+    assert "a scored: data /data/LA; split test; checkpoint /runs/a/last.pt" in notes
+    assert "b scored: data /data/LA; split test; checkpoint /runs/b/last.pt" in notes
+    assert 'evaluation checkpoint differs: a="/runs/a/last.pt", b="/runs/b/last.pt"' in notes
+    assert not any("data differs" in n for n in notes)
+    notes = compare([tmp_path / "b", tmp_path / "c"], metrics=["dice"], resamples=50).all_notes()
+    assert (
+        'evaluation data differs: b="/data/LA", c="/data/LA_copy" (the groups scored different data: cases '
+        "with the same id may be different scans)"
+    ) in notes
+    assert not any("checkpoint differs" in n for n in notes)
+    comparison = compare([tmp_path / "a", tmp_path / "s"], metrics=["dice"], resamples=50)
+    assert "s scored: gt /masks/gt" in comparison.all_notes()
+    assert any(n.startswith("evaluation gt differs: a=null, s=") for n in comparison.all_notes())
+    groups = comparison.to_dict()["groups"]
+    assert groups[0]["data"] == ["/data/LA"] and groups[1]["gt"] == ["/masks/gt"] and groups[1]["data"] == []
+
+
+def test_a_missed_structure_is_counted_and_can_weigh_against_the_method(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """b misses the structure of c3 (empty prediction: Dice 0, HD95 NaN): named, and penalised on request."""
+    cases = ["c1", "c2", "c3", "c4"]
+    a = {c: {"dice": 0.8, "jaccard": 0.8 / 1.2, "hd95": 5.0, "asd": 1.0} for c in cases}
+    b = {c: {"dice": 0.85, "jaccard": 0.85 / 1.15, "hd95": 4.0, "asd": 0.8} for c in cases}
+    b["c3"] = {"dice": 0.0, "jaccard": 0.0, "hd95": math.nan, "asd": math.nan}
+    write_eval(tmp_path / "a", a, diagonal=100.0)
+    write_eval(tmp_path / "b", b, diagonal=100.0)
+    srcs = [tmp_path / "a", tmp_path / "b"]
+
+    plain = compare(srcs, resamples=200)
+    st = plain.pairs[0].metrics["hd95"]
+    assert st.n == 3 and st.nan_in_other == ["c3"] and st.mean_difference == -1.0  # b looks better
+    assert plain.pairs[0].missed_other["hd95"] == ["c3"] and plain.pairs[0].missed_reference["hd95"] == []
+    assert plain.group_stats["b"]["hd95"]["missed"] == 1
+    md = plain.markdown()
+    assert "| 0 / 0 / 0 |" not in md and "0 missing, 1 NaN (1 missed structure) |" in md
+    assert (
+        "b vs a, hd95: 1 missed structure(s) in b (one mask empty: Dice 0, hd95 NaN) dropped from the paired "
+        "test, which favours the method that missed: c3; --distance-penalty diagonal counts them"
+    ) in md
+
+    fixed = compare(srcs, resamples=200, distance_penalty=50.0)
+    st = fixed.pairs[0].metrics["hd95"]
+    assert st.n == 4 and st.nan_in_other == []
+    assert st.mean_difference == pytest.approx((-1.0 * 3 + (50.0 - 5.0)) / 4)  # the miss now weighs against b
+    assert (st.better, st.worse) == (3, 1)
+    assert fixed.group_stats["b"]["hd95"]["mean"] == pytest.approx((4.0 * 3 + 50.0) / 4)
+    assert "b vs a, hd95: 1 missed structure(s) in b counted at 50: c3" in fixed.all_notes()
+    assert "0 missing, 0 NaN; 1 missed, counted at the penalty |" in fixed.markdown()
+
+    code, out, err = run_cli([*map(str, srcs), "--distance-penalty", "diagonal", "--metric", "asd",
+                              "--resamples", "200", "--out", str(tmp_path / "o")], capsys)
+    assert code == 0, err
+    data = json.loads((tmp_path / "o" / "compare.json").read_text())
+    assert data["distance_penalty"] == "diagonal"
+    st = data["pairs"][0]["metrics"]["asd"]
+    assert st["n"] == 4 and st["mean_difference"] == pytest.approx((-0.2 * 3 + (100.0 - 1.0)) / 4)
+    assert "counted at the volume's diagonal: c3" in out
+
+    write_eval(tmp_path / "old_b", b)  # b's metrics.csv as written before the diagonal column
+    err = _one_line_error(capsys, [str(tmp_path / "a"), str(tmp_path / "old_b"), "--distance-penalty", "diagonal"])
+    assert "has no 'diagonal' column" in err and "give --distance-penalty a number" in err
+    code, _, err = run_cli([str(tmp_path / "a"), str(tmp_path / "b"), "--distance-penalty", "-3"], capsys)
+    assert code == 2 and "distance penalty must be 'diagonal' or a positive number, got '-3'" in err

@@ -62,8 +62,7 @@ BREAKS: dict[str, tuple[Callable[[Path], None], str]] = {
     "label outside classes": (lambda p: _edit(p, "label", lambda a: _set(a, 3)), r"label values \{3\} outside the 2 classes"),
     "negative label": (lambda p: _edit(p, "label", lambda a: _set(a.astype(np.int16), -1)), r"label values \{-1\} outside"),
     "fractional label": (lambda p: _edit(p, "label", lambda a: _set(a.astype(np.float32), 0.5)), "label values must be whole numbers, got 0.5"),
-    "nan": (lambda p: _edit(p, "image", lambda a: _set(a, np.nan)), "image holds 1 NaN and 0 inf values"),
-    "inf": (lambda p: _edit(p, "image", lambda a: _set(a, np.inf)), "image holds 0 NaN and 1 inf values"),
+    "all nan": (lambda p: _edit(p, "image", lambda a: np.full_like(a, np.nan)), "every voxel of the image is NaN or infinite"),
     "constant image": (lambda p: _edit(p, "image", np.zeros_like), r"image is empty \(every voxel is 0\)"),
     "zero-size image": (lambda p: _rewrite(p, np.zeros((0, 40, 24), np.float32), np.zeros((0, 40, 24), np.uint8)), "image is empty"),
     "2D image": (lambda p: _edit(p, "image", lambda a: a[:, :, 0]), "image is 2D"),
@@ -154,15 +153,16 @@ def test_datalist_problems(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     img = rng.normal(size=(12, 12, 8)).astype(np.float32)
     lab = (img > 1).astype(np.uint8)
-    nib.save(nib.Nifti1Image(img, np.diag([0.8, 0.8, 2.0, 1.0])), str(tmp_path / "a.nii.gz"))
-    nib.save(nib.Nifti1Image(lab, np.eye(4)), str(tmp_path / "a_seg.nii.gz"))
+    grid = np.diag([0.8, 0.8, 2.0, 1.0])  # the labels of image a lie on its grid
+    nib.save(nib.Nifti1Image(img, grid), str(tmp_path / "a.nii.gz"))
+    nib.save(nib.Nifti1Image(lab, grid), str(tmp_path / "a_seg.nii.gz"))
     nib.save(nib.Nifti1Image(img, np.eye(4)), str(tmp_path / "b.nii.gz"))
     (tmp_path / "c.nii.gz").write_bytes(b"\x1f\x8b\x08not really gzip")
-    nib.save(nib.Nifti1Image(lab * 4, np.eye(4)), str(tmp_path / "d_seg.nii.gz"))
+    nib.save(nib.Nifti1Image(lab * 4, grid), str(tmp_path / "d_seg.nii.gz"))
     two = lab.copy()
     two[0, 0, 0] = 4
     two[1, 1, 1] = 2
-    nib.save(nib.Nifti1Image(two, np.eye(4)), str(tmp_path / "e_seg.nii.gz"))
+    nib.save(nib.Nifti1Image(two, grid), str(tmp_path / "e_seg.nii.gz"))
     datalist = {
         "training": [
             {"image": "a.nii.gz", "label": "a_seg.nii.gz"},
@@ -231,3 +231,14 @@ def test_training_images_in_several_orientations_are_a_warning(tmp_path: Path) -
     ]
     assert report.summary["orientations"] == {"RAS": 2, "LAS": 1}
     assert "orientation of the training images: RAS 2, LAS 1" in report.format()
+
+
+@pytest.mark.parametrize(("value", "said"), [(np.nan, "1 NaN and 0 inf"), (np.inf, "0 NaN and 1 inf")])
+def test_some_nonfinite_voxels_are_a_warning_naming_the_count(synth_copy: Path, value: float, said: str) -> None:
+    target = _h5(synth_copy)
+    _edit(target, "image", lambda a: _set(a, value))
+    report = check_dataset(synth_copy)
+    assert report.ok, report.problems
+    assert report.warnings == [
+        f"{target}: image holds {said} values (set to the scan's smallest finite value when it is read)"
+    ]

@@ -225,11 +225,13 @@ def test_unparseable_datalist(tmp_path: Path) -> None:
 def test_load_case_errors(datalist_dir: Path, tmp_path: Path) -> None:
     img = datalist_dir / "imagesTr" / "a.nii.gz"
     short = tmp_path / "short.nii.gz"
-    nib.save(nib.Nifti1Image(np.zeros((20, 18, 11), np.uint8), np.eye(4)), str(short))
-    with pytest.raises(DataError, match=r"label shape \(20, 18, 11\) differs from image shape \(20, 18, 12\)"):
+    nib.save(nib.Nifti1Image(np.zeros((20, 18, 11), np.uint8), RAS_AFFINE), str(short))
+    with pytest.raises(DataError, match=r"short.nii.gz: the label is not on the grid of its image a.nii.gz "
+                                        r"\(shape \(20, 18, 11\) in LPS order does not match the image's "
+                                        r"\(20, 18, 12\) in LPS order\)"):
         load_case(Case("a", img, short))
     frac = tmp_path / "frac.nii.gz"
-    nib.save(nib.Nifti1Image(np.full((20, 18, 12), 0.5, np.float32), np.eye(4)), str(frac))
+    nib.save(nib.Nifti1Image(np.full((20, 18, 12), 0.5, np.float32), RAS_AFFINE), str(frac))
     with pytest.raises(DataError, match="label values must be integers, got 0.5"):
         load_case(Case("a", img, frac))
     with pytest.raises(DataError, match="file not found"):

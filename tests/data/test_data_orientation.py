@@ -48,10 +48,16 @@ def test_reorientation_keeps_every_voxel_at_its_world_position() -> None:
 
 
 def test_same_orientation_is_the_identity() -> None:
-    r = reorientation(np.diag([2.0, 2.0, 3.0, 1.0]), (4, 4, 4), "RAS")
-    assert r.identity
-    a = np.random.default_rng(0).random((4, 4, 4))
-    assert r.forward(a) is not None and np.array_equal(r.forward(a), a)
+    affine = np.diag([2.0, 2.0, 3.0, 1.0])
+    affine[:3, 3] = [5.0, -7.0, 1.0]
+    r = reorientation(affine, (4, 5, 6), "RAS")
+    assert r.identity and r.source == r.target == "RAS"
+    np.testing.assert_array_equal(r.to_target, [[0, 1], [1, 1], [2, 1]])  # no axis moved, none flipped
+    np.testing.assert_array_equal(r.affine, affine)
+    a = np.random.default_rng(0).random((4, 5, 6))
+    np.testing.assert_array_equal(r.forward(a), a)
+    np.testing.assert_array_equal(r.backward(a), a)
+    assert r.spacing == (2.0, 2.0, 3.0)
 
 
 def test_training_data_record(tmp_path, synth_root) -> None:

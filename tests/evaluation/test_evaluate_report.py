@@ -292,7 +292,8 @@ def test_evaluate_datalist_lcc_default_and_label_values(tmp_path, run_cli) -> No
     image, label = _case_arrays()
     model = _centred_vnet(image)  # the datalist below is z-scored on load; any model will do here
     ckpt = tmp_path / "m.pt"
-    save_checkpoint(make_checkpoint(model, "tests", config={"patch_size": [32, 32, 16]}), ckpt)
+    save_checkpoint(make_checkpoint(model, "tests", config={"patch_size": [32, 32, 16]},
+                                    preprocessing=RAS_RECORD), ckpt)
     affine = np.diag([0.8, 0.9, 1.5, 1.0])
     (tmp_path / "d").mkdir()
     # the ground truth stores the object as 255 (as the LA challenge's laendo.nrrd does)
@@ -340,5 +341,99 @@ def test_evaluate_nrrd_without_space_directions_reports_voxels(tmp_path, run_cli
     summary = json.loads((tmp_path / "o" / "summary.json").read_text())
     assert summary["distance_unit"] == "voxels" and summary["reoriented"] == 0
     assert "distances in voxels" in stdout
+    # the checkpoint was trained on RAS images; this file cannot say whether it is one: evaluate says so, as predict
+    said = "case 'a': the file states no orientation; predicted in its stored voxel order"
+    assert summary["warnings"] == [said] and err.strip().splitlines() == [f"warning: {said}"]
     mask = np.asarray(nib.load(str(tmp_path / "o" / "a_pred.nii.gz")).dataobj)
     assert summary["hd95"]["mean"] == pytest.approx(binary_metrics(mask, label)["hd95"])  # voxel units
+
+
+def _perfect_case(model: nn.Module, image: np.ndarray) -> np.ndarray:
+    """The mask ``model`` predicts for ``image`` (z-scored, no LCC): a ground truth it gets exactly right."""
+    from canet.data import zscore
+    from canet.inferers import predict_volume
+
+    mask, _ = predict_volume(model, zscore(image), (32, 32, 16), lcc=False)
+    assert 0.3 < mask.mean() < 0.7  # a real mask, not an empty or full one
+    return mask
+
+
+def _rows(folder) -> dict[str, dict[str, str]]:
+    with open(folder / "metrics.csv", newline="") as fh:
+        return {r["case"]: {k: v for k, v in r.items() if k != "seconds"} for r in csv.DictReader(fh)}
+
+
+@pytest.mark.slow
+def test_labels_stored_flipped_give_the_same_evaluation(tmp_path, run_cli) -> None:
+    """A copy of a dataset whose labels are stored flipped / permuted (affines to match) scores the same: Dice 1."""
+    from nibabel.orientations import axcodes2ornt, ornt_transform
+
+    from canet.data import zscore
+
+    image, _ = _case_arrays()
+    model = _centred_vnet(zscore(image))
+    ckpt = tmp_path / "m.pt"
+    save_checkpoint(make_checkpoint(model, "tests", config={"patch_size": [32, 32, 16]},
+                                    preprocessing=RAS_RECORD), ckpt)
+    truth = _perfect_case(model, image)
+    affine = np.diag([0.8, 0.9, 1.5, 1.0])
+    for name in ("plain", "flipped"):
+        (tmp_path / name).mkdir()
+    plain = _datalist(tmp_path / "plain", {"a": (image, truth, affine), "b": (image, truth, affine)})
+    flipped = _datalist(tmp_path / "flipped", {"a": (image, truth, affine), "b": (image, truth, affine)})
+    for case, codes in (("a", ("L", "P", "I")), ("b", ("S", "L", "A"))):  # labels rewritten in other orders
+        turn = ornt_transform(axcodes2ornt(("R", "A", "S")), axcodes2ornt(codes))
+        nib.save(nib.Nifti1Image(truth, affine).as_reoriented(turn), str(tmp_path / "flipped" / f"{case}_seg.nii.gz"))
+    outs = {}
+    for name, datalist in (("plain", plain), ("flipped", flipped)):
+        outs[name] = tmp_path / f"ev_{name}"
+        code, _, err = run_cli("evaluate", ckpt, "--data", datalist, "--out", outs[name], "--quiet", "--no-lcc")
+        assert code == 0, err
+    assert _rows(outs["flipped"]) == _rows(outs["plain"])
+    for row in _rows(outs["plain"]).values():
+        assert float(row["dice"]) == 1.0 and float(row["hd95"]) == 0.0 and float(row["asd"]) == 0.0
+
+
+@pytest.mark.slow
+def test_evaluate_warns_about_nan_voxels_and_voxel_size(tmp_path, run_cli) -> None:
+    """One NaN voxel: filled, named with its count, the mask is the filled scan's (not empty); spacing warned."""
+    from canet.data import zscore
+
+    image, _ = _case_arrays()
+    model = _centred_vnet(zscore(image))
+    ckpt = tmp_path / "m.pt"
+    save_checkpoint(make_checkpoint(model, "tests", config={"patch_size": [32, 32, 16]},
+                                    preprocessing=RAS_RECORD), ckpt)
+    holed = image.copy()
+    holed[0, 0, 0] = np.nan  # padding outside the field of view
+    filled = image.copy()
+    filled[0, 0, 0] = np.nanmin(holed)  # what the NaN becomes: the scan's smallest finite value
+    truth = _perfect_case(model, filled)
+    (tmp_path / "d").mkdir()
+    datalist = _datalist(tmp_path / "d", {
+        "holed": (holed, truth, np.diag([0.8, 0.9, 1.5, 1.0])),
+        "coarse": (image, truth, np.diag([0.8, 1.2, 1.5, 1.0])),  # y 33 % larger than the training data's
+    })
+    code, stdout, err = run_cli("evaluate", ckpt, "--data", datalist, "--out", tmp_path / "o", "--quiet", "--no-lcc")
+    assert code == 0, err
+    said = [
+        "case 'holed': 1 NaN or infinite voxel(s) set to the scan's smallest finite value before normalising "
+        "(padding outside the field of view?)",
+        "case 'coarse': voxel size (0.8, 1.2, 1.5) mm differs from the training data's (0.8, 0.9, 1.5) mm by "
+        "33%; resample it to that size for reliable results",
+    ]
+    summary = json.loads((tmp_path / "o" / "summary.json").read_text())
+    assert sorted(summary["warnings"]) == sorted(said)
+    assert sorted(err.strip().splitlines()) == sorted(f"warning: {m}" for m in said)
+    assert float(_rows(tmp_path / "o")["holed"]["dice"]) == 1.0
+
+
+def test_predict_volume_refuses_nan_input() -> None:
+    from canet.errors import DataError
+    from canet.inferers import predict_volume
+
+    image = np.zeros((20, 20, 10), np.float32)
+    image[3, 4, 5] = np.nan
+    image[0, 0, 0] = np.inf
+    with pytest.raises(DataError, match="image holds 2 NaN or infinite voxel"):
+        predict_volume(Threshold(), image, (16, 16, 8))

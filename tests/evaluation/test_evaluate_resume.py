@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-import canet.evaluation as evaluation
+import canet.evaluation.evaluator as evaluation
 from canet.errors import CanetError
 from canet.evaluation import evaluate_model
 from canet.metrics.journal import JOURNAL_FILE

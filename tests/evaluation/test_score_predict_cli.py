@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from medpy.metric import binary as mb
+from nibabel.orientations import axcodes2ornt, ornt_transform
 
 from canet.checkpoint import make_checkpoint, save_checkpoint
 from canet.models import create_model
@@ -53,7 +54,7 @@ def test_score_two_folders_matches_medpy(tmp_path, run_cli) -> None:
     assert code == 0, err
     assert "dice" in out and "hd95" in out
     rows = _read_csv(tmp_path / "mm" / "metrics.csv")
-    assert list(rows[0]) == ["case", "dice", "jaccard", "hd95", "asd", "seconds"]
+    assert list(rows[0]) == ["case", "dice", "jaccard", "hd95", "asd", "seconds", "diagonal"]
     assert [r["case"] for r in rows] == ["c1", "c2", "c3"]
     for row in rows:
         pred, gt = pairs[row["case"]]
@@ -146,7 +147,7 @@ def test_score_a_0_255_ground_truth_is_binary(tmp_path, run_cli) -> None:
         code, stdout, err = run_cli("score", tmp_path / "p", tmp_path / "g", "--out", out, "--quiet", *extra)
         assert code == 0, err
         rows = {r["case"]: r for r in _read_csv(out / "metrics.csv")}
-        assert list(rows["miss"]) == ["case", "dice", "jaccard", "hd95", "asd", "seconds"]  # binary columns
+        assert list(rows["miss"]) == ["case", "dice", "jaccard", "hd95", "asd", "seconds", "diagonal"]  # binary columns
         assert float(rows["miss"]["dice"]) == 0.0 and rows["miss"]["hd95"] == "nan"
         assert float(rows["hit"]["dice"]) == pytest.approx(7 / 8)  # one of 8 slices along x lost
         assert float(rows["hit"]["hd95"]) == pytest.approx(mb.hd95(hit, gt))
@@ -341,7 +342,7 @@ def test_checkpoint_settings_without_a_record_keep_the_old_behaviour() -> None:
            "config": {"data": {"patch_size": [96, 96, 48]}}}
     assert checkpoint_settings(old) == {
         "patch_size": (96, 96, 48), "num_classes": 3, "normalize": None, "orientation": None,
-        "spacing": None, "lcc": None, "recorded": False,
+        "spacing": None, "lcc": None, "recorded": False, "source": "none", "training_data": None,
     }
     assert checkpoint_settings({"model": {"kwargs": {}}, "config": None})["patch_size"] == (112, 112, 80)
     from canet.errors import CheckpointError
@@ -444,28 +445,143 @@ def test_predict_warns_about_a_voxel_size_far_from_the_training_data(tmp_path, r
     ]
 
 
-def test_score_refuses_pairs_placed_differently(tmp_path, run_cli) -> None:
-    gt = _blob()
+def test_predict_fills_nan_voxels_and_says_how_many(tmp_path, run_cli) -> None:
+    """A scan with NaN padding gets the mask of the scan with those voxels at its minimum, and one warning line."""
+    from canet.data import zscore
+    from canet.inferers import predict_volume
+
+    model = _asymmetric_checkpoint(tmp_path / "ras.pt", RAS_RECORD)
+    image = _scan()
+    holed = image.copy()
+    holed[0, :, :3] = np.nan  # 34 * 3 voxels of padding
+    _save_nifti(tmp_path / "holed.nii.gz", holed, np.diag([0.8, 0.9, 1.5, 1.0]))
+    code, _, err = run_cli("predict", tmp_path / "ras.pt", tmp_path / "holed.nii.gz", "-o", tmp_path / "out", "--quiet")
+    assert code == 0, err
+    assert err.strip().splitlines() == [
+        f"warning: {tmp_path / 'holed.nii.gz'}: 102 NaN or infinite voxel(s) set to the scan's smallest finite "
+        "value before normalising (padding outside the field of view?)"
+    ]
+    filled = holed.copy()
+    filled[np.isnan(holed)] = np.nanmin(holed)
+    expected, _ = predict_volume(model, zscore(filled), (32, 32, 16), lcc=False)
+    got = np.asarray(nib.load(str(tmp_path / "out" / "holed_pred.nii.gz")).dataobj)
+    np.testing.assert_array_equal(got, expected)
+    assert 0.3 < got.mean() < 0.7  # not the empty mask a NaN z-score gave
+    (tmp_path / "all").mkdir()
+    _save_nifti(tmp_path / "all" / "void.nii.gz", np.full((8, 8, 8), np.nan, np.float32), np.eye(4))
+    code, _, err = run_cli("predict", tmp_path / "ras.pt", tmp_path / "all", "-o", tmp_path / "out", "--quiet")
+    assert code == 2 and err.count("\n") == 1 and "every voxel of the image is NaN or infinite" in err
+
+
+def test_score_reads_a_prediction_in_the_ground_truths_voxel_order(tmp_path, run_cli) -> None:
+    """Same grid, other voxel order: moved and scored; other grids: refused, --ignore-affine only where right."""
+    gt = _blob()  # x: voxels 4..11 of 20
     for d in ("p", "g"):
         (tmp_path / d).mkdir()
     affine = np.diag([0.8, 0.8, 1.5, 1.0])
     flipped = affine.copy()
-    flipped[0, 0] = -0.8  # x flipped: the same array lies mirrored in space
+    flipped[0, 0] = -0.8  # x stored the other way round: voxel i lies where voxel 19 - i of gt lies
     flipped[0, 3] = 0.8 * (gt.shape[0] - 1)
     _save_nifti(tmp_path / "g" / "a.nii.gz", gt, affine)
+
+    def scored(*extra: str) -> tuple[int, str, dict]:
+        out = tmp_path / f"o{len(list((tmp_path).glob('o*')))}"
+        code, _, err = run_cli("score", tmp_path / "p", tmp_path / "g", "--out", out, "--quiet", *extra)
+        summary = json.loads((out / "summary.json").read_text()) if code == 0 else {}
+        return code, err, summary
+
+    # a perfect prediction written in the flipped order (with the affine that says so): Dice 1
+    _save_nifti(tmp_path / "p" / "a.nii.gz", np.flip(gt, 0), flipped)
+    for extra in ((), ("--ignore-affine",)):
+        code, err, summary = scored(*extra)
+        assert code == 0, err
+        assert summary["dice"]["mean"] == 1.0 and summary["hd95"]["mean"] == 0.0 and summary["reoriented"] == 1
+    # gt's array under the flipped affine lies mirrored in space: voxels 8..15 against 4..11, Dice 4/8
     _save_nifti(tmp_path / "p" / "a.nii.gz", gt, flipped)
-    code, _, err = run_cli("score", tmp_path / "p", tmp_path / "g", "--out", tmp_path / "o", "--quiet")
-    assert code == 2 and err.count("\n") == 1
-    assert "case 'a': a.nii.gz and a.nii.gz are placed differently in space" in err and "--ignore-affine" in err
-    code, _, err = run_cli("score", tmp_path / "p", tmp_path / "g", "--out", tmp_path / "o", "--quiet",
-                           "--ignore-affine")
+    code, err, summary = scored()
     assert code == 0, err
-    summary = json.loads((tmp_path / "o" / "summary.json").read_text())
-    assert summary["dice"]["mean"] == 1.0 and summary["ignore_affine"] is True
+    assert summary["dice"]["mean"] == pytest.approx(0.5, abs=1e-12)
+    # permuted and flipped (P, S, L storage of the same grid): moved back, Dice 1
+    ras = nib.Nifti1Image(gt, affine)
+    turn = ornt_transform(axcodes2ornt(("R", "A", "S")), axcodes2ornt(("P", "S", "L")))
+    nib.save(ras.as_reoriented(turn), str(tmp_path / "p" / "a.nii.gz"))
+    code, err, summary = scored()
+    assert code == 0, err
+    assert summary["dice"]["mean"] == 1.0 and summary["asd"]["mean"] == 0.0
+
+    # shifted by three voxels along x, same voxel order: refused; --ignore-affine is named and scores stored order
+    shifted = affine.copy()
+    shifted[0, 3] = 3 * 0.8
+    _save_nifti(tmp_path / "p" / "a.nii.gz", gt, shifted)
+    code, err, _ = scored()
+    assert code == 2 and err.count("\n") == 1
+    assert "case 'a': a.nii.gz and a.nii.gz lie on different grids in space" in err
+    assert "corner 2.4 mm apart" in err and "pass --ignore-affine" in err
+    code, err, summary = scored("--ignore-affine")
+    assert code == 0, err
+    assert summary["dice"]["mean"] == 1.0 and summary["ignore_affine"] is True and summary["reoriented"] == 0
+    # flipped and shifted: the stored orders differ, so --ignore-affine would score a mirror: not suggested
+    moved = flipped.copy()
+    moved[0, 3] += 2.0
+    _save_nifti(tmp_path / "p" / "a.nii.gz", np.flip(gt, 0), moved)
+    code, err, _ = scored()
+    assert code == 2 and "lie on different grids" in err and "--ignore-affine" not in err
+    assert "resample the prediction onto the ground truth's grid" in err
     # float32 rounding of the same affine is not a difference
     _save_nifti(tmp_path / "p" / "a.nii.gz", gt, affine + 1e-6)
-    code, _, err = run_cli("score", tmp_path / "p", tmp_path / "g", "--out", tmp_path / "o2", "--quiet")
+    code, err, summary = scored()
     assert code == 0, err
+    assert summary["dice"]["mean"] == 1.0 and summary["reoriented"] == 0
+
+
+def test_score_with_spacing_from_a_permuted_prediction(tmp_path, run_cli) -> None:
+    """--spacing-from pred reads the prediction's voxel sizes in the ground truth's axis order."""
+    gt = _blob()
+    pred = np.roll(gt, 2, axis=2)
+    affine = np.diag([0.8, 0.9, 1.5, 1.0])
+    for d in ("p", "g"):
+        (tmp_path / d).mkdir()
+    _save_nifti(tmp_path / "g" / "a.nii.gz", gt, affine)
+    turn = ornt_transform(axcodes2ornt(("R", "A", "S")), axcodes2ornt(("S", "R", "A")))
+    nib.save(nib.Nifti1Image(pred, affine).as_reoriented(turn), str(tmp_path / "p" / "a.nii.gz"))
+    code, _, err = run_cli("score", tmp_path / "p", tmp_path / "g", "--out", tmp_path / "o", "--quiet",
+                           "--spacing-from", "pred")
+    assert code == 0, err
+    row = _read_csv(tmp_path / "o" / "metrics.csv")[0]
+    assert float(row["hd95"]) == pytest.approx(mb.hd95(pred, gt, (0.8, 0.9, 1.5)), abs=1e-6)
+    assert float(row["hd95"]) == pytest.approx(3.0)  # two slices of 1.5 mm along z
+
+
+def test_score_decides_binary_case_by_case(tmp_path, run_cli) -> None:
+    """0/1 and 0/255 ground truths together are binary (not 256 classes); with label maps, refused."""
+    gt = _blob()
+    for d in ("p", "g"):
+        (tmp_path / d).mkdir()
+    _save_nifti(tmp_path / "g" / "a.nii.gz", gt, np.eye(4))
+    _save_nifti(tmp_path / "g" / "b.nii.gz", gt * 255, np.eye(4))
+    _save_nifti(tmp_path / "p" / "a.nii.gz", gt, np.eye(4))
+    _save_nifti(tmp_path / "p" / "b.nii.gz", gt, np.eye(4))
+    code, _, err = run_cli("score", tmp_path / "p", tmp_path / "g", "--out", tmp_path / "o", "--quiet")
+    assert code == 0, err
+    rows = _read_csv(tmp_path / "o" / "metrics.csv")
+    assert list(rows[0]) == ["case", "dice", "jaccard", "hd95", "asd", "seconds", "diagonal"]
+    summary = json.loads((tmp_path / "o" / "summary.json").read_text())
+    assert summary["num_classes"] == 2 and summary["dice"]["mean"] == 1.0
+    # a label map {1, 2} beside a 0/255 mask: refused in one line
+    multi = gt.copy()
+    multi[14:18, 2:6, 2:6] = 2
+    _save_nifti(tmp_path / "g" / "c.nii.gz", multi, np.eye(4))
+    _save_nifti(tmp_path / "p" / "c.nii.gz", multi, np.eye(4))
+    code, _, err = run_cli("score", tmp_path / "p", tmp_path / "g", "--out", tmp_path / "o2", "--quiet")
+    assert code == 2 and err.count("\n") == 1
+    assert "case 'b''s ground truth is a binary mask (object value 255) but case 'c''s holds the classes {1, 2}" in err
+    # a 0/1 mask beside the {1, 2} map is a map without class 2: three classes
+    (tmp_path / "g" / "b.nii.gz").unlink()
+    (tmp_path / "p" / "b.nii.gz").unlink()
+    code, _, err = run_cli("score", tmp_path / "p", tmp_path / "g", "--out", tmp_path / "o3", "--quiet")
+    assert code == 0, err
+    summary = json.loads((tmp_path / "o3" / "summary.json").read_text())
+    assert summary["num_classes"] == 3 and summary["absent_classes"] == {"1": 0, "2": 1}
 
 
 def _bare_nrrd(path, array: np.ndarray) -> None:

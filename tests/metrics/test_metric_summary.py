@@ -36,7 +36,8 @@ def test_accumulator_rows_summary_and_files(tmp_path) -> None:
     }
     for i, (case, pred) in enumerate(preds.items()):
         row = acc.add(case, pred, gt, seconds=0.5 + i)
-        assert set(row) == {"case", "dice", "jaccard", "hd95", "asd", "seconds"}
+        assert set(row) == {"case", "dice", "jaccard", "hd95", "asd", "seconds", "diagonal"}
+        assert row["diagonal"] == pytest.approx(math.sqrt(15**2 + 15**2 + (11 * 2.0) ** 2))
     rows = acc.rows
     expected_a = binary_metrics(preds["a"], gt, (1.0, 1.0, 2.0))
     assert rows[0]["hd95"] == expected_a["hd95"] and rows[0]["dice"] == expected_a["dice"]
@@ -58,7 +59,7 @@ def test_accumulator_rows_summary_and_files(tmp_path) -> None:
     acc.write_csv(tmp_path / "metrics.csv")
     with open(tmp_path / "metrics.csv", newline="") as fh:
         table = list(csv.reader(fh))
-    assert table[0] == ["case", "dice", "jaccard", "hd95", "asd", "seconds"]
+    assert table[0] == ["case", "dice", "jaccard", "hd95", "asd", "seconds", "diagonal"]
     assert [r[0] for r in table[1:]] == ["a", "b", "empty"]
     assert float(table[1][1]) == rows[0]["dice"]
     assert table[3][3] == "nan"
@@ -90,7 +91,8 @@ def test_multiclass_rows_are_per_class() -> None:
 
     acc = MetricAccumulator(num_classes=3)
     row = acc.add("c", pred, gt)
-    assert acc.columns[:6] == ["case", "dice", "jaccard", "hd95", "asd", "seconds"]
+    assert acc.columns[:7] == ["case", "dice", "jaccard", "hd95", "asd", "seconds", "diagonal"]
+    assert row["diagonal"] == pytest.approx(math.sqrt(15**2 + 15**2 + 9**2))  # voxels
     assert "dice_2" in acc.columns and "asd_1" in acc.columns
     assert row["dice"] == pytest.approx((per_class[1]["dice"] + 0.0) / 2)
     assert row["hd95"] == per_class[1]["hd95"]  # mean over classes with a value

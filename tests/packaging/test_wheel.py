@@ -7,7 +7,9 @@ command runs from a folder outside the repository with ``python -S``: without
 ``site``, the editable install's import hook (which would quietly fall back to the
 repository for a module the wheel lacks) is not loaded, and ``PYTHONPATH`` is DIR
 followed by the folders where this interpreter finds torch and the other
-dependencies (none of which holds a ``canet`` package).
+dependencies (none of which holds a ``canet`` package). The ``canet`` console
+script pip writes into ``DIR/bin`` runs too, as a user would run it, and must
+find the wheel's configs.
 """
 
 from __future__ import annotations
@@ -110,6 +112,17 @@ def test_the_wheel_alone_lists_configs_and_trains(tmp_path: Path) -> None:
     helped = _run([*cli, "--help"], outside, env)
     assert helped.returncode == 0, helped.stderr[-2000:]
     assert "configs" in helped.stdout and "train" in helped.stdout
+
+    # the console script pip wrote for the wheel's entry point, run as a user runs it
+    script = target / "bin" / "canet"
+    assert script.is_file(), sorted(p.name for p in (target / "bin").iterdir()) if (target / "bin").is_dir() else []
+    assert script.read_text().startswith("#!")
+    scripted = _run([str(script), "configs", "--paths"], outside, env)
+    assert scripted.returncode == 0, scripted.stderr[-2000:]
+    shipped_by_script = Path(scripted.stdout.splitlines()[1].rsplit("[", 1)[1].rstrip("]"))
+    assert shipped_by_script.resolve() == (target / "canet" / "configs" / "la_canet_16.yaml").resolve()
+    bad = _run([str(script), "train", "--config", "no_such_config"], outside, env)
+    assert bad.returncode == 2 and bad.stderr.startswith("error: ") and bad.stderr.count("\n") == 1, bad.stderr
 
     listed = _run([*cli, "configs", "--paths"], outside, env)
     assert listed.returncode == 0, listed.stderr[-2000:]

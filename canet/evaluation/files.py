@@ -1,0 +1,138 @@
+"""Which files ``canet predict`` and ``canet score`` read: image files in folders, prediction / ground-truth pairs."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from canet.data.dataset import (
+    IMAGE_FORMATS,
+    IMAGE_SUFFIXES,
+    file_format,
+    read_geometry,
+    strip_suffix,
+)
+from canet.errors import DataError
+
+__all__ = ["find_image_files", "find_score_pairs", "image_file_shape"]
+
+
+def _is_image(path: Path) -> bool:
+    return path.is_file() and path.name.lower().endswith(IMAGE_SUFFIXES) and not path.name.startswith(".")
+
+
+def find_image_files(inputs: Sequence[str | os.PathLike[str]]) -> list[Path]:
+    """Image files named by ``inputs`` (files, or folders whose images are taken, sorted).
+
+    Raises:
+        DataError: an input does not exist, or no image file was found.
+    """
+    files: list[Path] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            files.extend(sorted(f for f in p.iterdir() if _is_image(f)))
+        elif p.is_file():
+            if not p.name.lower().endswith(IMAGE_SUFFIXES):
+                raise DataError(f"not a {IMAGE_FORMATS} file ({', '.join(IMAGE_SUFFIXES)}): {p}")
+            files.append(p)
+        else:
+            raise DataError(f"input not found: {p}")
+    if not files:
+        raise DataError(f"no {IMAGE_FORMATS} files matched {', '.join(str(i) for i in inputs)}")
+    return files
+
+
+def image_file_shape(path: str | os.PathLike[str]) -> tuple[int, int, int]:
+    """Shape of a NIfTI / NRRD / HDF5 volume from its header only (cheap; checks it is 3D).
+
+    Raises:
+        DataError: missing or unreadable file, unknown extension, or not 3D.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"image not found: {p}")
+    fmt = file_format(p)
+    try:
+        if fmt == "nifti":
+            import nibabel as nib
+
+            shape = tuple(int(s) for s in nib.load(str(p)).shape)
+        elif fmt == "nrrd":
+            import nrrd
+
+            shape = tuple(int(s) for s in nrrd.read_header(str(p))["sizes"])
+        else:
+            shape = read_geometry(p, "image").shape
+    except DataError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any reader failure is a bad file
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataError(f"cannot read image header of {p}: {text}") from None
+    while len(shape) > 3 and shape[-1] == 1:
+        shape = shape[:-1]
+    if len(shape) != 3:
+        raise DataError(f"{p} holds a {len(shape)}D image of shape {shape}; expected a 3D volume")
+    return shape  # type: ignore[return-value]
+
+
+def find_score_pairs(
+    pred: str | os.PathLike[str], gt: str | os.PathLike[str] | None = None
+) -> list[tuple[str, Path, Path]]:
+    """Match predictions with ground truths: ``[(case, pred_file, gt_file), ...]``.
+
+    With ``gt``: two folders whose image files match by name (a ``_pred`` /
+    ``_gt`` ending before the extension is ignored). Without: one folder of
+    ``<case>_pred.<ext>`` / ``<case>_gt.<ext>`` pairs.
+
+    Raises:
+        DataError: a folder is missing, nothing matched, or a file has no partner.
+    """
+    pred_dir = Path(pred)
+    if not pred_dir.is_dir():
+        raise DataError(f"prediction folder not found: {pred_dir}")
+
+    def index(folder: Path, strip: Sequence[str]) -> dict[str, Path]:
+        found: dict[str, Path] = {}
+        for f in sorted(folder.iterdir()):
+            if not _is_image(f):
+                continue
+            key = strip_suffix(f.name)
+            for tail in strip:
+                if key.endswith(tail) and len(key) > len(tail):
+                    key = key[: -len(tail)]
+                    break
+            if key in found:
+                raise DataError(f"two files in {folder} stand for case {key!r}: {found[key].name}, {f.name}")
+            found[key] = f
+        return found
+
+    if gt is None:
+        preds: dict[str, Path] = {}
+        gts: dict[str, Path] = {}
+        for f in sorted(pred_dir.iterdir()):
+            if not _is_image(f):
+                continue
+            stem = strip_suffix(f.name)
+            if stem.endswith("_pred"):
+                preds[stem[: -len("_pred")]] = f
+            elif stem.endswith("_gt"):
+                gts[stem[: -len("_gt")]] = f
+        where = f"{pred_dir} (<case>_pred / <case>_gt pairs)"
+    else:
+        gt_dir = Path(gt)
+        if not gt_dir.is_dir():
+            raise DataError(f"ground-truth folder not found: {gt_dir}")
+        preds = index(pred_dir, ("_pred",))
+        gts = index(gt_dir, ("_gt",))
+        where = f"{pred_dir} and {gt_dir}"
+    if not preds and not gts:
+        raise DataError(f"no {IMAGE_FORMATS} files matched in {where}")
+    lonely_pred = sorted(set(preds) - set(gts))
+    lonely_gt = sorted(set(gts) - set(preds))
+    if lonely_pred:
+        raise DataError(f"prediction {preds[lonely_pred[0]].name} has no ground truth in {where} ({len(lonely_pred)} unmatched)")
+    if lonely_gt:
+        raise DataError(f"ground truth {gts[lonely_gt[0]].name} has no prediction in {where} ({len(lonely_gt)} unmatched)")
+    return [(case, preds[case], gts[case]) for case in sorted(preds)]

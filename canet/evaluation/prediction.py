@@ -1,0 +1,106 @@
+"""``canet predict``: segment NIfTI / NRRD / HDF5 scans with a checkpoint and write NIfTI masks in place."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from canet.data.dataset import (
+    strip_suffix,
+)
+from canet.errors import DataError
+from canet.evaluation.checkpoints import (
+    checkpoint_settings,
+    load_for_inference,
+    older_checkpoint_note,
+)
+from canet.evaluation.files import find_image_files, image_file_shape
+from canet.evaluation.notes import nonfinite_warning, print_warning, spacing_mismatch
+from canet.evaluation.oriented import predict_oriented
+from canet.inferers.settings import InferenceSettings
+
+__all__ = ["predict_files"]
+
+
+def predict_files(
+    checkpoint: str | os.PathLike[str],
+    inputs: Sequence[str | os.PathLike[str]],
+    out_dir: str | os.PathLike[str],
+    probabilities: bool = False,
+    settings: InferenceSettings | None = None,
+    progress: bool = True,
+    warn: Callable[[str], None] | None = None,
+    **changes: Any,
+) -> list[Path]:
+    """Segment NIfTI / NRRD / HDF5 volumes and write NIfTI masks beside each other in ``out_dir``.
+
+    Each input ``<name>.<ext>`` gives ``<name>_pred.nii.gz`` (uint8 mask with the
+    input's affine, in the input's voxel order) and, with ``probabilities``,
+    ``<name>_prob.nii.gz`` (float32: the foreground probability, or a 4D
+    ``X x Y x Z x K`` map for multi-class). NaN and infinite voxels are set to
+    the scan's smallest finite value (with a warning naming their count).
+    Images are z-scored over the whole volume when the network was trained on
+    z-scored images, and predicted in the training orientation (see the module
+    docstring for checkpoints without that record). ``settings`` (an
+    :class:`~canet.inferers.settings.InferenceSettings`, or its fields as
+    keyword ``changes``) says how: its ``lcc`` None (default) takes the
+    training dataset's post-processing default from the checkpoint (on for
+    checkpoints without it); the device defaults to ``auto``.
+
+    Returns:
+        The mask files written, in input order.
+    """
+    s = InferenceSettings.make(settings, **changes)
+    files = find_image_files(inputs)
+    stems = [strip_suffix(f.name) for f in files]
+    dupes = sorted({s for s in stems if stems.count(s) > 1})
+    if dupes:
+        raise DataError(f"two inputs would write the same output name: {dupes[0]!r}")
+    for f in files:  # fail on a bad file before any long work starts
+        image_file_shape(f)
+    from canet.data import fill_nonfinite, read_volume, save_nifti, zscore
+
+    device = s.run_device()
+    model, payload = load_for_inference(checkpoint, device)
+    recorded = checkpoint_settings(payload)
+    normalize = recorded["normalize"] is not False
+    use_lcc = (recorded["lcc"] if recorded["lcc"] is not None else True) if s.lcc is None else bool(s.lcc)
+    s = s.replace(lcc=use_lcc, device=str(device))
+    sink = warn or print_warning
+    note = older_checkpoint_note(str(checkpoint), recorded, normalize, use_lcc)
+    if note:
+        sink(note)
+    out = Path(out_dir)
+    written: list[Path] = []
+    items: Iterable[tuple[Path, str]] = list(zip(files, stems))
+    if progress:
+        from tqdm import tqdm
+
+        items = tqdm(items, desc="predict", unit="case")
+    for path, stem in items:
+        array, geometry = read_volume(path, "image")
+        filled, nonfinite = fill_nonfinite(array, path)
+        if nonfinite:
+            sink(nonfinite_warning(str(path), nonfinite))
+        image = zscore(filled) if normalize else filled
+        if recorded["orientation"] is not None and not geometry.oriented:
+            sink(f"{path}: the file states no orientation; predicted in its stored voxel order")
+        mask, probs, turn = predict_oriented(
+            model, image, geometry.affine, recorded["patch_size"], orientation=recorded["orientation"],
+            oriented=geometry.oriented, settings=s,
+        )
+        if geometry.unit == "mm":
+            seen = turn.spacing if turn is not None else geometry.spacing
+            message = spacing_mismatch(str(path), seen, recorded["spacing"])
+            if message:
+                sink(message)
+        target = save_nifti(out / f"{stem}_pred.nii.gz", mask, geometry.affine)
+        if probabilities:
+            prob_out = probs if probs.ndim == 3 else np.moveaxis(probs, 0, -1)
+            save_nifti(out / f"{stem}_prob.nii.gz", prob_out.astype(np.float32), geometry.affine)
+        written.append(target)
+    return written
