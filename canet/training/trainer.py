@@ -60,7 +60,7 @@ from canet.training.distributed import (
     rank_device,
 )
 from canet.training.methods import Method, StepContext, build_method
-from canet.training.profiles import apply_profile, defers_sync
+from canet.training.profiles import apply_profile, defers_sync, training_flags
 from canet.training.progress import (
     LOCK_FILE,
     Heartbeat,
@@ -253,18 +253,9 @@ class Trainer:
             )
         barrier(self.dist)
 
-        if cfg.train.deterministic:
-            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-            torch.use_deterministic_algorithms(True, warn_only=True)
-            # Deterministic mode would also fill every new tensor with NaN, which costs
-            # up to 6x per CPU step; results do not depend on that memory.
-            torch.utils.deterministic.fill_uninitialized_memory = False  # type: ignore[attr-defined]
-            torch.backends.cudnn.benchmark = False
-        else:
-            torch.backends.cudnn.benchmark = self.device.type == "cuda"
-        if cfg.train.profile == "fast" and self.device.type == "cuda":
-            torch.backends.cuda.matmul.allow_tf32 = True
-            torch.backends.cudnn.allow_tf32 = True
+        # Every switch the profile depends on, set on every device (none is inherited).
+        self.flags = training_flags(cfg, self.device)
+        self.flags.apply()
 
         # Data.
         if cfg.data.root is None:
