@@ -71,7 +71,7 @@ def init_distributed(use_cuda: bool) -> DistInfo:
         return DistInfo(dist.get_rank(), dist.get_world_size(), local, False)
     backend = "nccl" if use_cuda else "gloo"
     if use_cuda:
-        torch.cuda.set_device(local)
+        torch.cuda.set_device(local_gpu(local))
     dist.init_process_group(backend=backend, init_method="env://", rank=rank, world_size=world)
     return DistInfo(rank, world, local, True)
 
@@ -80,7 +80,8 @@ def rank_device(device: torch.device, info: DistInfo) -> torch.device:
     """The device this rank trains on: ``cuda:<local_rank>`` under DDP, ``device`` otherwise.
 
     Raises:
-        ConfigError: an explicit CUDA index with more than one process.
+        ConfigError: an explicit CUDA index with more than one process, or a
+            ``LOCAL_RANK`` beyond the machine's GPUs.
     """
     if device.type != "cuda" or not info.distributed:
         return device
@@ -89,7 +90,22 @@ def rank_device(device: torch.device, info: DistInfo) -> torch.device:
             f"train.device {str(device)!r} names one GPU but {info.world_size} processes run: every rank "
             "would use it; give 'cuda' and each rank takes the GPU of its LOCAL_RANK"
         )
-    return torch.device("cuda", info.local_rank)
+    return local_gpu(info.local_rank)
+
+
+def local_gpu(local_rank: int) -> torch.device:
+    """``cuda:<local_rank>``, the GPU of a process under torchrun.
+
+    Raises:
+        ConfigError: the machine has no GPU of that index.
+    """
+    count = torch.cuda.device_count()
+    if not 0 <= local_rank < count:
+        raise ConfigError(
+            f"LOCAL_RANK is {local_rank} but this machine has {count} GPU(s): start at most "
+            f"{count} processes per node (torchrun --nproc_per_node)"
+        )
+    return torch.device("cuda", local_rank)
 
 
 def cleanup_distributed(info: DistInfo) -> None:

@@ -44,7 +44,7 @@ import torch
 from torch import Tensor, nn
 
 from canet.checkpoint import load_checkpoint, save_checkpoint
-from canet.device import resolve_device
+from canet.device import resolve_device, select_device
 from canet.errors import CanetError, ConfigError, DataError
 from canet.inferers.settings import InferenceSettings
 from canet.losses import SDMTargets
@@ -224,6 +224,9 @@ class Trainer:
         want = resolve_device(cfg.train.device)
         self.dist = init_distributed(want.type == "cuda")
         self.device = want = rank_device(want, self.dist)
+        # A process on cuda:N makes GPU N its current device, so that nothing (the
+        # loader's pinned-memory thread) opens a context on GPU 0.
+        select_device(self.device)
         self.cfg = cfg = apply_profile(cfg, self.device)
         self._defer_sync = defers_sync(cfg)
         self._first_bad: dict[str, Tensor] = {}
