@@ -130,11 +130,11 @@ class TrainConfig:
         device: ``auto`` (CUDA if available), ``cpu``, ``cuda`` or ``cuda:N``.
         amp: ``none``, ``bf16`` or ``fp16`` mixed precision (CUDA only).
         channels_last: use the ``channels_last_3d`` memory format.
-        compile: ``torch.compile`` the generator's training forward and the
-            discriminator (the D step's eval-mode generator forward stays eager:
-            compiling it gave no measurable gain on a 2-core CPU). Same maths as eager
-            mode, but compiled dropout draws its random numbers differently, so a
-            compiled run does not repeat an eager run's numbers exactly.
+        compile: ``torch.compile`` the generator's training forward, the
+            discriminator and the D step's eval-mode generator forward. Same
+            maths as eager mode, but compiled dropout draws its random numbers
+            differently, so a compiled run does not repeat an eager run's
+            numbers exactly.
         sync_bn: SyncBatchNorm under DDP.
         deterministic: ``torch.use_deterministic_algorithms`` (warn only) and no cuDNN benchmark.
         d_step_reuse_outputs: the discriminator step reuses the generator step's

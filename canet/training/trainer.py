@@ -8,7 +8,8 @@ it is done):
    mode with its parameters frozen; the method's loss on the generator's output
    for the whole batch; the loss is checked for finiteness; SGD step;
 3. **discriminator step** (methods with a discriminator): generator in eval mode
-   re-predicts the batch without gradients (or, with
+   re-predicts the batch without gradients (compiled with the rest under
+   ``train.compile``; or, with
    ``train.d_step_reuse_outputs``, the generator step's detached outputs are
    reused), the discriminator in train mode classifies (sdf, image) with labeled
    rows -> 1 and unlabeled rows -> 0, cross-entropy; Adam step;
@@ -341,9 +342,11 @@ class Trainer:
         if payload is not None:
             self._restore(payload)
 
-        # Wrappers for the training forward/backward.
+        # Wrappers for the training forward/backward, and for the D step's
+        # eval-mode generator forward (``g_eval``, never DDP-wrapped: no gradient).
         self.g_train: nn.Module = self.generator
         self.d_train: nn.Module | None = self.discriminator
+        self.g_eval: nn.Module = self.generator
         if self.dist.distributed:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
@@ -355,6 +358,8 @@ class Trainer:
             self.g_train = torch.compile(self.g_train)  # type: ignore[assignment]
             if self.d_train is not None:
                 self.d_train = torch.compile(self.d_train)  # type: ignore[assignment]
+                if not cfg.train.d_step_reuse_outputs:
+                    self.g_eval = torch.compile(self.generator)  # type: ignore[assignment]
         self._ready = True
 
     def _check_data(self) -> None:
@@ -480,6 +485,7 @@ class Trainer:
         device = self.device
         fmt = torch.channels_last_3d if cfg.train.channels_last else torch.contiguous_format
         image = batch["image"].to(device, non_blocking=True).contiguous(memory_format=fmt)
+        # Labels travel as uint8 and are widened here, on the device; SDMs are the labeled rows'.
         label = batch["label"].to(device, non_blocking=True).long()
         sdm = batch.get("sdm")
         if sdm is not None:
@@ -529,7 +535,7 @@ class Trainer:
                 else:
                     self.generator.eval()
                     with self._autocast():
-                        sdf = self.generator(image).sdf.float()
+                        sdf = self.g_eval(image).sdf.float()
                     self.generator.train()
             with self._autocast():
                 loss_d = self.method.discriminator_loss(self.d_train, sdf, image, lbs)
