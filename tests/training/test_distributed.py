@@ -108,3 +108,26 @@ def test_the_trainer_selects_its_gpu_before_anything_else(make_config, monkeypat
     with pytest.raises(Stop):
         trainer_module.Trainer(make_config("vnet", train__device="cuda:1"), tmp_path / "run", quiet=True).setup()
     assert chosen == [torch.device("cuda", 1)]
+
+
+def test_batch_plan_per_process_or_global(make_config) -> None:
+    per_process = make_config("canet", data__batch_size=4, data__labeled_bs=2)
+    plan = distributed.batch_plan(per_process.data, 2)
+    assert (plan.batch_size, plan.labeled_bs, plan.total, plan.total_labeled) == (4, 2, 8, 4)
+    assert plan.describe() == "batch: 4 rows per process (2 labeled) x 2 processes = 8 rows per iteration (4 labeled)"
+    assert plan.warning(4) is not None and "train on 8 rows per iteration" in plan.warning(4)
+    assert "data.global_batch: true to keep 4 rows" in plan.warning(4)
+
+    paper = make_config("canet", data__batch_size=4, data__labeled_bs=2, data__global_batch=True)
+    two = distributed.batch_plan(paper.data, 2)
+    assert (two.batch_size, two.labeled_bs, two.total, two.total_labeled) == (2, 1, 4, 2)
+    assert two.warning(4) is None
+    assert two.to_dict() == {"per_process": 2, "labeled_per_process": 1, "processes": 2, "global": 4,
+                             "global_labeled": 2, "global_batch_setting": True}
+    one = distributed.batch_plan(paper.data, 1)
+    assert (one.batch_size, one.labeled_bs, one.warning(4)) == (4, 2, None)
+    assert one.describe() == "batch: 4 rows per iteration (2 labeled), one process"
+    with pytest.raises(ConfigError, match="data.batch_size 4 and data.labeled_bs 2 do not both divide among 4"):
+        distributed.batch_plan(paper.data, 4)
+    with pytest.raises(ConfigError, match="among 3 processes"):
+        distributed.batch_plan(paper.data, 3)
