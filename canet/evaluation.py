@@ -56,6 +56,7 @@ from canet.data.dataset import (
     read_geometry,
     strip_suffix,
 )
+from canet.device import select_device
 from canet.errors import CanetError, CheckpointError, DataError
 from canet.inferers.predict import model_device, predict_volume
 from canet.inferers.settings import InferenceSettings
@@ -253,6 +254,7 @@ def _load(checkpoint: str | os.PathLike[str], device: torch.device) -> tuple[nn.
     payload = load_checkpoint(checkpoint, map_location="cpu")
     model = build_generator(payload)
     try:
+        select_device(device)  # cuda:N becomes the current device: no context on GPU 0
         model = model.to(device)
     except (RuntimeError, AssertionError) as exc:  # e.g. "Torch not compiled with CUDA enabled"
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -131,3 +131,17 @@ def test_batch_plan_per_process_or_global(make_config) -> None:
         distributed.batch_plan(paper.data, 4)
     with pytest.raises(ConfigError, match="among 3 processes"):
         distributed.batch_plan(paper.data, 3)
+
+
+def test_evaluation_on_cuda_1_selects_that_gpu(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    from canet import evaluation
+    from canet.checkpoint import make_checkpoint, save_checkpoint
+    from canet.models import create_model
+
+    cuda = FakeCuda(monkeypatch, count=2)
+    moved: list[torch.device] = []
+    monkeypatch.setattr(torch.nn.Module, "to", lambda self, *a, **k: moved.append(a[0]) or self)
+    path = tmp_path / "g.pt"
+    save_checkpoint(make_checkpoint(create_model("vnet", n_filters=4), "test"), path)
+    evaluation._load(path, torch.device("cuda", 1))
+    assert cuda.current == [1] and moved == [torch.device("cuda", 1)]
