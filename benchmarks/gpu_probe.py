@@ -6,12 +6,21 @@ Measures, each training variant in its own subprocess (so peak memory is its own
   generator step + one discriminator step, 2 labeled + 2 unlabeled patches of
   112 x 112 x 80, the batches drawn by the real loader) after ``--warmup``
   untimed iterations, for the variants ``exact`` (the paper's fp32 semantics,
-  ``train.profile: exact``), ``fast`` (``train.profile: fast``) and, unless
-  ``--no-compile``, ``fast+compile`` (also ``train.compile: true``; its first
-  step, compilation included, is reported as ``first_step_s``), with the peak
-  GPU memory of each, and on CUDA the host-device synchronisations per
-  iteration (``host_syncs_per_it``, CUDA's sync debug mode over 3 iterations;
-  the fast profile aims at 0);
+  ``train.profile: exact``), ``fast`` (``train.profile: fast``),
+  ``fast-contiguous`` (the fast profile in the standard memory format, so that
+  what bf16 gains and what ``channels_last_3d`` gains can be told apart) and,
+  unless ``--no-compile``, ``fast+compile`` (also ``train.compile: true``) and
+  ``fast+compile+eager-d`` (the same with the D step's eval-mode generator
+  forward left eager: whether compiling that forward pays). Each reports
+  ``first_batch_s`` (the first batch: the loader's start and data decoding),
+  ``first_step_s`` (the first step alone, compilation and cuDNN's benchmark
+  search included), the steady-state ``sec_per_it`` (at most
+  ``--max-timed-seconds`` of timed iterations), the peak GPU memory of the
+  steady state (``peak_gpu_mib``, counted from after the warm-up, so without
+  cuDNN's benchmark workspaces) and of the warm-up (``peak_gpu_mib_warmup``),
+  and on CUDA the host-device synchronisations per iteration
+  (``host_syncs_per_it``, CUDA's sync debug mode over 3 iterations; the fast
+  profile aims at 0);
 * ``loader``: batches per second of the training loader alone, with the fast
   profile's number of workers (and with 2);
 * ``inference``: seconds per test volume of sliding-window inference with the
@@ -26,7 +35,8 @@ Measures, each training variant in its own subprocess (so peak memory is its own
   side than one after the other (``speedup_for_both`` > 1: run them side by side).
 
 The compile verdict ``compile_pays_off`` says whether the saving per iteration,
-over ``--run-iterations`` (default 6000) iterations, exceeds the compile time.
+over ``--run-iterations`` (default 6000) iterations, exceeds the compile time;
+``compile_d_forward_pays_off`` whether ``fast+compile`` beats ``fast+compile+eager-d``.
 
 Usage (GPU machine, the LA data in data/LA)::
 
@@ -36,8 +46,10 @@ An LA folder is cut to its first ``--probe-cases`` training cases on disk (and
 ``--infer-cases`` test cases): speed per iteration does not depend on how many
 cases there are, but each process decodes all of them at start, and the first
 of the two uploads holds only part of LA. Measurements run in order of
-importance (exact, fast, loader, inference, side by side, compile) and none
-starts after ``--budget`` seconds. At tiny settings on
+importance (exact, fast, inference, side by side, loader, fast-contiguous,
+compile) and none starts that would end after ``--budget`` seconds, judged by
+how long the training jobs so far took: a slow exact variant cannot leave
+inference and the side-by-side verdict without time. At tiny settings on
 the CPU (what the tests run)::
 
     python benchmarks/gpu_probe.py --data SYNTH --device cpu --patch 32 32 32 --labeled 2 \\
@@ -61,6 +73,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 RESULT_TAG = "PROBE_RESULT "
 LA_FOLDER = "2018LA_Seg_Training Set"
+TRAIN_VARIANTS = ("exact", "fast", "fast-contiguous", "fast+compile", "fast+compile+eager-d")
 
 
 # --------------------------------------------------------------------------- helpers
@@ -125,9 +138,11 @@ def _config(args: argparse.Namespace, name: str, variant: str) -> Any:
         sets["data.patch_size"] = list(args.patch)
     if args.labeled is not None:
         sets["data.labeled"] = args.labeled
+    if variant not in TRAIN_VARIANTS:
+        raise SystemExit(f"error: training variant must be one of {', '.join(TRAIN_VARIANTS)}, got {variant!r}")
     if variant != "exact":
         sets["train.profile"] = "fast"
-    if variant == "fast+compile":
+    if variant.startswith("fast+compile"):
         sets["train.compile"] = True
     if args.workers is not None:
         sets["data.num_workers"] = args.workers
@@ -137,8 +152,22 @@ def _config(args: argparse.Namespace, name: str, variant: str) -> Any:
 # --------------------------------------------------------------------------- worker jobs
 
 
+def standard_layout(trainer: Any) -> None:
+    """Put a set-up trainer's networks and batches into the standard memory format (``fast-contiguous``)."""
+    import torch
+
+    trainer.cfg.train.channels_last = False
+    for net in (trainer.generator, trainer.discriminator, trainer.teacher):
+        if net is not None:
+            net.to(memory_format=torch.contiguous_format)
+
+
 def job_train(args: argparse.Namespace, name: str, variant: str, barrier: str | None) -> dict[str, Any]:
-    """Time ``args.iterations`` training iterations of config ``name`` after ``args.warmup``."""
+    """Time up to ``args.iterations`` training iterations of config ``name`` after ``args.warmup``.
+
+    The timed loop also stops once ``args.max_timed_seconds`` have passed (after
+    at least one iteration); ``iterations`` says how many were timed.
+    """
     import torch
 
     from canet.training.trainer import Trainer
@@ -149,44 +178,64 @@ def job_train(args: argparse.Namespace, name: str, variant: str, barrier: str | 
         t0 = time.perf_counter()
         trainer.setup()
         setup_s = time.perf_counter() - t0
+        if variant == "fast-contiguous":
+            standard_layout(trainer)
+        if variant == "fast+compile+eager-d":
+            trainer.g_eval = trainer.generator  # the D step's forward uncompiled
         device = trainer.device
         try:
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
-            i = 0
             t0 = time.perf_counter()
-            trainer.train_step(next(trainer.loader), i)
+            batch = next(trainer.loader)  # the loader starts: workers, decoding every case
+            first_batch_s = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            trainer.train_step(batch, 0)
             _sync(device)
             first_step_s = time.perf_counter() - t0
             for i in range(1, args.warmup):
                 trainer.train_step(next(trainer.loader), i)
             _sync(device)
+            peak_warmup = _peak_mib(device)
+            if device.type == "cuda":
+                # The steady state's peak: without cuDNN's benchmark workspaces of the first steps.
+                torch.cuda.reset_peak_memory_stats(device)
             if barrier:
                 _wait_barrier(Path(barrier), args.pair_timeout)
+            first = max(args.warmup, 1)
+            timed = 0
             t0 = time.perf_counter()
-            for k in range(args.iterations):
-                trainer.train_step(next(trainer.loader), max(args.warmup, 1) + k)
+            while timed < args.iterations:
+                trainer.train_step(next(trainer.loader), first + timed)
+                timed += 1
+                if time.perf_counter() - t0 > args.max_timed_seconds:
+                    break
             _sync(device)
             elapsed = time.perf_counter() - t0
             trainer._flush_finite()
-            syncs = count_syncs(trainer, max(args.warmup, 1) + args.iterations) if device.type == "cuda" else None
+            syncs = count_syncs(trainer, first + timed) if device.type == "cuda" else None
         finally:
             trainer.loader.close()
         return {
             "config": name,
             "variant": variant,
-            "sec_per_it": elapsed / args.iterations,
-            "iterations": args.iterations,
+            "sec_per_it": elapsed / timed,
+            "iterations": timed,
             "warmup": args.warmup,
+            "first_batch_s": first_batch_s,
             "first_step_s": first_step_s,
             "setup_s": setup_s,
             "peak_gpu_mib": _peak_mib(device),
+            "peak_gpu_mib_warmup": peak_warmup,
             "host_syncs_per_it": syncs,
             "settings": {
                 "amp": trainer.cfg.train.amp,
                 "channels_last": trainer.cfg.train.channels_last,
                 "compile": trainer.cfg.train.compile,
+                "compile_d_forward": trainer.g_eval is not trainer.generator,
                 "deterministic": trainer.cfg.train.deterministic,
+                "tf32": trainer.flags.tf32,
+                "cudnn_benchmark": trainer.flags.benchmark,
                 "num_workers": trainer.cfg.data.num_workers,
                 "patch_size": list(trainer.cfg.data.patch_size),
             },
@@ -305,7 +354,7 @@ def _worker_cmd(args: argparse.Namespace, job: list[str]) -> list[str]:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--data", str(args.data), "--device", args.device,
            "--iterations", str(args.iterations), "--warmup", str(args.warmup),
            "--loader-batches", str(args.loader_batches), "--infer-cases", str(args.infer_cases),
-           "--pair-timeout", str(args.pair_timeout)]
+           "--pair-timeout", str(args.pair_timeout), "--max-timed-seconds", str(args.max_timed_seconds)]
     if args.patch:
         cmd += ["--patch", *map(str, args.patch)]
     if args.labeled is not None:
@@ -397,40 +446,72 @@ def side_by_side_verdict(
     }
 
 
+def compile_d_verdict(compiled: dict[str, Any], eager_d: dict[str, Any]) -> dict[str, Any]:
+    """Whether compiling the D step's eval-mode generator forward as well makes the step faster."""
+    saving = eager_d["sec_per_it"] - compiled["sec_per_it"]
+    return {"compile_d_forward_pays_off": bool(saving > 0), "compile_d_forward_saving_s_per_it": saving}
+
+
+class Budget:
+    """Start no measurement that would end after ``seconds``, judged by the training jobs so far.
+
+    A training job's estimate is the longest one seen (0 before the first);
+    ``weight`` scales it for measurements made of several such jobs.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.start = time.perf_counter()
+        self.longest_train = 0.0
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
+
+    def allows(self, weight: float) -> bool:
+        return self.elapsed() + weight * self.longest_train <= self.seconds
+
+    def record_train(self, seconds: float) -> None:
+        self.longest_train = max(self.longest_train, seconds)
+
+
 def probe(args: argparse.Namespace) -> dict[str, Any]:
     """Every measurement of the module docstring, as one dict.
 
-    Measurements run in order of importance; one that would start after
-    ``--budget`` seconds is skipped and listed under ``skipped``.
+    Measurements run in order of importance; one that would end after
+    ``--budget`` seconds (see :class:`Budget`) is skipped and listed under
+    ``skipped``.
     """
     from canet.training.profiles import fast_workers
 
-    start = time.perf_counter()
+    budget = Budget(args.budget)
     log: list[str] = []
     skipped: list[str] = []
-    result: dict[str, Any] = {"environment": _environment(args.device), "config": args.config}
+    result: dict[str, Any] = {"environment": _environment(args.device), "config": args.config,
+                              "budget_s": args.budget}
 
-    def run(what: str, jobs: list[list[str]]) -> list[dict[str, Any]] | None:
-        if time.perf_counter() - start > args.budget:
+    def run(what: str, jobs: list[list[str]], weight: float = 0.0) -> list[dict[str, Any]] | None:
+        if not budget.allows(weight):
             skipped.append(what)
             return None
-        return _run_jobs(args, jobs, log)
+        t0 = time.perf_counter()
+        out = _run_jobs(args, jobs, log)
+        if jobs[0][0] == "train":
+            budget.record_train((time.perf_counter() - t0) / max(weight, 1.0))
+        return out
 
     train: dict[str, Any] = {}
     result["train"] = train
-    for variant in ("exact", "fast"):
-        res = run(f"train {variant}", [["train", args.config, variant]])
+
+    def train_variant(variant: str) -> dict[str, Any]:
+        res = run(f"train {variant}", [["train", args.config, variant]], weight=1.0)
         if res:
             train[variant] = res[0]
-    exact, fast = train.get("exact", {}), train.get("fast", {})
+        return train.get(variant, {})
+
+    exact = train_variant("exact")
+    fast = train_variant("fast")
     if "sec_per_it" in exact and "sec_per_it" in fast:
         result["fast_speedup"] = exact["sec_per_it"] / fast["sec_per_it"]
-
-    workers = sorted({2, args.workers if args.workers is not None else fast_workers()})
-    result["loader"] = [r for w in workers for r in (run(f"loader {w}", [["loader", args.config, str(w)]]) or [])]
-    if "sec_per_it" in fast and result["loader"]:
-        best = max(r.get("batches_per_s", 0.0) for r in result["loader"])
-        result["loader_keeps_up"] = bool(best > 1.0 / fast["sec_per_it"])
 
     res = run("inference", [["inference", args.config]])
     if res:
@@ -438,12 +519,18 @@ def probe(args: argparse.Namespace) -> dict[str, Any]:
 
     if not args.no_side_by_side:
         side: dict[str, Any] = {}
-        pair = run(f"train {args.pair_config} alone", [["train", args.pair_config, "fast"]])
-        barrier = tempfile.mkdtemp(prefix="probe_barrier_")
-        both = run(
-            "side by side",
-            [["train", args.config, "fast", barrier], ["train", args.pair_config, "fast", barrier]],
-        )
+        # Both measurements or neither: the verdict needs the pair alone and the two together.
+        if budget.allows(2.5):
+            pair = run(f"train {args.pair_config} alone", [["train", args.pair_config, "fast"]], weight=1.0)
+            barrier = tempfile.mkdtemp(prefix="probe_barrier_")
+            both = run(
+                "side by side",
+                [["train", args.config, "fast", barrier], ["train", args.pair_config, "fast", barrier]],
+                weight=1.5,
+            )
+        else:
+            skipped.append("side by side")
+            pair = both = None
         if pair and both:
             side["alone"] = {args.config: fast, args.pair_config: pair[0]}
             side["together"] = {args.config: both[0], args.pair_config: both[1]}
@@ -457,14 +544,25 @@ def probe(args: argparse.Namespace) -> dict[str, Any]:
                 side["error"] = "a side-by-side measurement failed"
             result["side_by_side"] = side
 
-    if not args.no_compile:
-        res = run("train fast+compile", [["train", args.config, "fast+compile"]])
-        if res:
-            train["fast+compile"] = res[0]
-            if "sec_per_it" in res[0] and "sec_per_it" in fast:
-                result.update(compile_verdict(fast, res[0], args.run_iterations))
+    workers = sorted({2, args.workers if args.workers is not None else fast_workers()})
+    result["loader"] = [r for w in workers for r in (run(f"loader {w}", [["loader", args.config, str(w)]]) or [])]
+    if "sec_per_it" in fast and result["loader"]:
+        best = max(r.get("batches_per_s", 0.0) for r in result["loader"])
+        result["loader_keeps_up"] = bool(best > 1.0 / fast["sec_per_it"])
 
-    result["seconds"] = time.perf_counter() - start
+    contiguous = train_variant("fast-contiguous")
+    if "sec_per_it" in contiguous and "sec_per_it" in fast:
+        result["channels_last_speedup"] = contiguous["sec_per_it"] / fast["sec_per_it"]
+
+    if not args.no_compile:
+        compiled = train_variant("fast+compile")
+        if "sec_per_it" in compiled and "sec_per_it" in fast:
+            result.update(compile_verdict(fast, compiled, args.run_iterations))
+        eager_d = train_variant("fast+compile+eager-d")
+        if "sec_per_it" in compiled and "sec_per_it" in eager_d:
+            result.update(compile_d_verdict(compiled, eager_d))
+
+    result["seconds"] = budget.elapsed()
     result["skipped"] = skipped
     if log:
         result["worker_errors"] = log
@@ -490,7 +588,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--probe-cases", type=int, default=24,
                         help="an LA folder is cut to its first N training cases on disk (default 24)")
     parser.add_argument("--budget", type=float, default=150.0,
-                        help="start no measurement after this many seconds (default 150)")
+                        help="start no measurement that would end after this many seconds (default 150)")
+    parser.add_argument("--max-timed-seconds", type=float, default=20.0,
+                        help="a training variant's timed loop stops after this many seconds (default 20)")
     parser.add_argument("--job-timeout", type=float, default=170.0, help="seconds per worker job (default 170)")
     parser.add_argument("--pair-timeout", type=float, default=120.0, help=argparse.SUPPRESS)
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
@@ -503,6 +603,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.iterations < 1 or args.warmup < 1:
         print("error: --iterations and --warmup must be >= 1", file=sys.stderr)
+        return 2
+    if args.max_timed_seconds <= 0:
+        print(f"error: --max-timed-seconds must be > 0, got {args.max_timed_seconds}", file=sys.stderr)
         return 2
     from canet.errors import CanetError
 

@@ -13,7 +13,8 @@ Result files are meant to be committed; checkpoints are not.
 
 ``next``: runs the next ``--count`` runs of :data:`ORDER` that have no finished
 result file yet (one after the other, or side by side with ``--parallel``,
-which ``benchmarks/gpu_probe.py`` says whether to use).
+which ``benchmarks/gpu_probe.py`` says whether to use; side by side, each run
+takes its share of the CPUs as loader workers).
 
 ``export-weights`` / ``join-weights``: a run's generator as a checkpoint without
 training state, large weight tensors in bf16, cut into parts of at most
@@ -544,7 +545,21 @@ def main(argv: list[str] | None = None) -> int:
             "--results", str(args.results), "--device", args.device, "--train-args", args.train_args,
             "--eval-args", args.eval_args, *(["--exact"] if args.exact else []),
             *(["--kept"] if args.kept else [])]
-    procs = [subprocess.Popen([*base[:3], config, "--seed", str(seed), *base[3:]]) for config, seed in todo]
+    return _run_side_by_side(base, todo)
+
+
+def _run_side_by_side(base: list[str], todo: list[tuple[str, int]]) -> int:
+    """Start one ``run`` per config and seed at once; 1 if any failed.
+
+    Each run is told how many share the machine (:data:`canet.training.profiles.RUNS_ON_HOST_ENV`),
+    so that the fast profile gives each its share of the CPUs as loader workers.
+    """
+    import os
+
+    from canet.training.profiles import RUNS_ON_HOST_ENV
+
+    env = {**os.environ, RUNS_ON_HOST_ENV: str(len(todo))}
+    procs = [subprocess.Popen([*base[:3], config, "--seed", str(seed), *base[3:]], env=env) for config, seed in todo]
     return int(any(p.wait() != 0 for p in procs))
 
 

@@ -10,9 +10,14 @@ same batches, one after the other in this one run:
 * ``plain``: the original code's way: contiguous (NCDHW) fp32 tensors, eager
   mode, and the labeled cases' signed-distance maps computed on the training
   thread inside the step (timed as part of it).
-* ``optimized``: ``channels_last_3d`` memory format, ``torch.compile`` (compile
-  time excluded, reported separately), SDMs computed by the loader's workers
-  off the critical path (not part of the step). Same maths, same D-step inputs.
+* ``optimized``: ``channels_last_3d`` memory format, ``torch.compile`` of every
+  graph ``train.compile`` compiles (the training forward, the discriminator and
+  the D step's eval-mode generator forward; compile time excluded, reported
+  separately), SDMs computed by the loader's workers off the critical path (not
+  part of the step). Same maths, same D-step inputs.
+* ``optimized+eager-d`` (optional, ``--eager-d``): ``optimized`` with the D
+  step's eval-mode generator forward left eager, to tell whether compiling that
+  forward pays on this machine.
 * ``optimized+reuse`` (optional, ``--reuse``): also reuses the generator step's
   detached outputs for the D step instead of a second forward pass. That changes
   D's inputs (train-mode vs eval-mode outputs), so it is reported, not assumed.
@@ -27,6 +32,7 @@ peak (a large ``torch.mm`` timed in the same run), and peak RSS of each variant.
 Usage:
     python benchmarks/train_speed.py                       # 64x64x48 and 112x112x80
     python benchmarks/train_speed.py --patches 64,64,48 --iters 3 --no-compile
+    python benchmarks/train_speed.py --patches 112,112,80 --eager-d   # does compiling the D forward pay?
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -82,42 +89,58 @@ def _peak_rss_mib() -> float:
     return float("nan")
 
 
+VARIANTS = ("plain", "optimized", "optimized+eager-d", "optimized+reuse")
+
+
+def build_trainer(root: Path, run_dir: Path, patch: tuple[int, int, int], variant: str, compile_: bool) -> Any:
+    """The set-up CA-Net :class:`~canet.training.trainer.Trainer` of one variant (nothing compiled yet)."""
+    from canet.training.config import config_from_dict
+    from canet.training.trainer import Trainer
+
+    if variant not in VARIANTS:
+        raise ValueError(f"variant must be one of {', '.join(VARIANTS)}, got {variant!r}")
+    optimized = variant.startswith("optimized")
+    cfg = config_from_dict(
+        {
+            "method": "canet",
+            "iterations": 10_000,
+            "data": {
+                "root": str(root),
+                "labeled": 3,
+                "patch_size": list(patch),
+                "batch_size": 4,
+                "labeled_bs": 2,
+                "num_workers": 0,
+            },
+            "train": {
+                "device": "cpu",
+                "channels_last": optimized,
+                "compile": optimized and compile_,
+                "d_step_reuse_outputs": variant == "optimized+reuse",
+                "deterministic": False,
+            },
+        }
+    )
+    trainer = Trainer(cfg, run_dir=run_dir, quiet=True, log=lambda _m: None)
+    trainer.setup()
+    if variant == "optimized+eager-d":
+        trainer.g_eval = trainer.generator  # the D step's forward uncompiled
+    return trainer
+
+
 def worker(
     patch: tuple[int, int, int], variant: str, iters: int, warmup: int, count_flops: bool, compile_: bool
 ) -> dict:
     """Time ``iters`` CA-Net iterations of ``variant`` after ``warmup`` ones."""
     from canet.data import write_synthetic_dataset
     from canet.losses.sdm import batch_sdm
-    from canet.training.config import config_from_dict
-    from canet.training.trainer import Trainer
 
     optimized = variant.startswith("optimized")
     with tempfile.TemporaryDirectory() as tmp:
         shape = tuple(max(p + 8, s) for p, s in zip(patch, (96, 96, 64)))
         root = write_synthetic_dataset(Path(tmp) / "data", n_train=6, n_test=0, seed=0, shape=shape)
-        cfg = config_from_dict(
-            {
-                "method": "canet",
-                "iterations": 10_000,
-                "data": {
-                    "root": str(root),
-                    "labeled": 3,
-                    "patch_size": list(patch),
-                    "batch_size": 4,
-                    "labeled_bs": 2,
-                    "num_workers": 0,
-                },
-                "train": {
-                    "device": "cpu",
-                    "channels_last": optimized,
-                    "compile": optimized and compile_,
-                    "d_step_reuse_outputs": variant == "optimized+reuse",
-                    "deterministic": False,
-                },
-            }
-        )
-        trainer = Trainer(cfg, run_dir=Path(tmp) / "run", quiet=True, log=lambda _m: None)
-        trainer.setup()
+        trainer = build_trainer(root, Path(tmp) / "run", patch, variant, compile_)
+        cfg = trainer.cfg
         batches = [next(trainer.loader) for _ in range(warmup + iters)]
 
         def step(batch: dict, i: int) -> None:
@@ -125,8 +148,7 @@ def worker(
                 # The original computes the SDM of the labeled cases inside the step.
                 labels = batch["label"][: cfg.data.labeled_bs].numpy()
                 batch = dict(batch)
-                sdm = torch.from_numpy(batch_sdm(labels))
-                batch["sdm"] = torch.cat([sdm, torch.zeros_like(batch["sdm"][sdm.shape[0] :])])
+                batch["sdm"] = torch.from_numpy(batch_sdm(labels))
             trainer.train_step(batch, i)
 
         start = time.perf_counter()
@@ -184,6 +206,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2, help="untimed iterations (compile happens here)")
     parser.add_argument("--no-compile", action="store_true", help="optimised path without torch.compile")
     parser.add_argument("--reuse", action="store_true", help="also time the D-step output reuse")
+    parser.add_argument("--eager-d", action="store_true",
+                        help="also time 'optimized' with the D step's generator forward left eager")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--count-flops", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -200,7 +224,8 @@ def main() -> None:
           f"{torch.get_num_threads()} threads")
     print(f"# fp32 matmul peak (4096^3 torch.mm, best of 5): {peak:.1f} GFLOP/s")
     print(f"# batch 2 labeled + 2 unlabeled; {args.warmup} warm-up + {args.iters} timed iterations (median)\n")
-    variants = ["plain", "optimized"] + (["optimized+reuse"] if args.reuse else [])
+    variants = ["plain", "optimized"] + (["optimized+eager-d"] if args.eager_d else [])
+    variants += ["optimized+reuse"] if args.reuse else []
     rows = []
     for patch in patches:
         results = {v: run_worker(patch, v, args) for v in variants}

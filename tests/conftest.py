@@ -1,7 +1,8 @@
-"""Shared fixtures: the real LA data (skipped, with the reason, only where it is absent)."""
+"""Shared fixtures: the real LA data (skipped, with the reason, only where it is absent); torch's switches kept."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,16 @@ REPO = Path(__file__).resolve().parents[1]
 LA_ROOT = REPO.parent / "shared" / "data" / "LA"
 
 torch.set_num_threads(2)
+
+
+@pytest.fixture(autouse=True)
+def _keep_torch_switches() -> Iterator[None]:
+    """Each test leaves torch's global TF32 / determinism / benchmark switches as it found them."""
+    from canet.device import BackendFlags
+
+    before = BackendFlags.current()
+    yield
+    BackendFlags.restore(before)
 
 
 @pytest.fixture(scope="session")

@@ -3,11 +3,16 @@
 Each batch is a dict::
 
     "image"    B x 1 x X x Y x Z float32   (augmented patches)
-    "label"    B x X x Y x Z int64         (zeros in unlabeled rows)
+    "label"    B x X x Y x Z uint8         (class indices; zeros in unlabeled rows)
     "labeled"  B bool                      (True for the first labeled_bs rows)
     "case_id"  list of B str
-    <key>      B x ...                     one per key that extra_targets adds
-                                           (zeros in unlabeled rows)
+    <key>      L x ...                     one per key that extra_targets adds,
+                                           for the L = labeled_bs labeled rows only
+
+Labels travel as uint8 and the extra targets (the SDMs) for the labeled rows
+only, so that a batch holds no bytes the step does not read: the trainer widens
+the labels to int64 on the device (``label.to(device).long()``), which gives
+the same values as int64 labels sent from the start.
 
 The indices come from :class:`~canet.data.sampler.TwoStreamBatchSampler`;
 the augmentation of row ``j`` of batch ``k`` on rank ``r`` draws from
@@ -143,28 +148,25 @@ def collate_samples(samples: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     shape = samples[0]["image"].shape
     labels = np.stack(
         [s["label"] if s["label"] is not None else np.zeros(shape, np.uint8) for s in samples]
-    )
+    ).astype(np.uint8, copy=False)
     batch: dict[str, Any] = {
         "image": images.unsqueeze(1),
-        "label": torch.from_numpy(labels).long(),
+        "label": torch.from_numpy(labels),
         "labeled": torch.tensor([bool(s["labeled"]) for s in samples], dtype=torch.bool),
         "case_id": [str(s["case_id"]) for s in samples],
     }
-    template: dict[str, torch.Tensor] | None = None
-    for s in samples:
-        if s["extra"] is not None:
-            template = {k: torch.as_tensor(np.ascontiguousarray(v)) for k, v in s["extra"].items()}
-            break
-    if template is not None:
-        for key, ref in template.items():
+    with_extra = [s for s in samples if s["extra"] is not None]
+    if with_extra:
+        # Labeled rows come first, so row j of an extra target is row j of the batch.
+        n = len(with_extra)
+        if any(s["extra"] is not None for s in samples[n:]):
+            raise ValueError("extra targets are for the labeled rows, which must come first in a batch")
+        for key in with_extra[0]["extra"]:
             rows = []
-            for s in samples:
-                if s["extra"] is None:
-                    rows.append(torch.zeros_like(ref))
-                else:
-                    if key not in s["extra"]:
-                        raise ValueError(f"extra_targets returned no {key!r} for case {s['case_id']!r}")
-                    rows.append(torch.as_tensor(np.ascontiguousarray(s["extra"][key])))
+            for s in with_extra:
+                if key not in s["extra"]:
+                    raise ValueError(f"extra_targets returned no {key!r} for case {s['case_id']!r}")
+                rows.append(torch.as_tensor(np.ascontiguousarray(s["extra"][key])))
             batch[key] = torch.stack(rows)
     return batch
 
@@ -359,8 +361,8 @@ def build_train_loader(
         rank, world_size: position under DistributedDataParallel; ranks draw
             disjoint batches from the same shuffled order.
         extra_targets: ``f(label patch X x Y x Z uint8) -> {name: array}``,
-            computed in the workers for labeled rows (e.g. the SDM); unlabeled
-            rows get zeros of the same shape.
+            computed in the workers for the labeled rows (e.g. the SDM); the
+            batch holds them for those rows only (``labeled_bs x ...``).
         cache: decode each volume once, before the workers start, and keep it
             in memory (about 1 GB for the 80 LA training volumes).
         normalize: override the dataset's z-scoring (``None``: its default).

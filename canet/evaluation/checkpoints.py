@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from canet.device import select_device
 from canet.errors import CanetError, CheckpointError, DataError
 from canet.patch_size import check_patch_size
 
@@ -186,6 +187,7 @@ def load_for_inference(checkpoint: str | os.PathLike[str], device: torch.device)
     payload = load_checkpoint(checkpoint, map_location="cpu")
     model = build_generator(payload)
     try:
+        select_device(device)  # cuda:N becomes the current device: no context on GPU 0
         model = model.to(device)
     except (RuntimeError, AssertionError) as exc:  # e.g. "Torch not compiled with CUDA enabled"
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -19,12 +19,13 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from canet.device import inference_flags
 from canet.errors import CanetError, DataError
 from canet.inferers.postprocess import largest_component_per_class, largest_connected_component
 from canet.inferers.settings import InferenceSettings
 from canet.inferers.sliding_window import Predictor, sliding_window_inference
 
-__all__ = ["FLIPS", "model_device", "predict_volume", "probability_predictor", "seg_logits", "with_flip_tta"]
+__all__ = ["FLIPS", "is_channels_last", "model_device", "predict_volume", "probability_predictor", "seg_logits", "with_flip_tta"]
 
 # Every subset of the spatial dims of a B x C x X x Y x Z tensor (the first is no flip).
 FLIPS: tuple[tuple[int, ...], ...] = tuple(
@@ -44,12 +45,24 @@ def seg_logits(output: Any) -> Tensor:
     raise TypeError(f"cannot find segmentation logits in a model output of type {type(output).__name__}")
 
 
-def _is_channels_last(model: nn.Module) -> bool:
-    """Whether the first 5-D weight of ``model`` is stored in ``channels_last_3d`` format."""
+def is_channels_last(model: nn.Module) -> bool:
+    """Whether ``model``'s 5-D weights are stored in ``channels_last_3d`` format.
+
+    Decided by the first 5-D parameter whose layout tells the two formats
+    apart. A weight with one input channel (``C_out x 1 x k x k x k``, the first
+    convolution of a one-channel network) or a ``1 x 1 x 1`` kernel has the same
+    strides in both, so it cannot say, and is skipped. A model none of whose
+    weights can tell (or without 5-D weights) counts as channels_last: putting it
+    into that format would change nothing.
+    """
     for param in model.parameters():
-        if param.dim() == 5:
-            return param.is_contiguous(memory_format=torch.channels_last_3d) and not param.is_contiguous()
-    return False
+        if param.dim() != 5:
+            continue
+        standard = param.is_contiguous()
+        last = param.is_contiguous(memory_format=torch.channels_last_3d)
+        if standard != last:
+            return last
+    return True
 
 
 def probability_predictor(
@@ -141,6 +154,13 @@ def predict_volume(
             or ``amp="bf16"`` on a device that cannot run it.
         DataError: the image holds NaN or infinite voxels (they would make the
             whole prediction background).
+
+    A model already in ``channels_last_3d`` format (as the fast training
+    profile keeps it) stays so; one in the standard format that runs in
+    ``channels_last_3d`` is put back into the standard format afterwards. The
+    global torch switches are those of :func:`canet.device.inference_flags`
+    during the call (with ``amp="none"``: no TF32, no cuDNN benchmark search)
+    and the caller's again afterwards.
     """
     s = InferenceSettings.make(settings, **changes)
     arr = np.asarray(image)
@@ -160,7 +180,7 @@ def predict_volume(
     if model_device(model) != run_device:
         model.to(run_device)
     use_channels_last = (s.mode == "fast") if s.channels_last is None else s.channels_last
-    restore_format = use_channels_last and not _is_channels_last(model)
+    restore_format = use_channels_last and not is_channels_last(model)
     if restore_format:
         model.to(memory_format=torch.channels_last_3d)
     predictor = probability_predictor(
@@ -171,7 +191,8 @@ def predict_volume(
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad():
+        # fp32 inference is true fp32 (no TF32), whatever switches the process had before.
+        with inference_flags(s.amp, run_device).using(), torch.no_grad():
             probs = sliding_window_inference(
                 tensor,
                 predictor,

@@ -132,7 +132,8 @@ class SDMTargets:
 
     ``SDMTargets(num_classes)(label)`` returns ``{"sdm": label_sdm(label, num_classes)}``
     so that the loader's workers compute the SDM off the training process's
-    critical path (the batch then holds ``"sdm"``: ``B x C x X x Y x Z`` float32).
+    critical path (the batch then holds ``"sdm"``: ``L x C x X x Y x Z`` float32 for its
+    ``L`` labeled rows).
     """
 
     def __init__(self, num_classes: int = 2) -> None:

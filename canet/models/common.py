@@ -19,7 +19,8 @@ class SegOutput(NamedTuple):
     Attributes:
         seg: ``B x C x X x Y x Z`` segmentation logits (sigmoid for ``C == 1``,
             softmax over ``C`` otherwise).
-        sdf: ``B x C x X x Y x Z`` signed-distance estimate in ``[-1, 1]`` (tanh).
+        sdf: ``B x C x X x Y x Z`` signed-distance estimate in ``[-1, 1]`` (tanh,
+            float32 even under autocast).
     """
 
     seg: Tensor

@@ -6,7 +6,7 @@ Encoder: stages of 1, 2, 3, 3, 3 conv layers (3x3x3 conv + BN + ReLU) at
 stride-2 transposed conv + BN + ReLU halving the channels, added to the encoder
 feature of the same scale, then stages of 3, 3, 2, 1 conv layers. Dropout3d on
 the bottleneck and before the heads (training only). Two 1x1x1 heads: ``seg``
-(logits) and ``sdf`` (tanh of a separate conv).
+(logits) and ``sdf`` (tanh of a separate conv, in float32 even under autocast).
 """
 
 from __future__ import annotations
@@ -103,7 +103,9 @@ class VNet(nn.Module):
         x = self.dec2(self.up2(x) + x2)
         x = self.dec1(self.up1(x) + x1)
         x = self.dropout(x)
-        return SegOutput(seg=self.head_seg(x), sdf=self.head_sdf(x).tanh())
+        # The tanh (and its backward) in float32 even under autocast, where bf16
+        # would keep 8 significant bits of the SDF. A no-op without autocast.
+        return SegOutput(seg=self.head_seg(x), sdf=self.head_sdf(x).float().tanh())
 
     def forward(self, x: Tensor) -> SegOutput:
         check_volume_input(x, self.in_channels)

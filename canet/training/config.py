@@ -6,7 +6,8 @@ missing keys take the defaults, which are the paper's recipe for ``canet``)::
     method: canet          # canet | sassnet | vnet | mt | uamt
     seed: 1337
     iterations: 6000
-    data:       {root, labeled, num_classes, patch_size, batch_size, labeled_bs, num_workers, check}
+    data:       {root, labeled, num_classes, patch_size, batch_size, labeled_bs, global_batch,
+                 num_workers, check}
     model:      {n_filters, dropout, transformer}
     discriminator: {ndf, se, dropout, lr, betas}
     optimizer:  {lr, momentum, weight_decay, milestones, gamma}

@@ -22,6 +22,7 @@ import torch
 import torch.distributed as dist
 
 from canet.errors import ConfigError
+from canet.training.schema import DataConfig
 
 
 @dataclass(frozen=True)
@@ -71,7 +72,7 @@ def init_distributed(use_cuda: bool) -> DistInfo:
         return DistInfo(dist.get_rank(), dist.get_world_size(), local, False)
     backend = "nccl" if use_cuda else "gloo"
     if use_cuda:
-        torch.cuda.set_device(local)
+        torch.cuda.set_device(local_gpu(local))
     dist.init_process_group(backend=backend, init_method="env://", rank=rank, world_size=world)
     return DistInfo(rank, world, local, True)
 
@@ -80,7 +81,8 @@ def rank_device(device: torch.device, info: DistInfo) -> torch.device:
     """The device this rank trains on: ``cuda:<local_rank>`` under DDP, ``device`` otherwise.
 
     Raises:
-        ConfigError: an explicit CUDA index with more than one process.
+        ConfigError: an explicit CUDA index with more than one process, or a
+            ``LOCAL_RANK`` beyond the machine's GPUs.
     """
     if device.type != "cuda" or not info.distributed:
         return device
@@ -89,7 +91,95 @@ def rank_device(device: torch.device, info: DistInfo) -> torch.device:
             f"train.device {str(device)!r} names one GPU but {info.world_size} processes run: every rank "
             "would use it; give 'cuda' and each rank takes the GPU of its LOCAL_RANK"
         )
-    return torch.device("cuda", info.local_rank)
+    return local_gpu(info.local_rank)
+
+
+def local_gpu(local_rank: int) -> torch.device:
+    """``cuda:<local_rank>``, the GPU of a process under torchrun.
+
+    Raises:
+        ConfigError: the machine has no GPU of that index.
+    """
+    count = torch.cuda.device_count()
+    if not 0 <= local_rank < count:
+        raise ConfigError(
+            f"LOCAL_RANK is {local_rank} but this machine has {count} GPU(s): start at most "
+            f"{count} processes per node (torchrun --nproc_per_node)"
+        )
+    return torch.device("cuda", local_rank)
+
+
+@dataclass(frozen=True)
+class BatchPlan:
+    """The rows of one iteration: per process and over all ``processes``.
+
+    Attributes:
+        batch_size, labeled_bs: rows (labeled rows) of each process's batch.
+        processes: training processes (the DDP world size).
+        global_batch: whether the config's sizes were global (``data.global_batch``).
+    """
+
+    batch_size: int
+    labeled_bs: int
+    processes: int
+    global_batch: bool
+
+    @property
+    def total(self) -> int:
+        """Rows per iteration over all processes."""
+        return self.batch_size * self.processes
+
+    @property
+    def total_labeled(self) -> int:
+        """Labeled rows per iteration over all processes."""
+        return self.labeled_bs * self.processes
+
+    def describe(self) -> str:
+        """One line for the start of a run."""
+        if self.processes == 1:
+            return f"batch: {self.total} rows per iteration ({self.total_labeled} labeled), one process"
+        return (
+            f"batch: {self.batch_size} rows per process ({self.labeled_bs} labeled) x {self.processes} "
+            f"processes = {self.total} rows per iteration ({self.total_labeled} labeled)"
+        )
+
+    def warning(self, cfg_batch: int) -> str | None:
+        """A warning where processes multiply the config's batch (``data.global_batch`` off)."""
+        if self.global_batch or self.processes == 1:
+            return None
+        return (
+            f"warning: data.batch_size {cfg_batch} counts per process, so {self.processes} processes train "
+            f"on {self.total} rows per iteration at the config's learning rate and iterations; set "
+            f"data.global_batch: true to keep {cfg_batch} rows in all"
+        )
+
+    def to_dict(self) -> dict[str, int | bool]:
+        """What ``environment.json`` records under ``"batch"``."""
+        return {
+            "per_process": self.batch_size,
+            "labeled_per_process": self.labeled_bs,
+            "processes": self.processes,
+            "global": self.total,
+            "global_labeled": self.total_labeled,
+            "global_batch_setting": self.global_batch,
+        }
+
+
+def batch_plan(data: DataConfig, world_size: int) -> BatchPlan:
+    """Each process's batch for ``world_size`` processes under ``data.global_batch``.
+
+    Raises:
+        ConfigError: ``data.global_batch`` with sizes that do not divide among the processes.
+    """
+    if not data.global_batch or world_size == 1:
+        return BatchPlan(data.batch_size, data.labeled_bs, world_size, data.global_batch)
+    b, lab = data.batch_size, data.labeled_bs
+    if b % world_size or lab % world_size:
+        raise ConfigError(
+            f"data.global_batch is on but data.batch_size {b} and data.labeled_bs {lab} do not both divide "
+            f"among {world_size} processes; choose sizes that do, or another number of processes"
+        )
+    return BatchPlan(b // world_size, lab // world_size, world_size, True)
 
 
 def cleanup_distributed(info: DistInfo) -> None:

@@ -75,11 +75,18 @@ def environment_info(device: torch.device, dist_info: DistInfo) -> dict[str, Any
 
 
 def write_run_files(
-    run_dir: Path, cfg: Config, device: torch.device, dist_info: DistInfo, start_iteration: int
+    run_dir: Path,
+    cfg: Config,
+    device: torch.device,
+    dist_info: DistInfo,
+    start_iteration: int,
+    extra: dict[str, Any] | None = None,
 ) -> None:
     """Write ``config.yaml`` and ``environment.json`` into ``run_dir`` (created if missing).
 
-    ``environment.json`` gets ``start_iteration``; the record an earlier
+    ``environment.json`` gets ``start_iteration`` and the keys of ``extra``
+    (the trainer's: ``batch``, the rows per process and per iteration, and
+    ``backend_flags``, the torch switches of its profile); the record an earlier
     session left there moves, with its own history, into the list ``"previous"``.
     """
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -87,6 +94,7 @@ def write_run_files(
     env_path = run_dir / ENVIRONMENT_FILE
     env = environment_info(device, dist_info)
     env["start_iteration"] = start_iteration
+    env.update(extra or {})
     history: list[Any] = []
     if env_path.is_file():
         try:

@@ -37,8 +37,15 @@ class DataConfig:
             the LA benchmark's first N of ``train.list`` otherwise).
         num_classes: classes including background (``null``: from the dataset).
         patch_size: training patch ``[X, Y, Z]``, multiples of 16.
-        batch_size: cases per batch (per process under DDP).
+        batch_size: cases per batch (per process under DDP, unless ``global_batch``).
         labeled_bs: labeled cases per batch (the first rows).
+        global_batch: ``batch_size`` and ``labeled_bs`` count the rows of one
+            iteration over all processes: under torchrun each of N processes
+            takes ``batch_size / N`` rows, ``labeled_bs / N`` of them labeled
+            (both must divide by N), so that N GPUs keep the paper's batch of
+            4 with 2 labeled at its learning rate and iteration count. Off
+            (default): they count per process, and N processes train on N
+            times the rows (said at the start of such a run).
         num_workers: loader worker processes (0 = in the training process).
         check: check every case when training starts, as ``canet check-data``
             does, and stop on a problem (``false``, or ``canet train
@@ -51,6 +58,7 @@ class DataConfig:
     patch_size: tuple[int, int, int] = (112, 112, 80)
     batch_size: int = 4
     labeled_bs: int = 2
+    global_batch: bool = False
     num_workers: int = 2
     check: bool = True
 
@@ -130,11 +138,11 @@ class TrainConfig:
         device: ``auto`` (CUDA if available), ``cpu``, ``cuda`` or ``cuda:N``.
         amp: ``none``, ``bf16`` or ``fp16`` mixed precision (CUDA only).
         channels_last: use the ``channels_last_3d`` memory format.
-        compile: ``torch.compile`` the generator's training forward and the
-            discriminator (the D step's eval-mode generator forward stays eager:
-            compiling it gave no measurable gain on a 2-core CPU). Same maths as eager
-            mode, but compiled dropout draws its random numbers differently, so a
-            compiled run does not repeat an eager run's numbers exactly.
+        compile: ``torch.compile`` the generator's training forward, the
+            discriminator and the D step's eval-mode generator forward. Same
+            maths as eager mode, but compiled dropout draws its random numbers
+            differently, so a compiled run does not repeat an eager run's
+            numbers exactly.
         sync_bn: SyncBatchNorm under DDP.
         deterministic: ``torch.use_deterministic_algorithms`` (warn only) and no cuDNN benchmark.
         d_step_reuse_outputs: the discriminator step reuses the generator step's

@@ -8,7 +8,9 @@ uninterrupted run takes. So besides the generator (see
   (:class:`TrainingState`);
 - per DDP rank, the loader position and every RNG state the loop draws from
   (:func:`rank_state`): torch's global generator (dropout), the methods' noise
-  generator and, on CUDA, the device generator;
+  generator and, on CUDA, the device generator, with the device type they were
+  drawn on (a run resumed on another device type reseeds the device
+  generators, see :func:`set_rng_state`);
 - the iteration, best validation Dice, the learning-rate schedule, the
   training data's description and the validation split (arguments of
   :meth:`TrainingState.checkpoint`).
@@ -19,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -28,19 +31,69 @@ from canet.training.config import Config
 
 
 def rng_state(device: torch.device, noise_gen: torch.Generator) -> dict[str, Any]:
-    """The RNG states the loop draws from: ``{"torch", "noise"[, "cuda"]}``."""
+    """The RNG states the loop draws from: ``{"torch", "noise"[, "cuda"], "device"}``.
+
+    ``device`` is the device type the states were drawn on (``"cpu"``,
+    ``"cuda"``): a CUDA generator's state does not fit a CPU generator, nor the
+    other way round. Checkpoints written before it was recorded are read as
+    ``"cuda"`` where they hold a ``"cuda"`` state, else ``"cpu"``.
+    """
     state: dict[str, Any] = {"torch": torch.get_rng_state(), "noise": noise_gen.get_state()}
     if device.type == "cuda":
         state["cuda"] = torch.cuda.get_rng_state(device)
+    state["device"] = device.type
     return state
 
 
-def set_rng_state(state: dict[str, Any], device: torch.device, noise_gen: torch.Generator) -> None:
-    """Put back what :func:`rng_state` saved."""
+def saved_device_type(state: dict[str, Any]) -> str:
+    """The device type an :func:`rng_state` was drawn on (see there for older checkpoints)."""
+    recorded = state.get("device")
+    if isinstance(recorded, str):
+        return recorded
+    return "cuda" if state.get("cuda") is not None else "cpu"
+
+
+def checkpoint_device_type(payload: dict[str, Any]) -> str:
+    """The device type a training checkpoint was written on (that of its first rank's RNG states)."""
+    ranks = payload.get("ranks") or [{}]
+    return saved_device_type(ranks[0].get("rng") or {})
+
+
+def reseed_value(seed: int, rank: int, iteration: int) -> int:
+    """A seed for the device generators of a run resumed on another device type.
+
+    Derived from ``(seed, rank, iteration)`` only, so the same resume draws
+    the same numbers twice, and the ranks and the resumed iterations differ.
+    """
+    return int(np.random.SeedSequence([seed, rank, iteration, 17]).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+def set_rng_state(
+    state: dict[str, Any], device: torch.device, noise_gen: torch.Generator, reseed: int | None = None
+) -> bool:
+    """Put back what :func:`rng_state` saved; whether every state could be put back.
+
+    torch's global (CPU) generator is always restored. The noise generator
+    and the CUDA generator live on the training device, so their states come
+    back only when the checkpoint was written on the same device type; after
+    a move between the CPU and a GPU they are seeded with ``reseed`` instead
+    (required then) and False is returned.
+    """
     torch.set_rng_state(state["torch"])
-    noise_gen.set_state(state["noise"])
-    if device.type == "cuda" and state.get("cuda") is not None:
-        torch.cuda.set_rng_state(state["cuda"], device)
+    if saved_device_type(state) == device.type:
+        noise_gen.set_state(state["noise"])
+        if device.type == "cuda" and state.get("cuda") is not None:
+            torch.cuda.set_rng_state(state["cuda"], device)
+        return True
+    if reseed is None:
+        raise CheckpointError(
+            f"the checkpoint's random states were drawn on {saved_device_type(state)}, this run is on "
+            f"{device.type}; they need a new seed"
+        )
+    noise_gen.manual_seed(reseed)
+    if device.type == "cuda":
+        torch.cuda.manual_seed(reseed)
+    return False
 
 
 def unwrap(module: nn.Module) -> nn.Module:
@@ -60,10 +113,12 @@ def rank_state(loader: Any, device: torch.device, noise_gen: torch.Generator, di
     return local
 
 
-def restore_rank_state(state: dict[str, Any], loader: Any, device: torch.device, noise_gen: torch.Generator) -> None:
-    """Put back what :func:`rank_state` saved."""
+def restore_rank_state(
+    state: dict[str, Any], loader: Any, device: torch.device, noise_gen: torch.Generator, reseed: int | None = None
+) -> bool:
+    """Put back what :func:`rank_state` saved; whether every RNG state came back (see :func:`set_rng_state`)."""
     loader.load_state_dict(state["loader"])
-    set_rng_state(state["rng"], device, noise_gen)
+    return set_rng_state(state["rng"], device, noise_gen, reseed)
 
 
 def _weights(module: nn.Module | None) -> dict[str, Tensor] | None:

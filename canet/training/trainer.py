@@ -8,7 +8,8 @@ it is done):
    mode with its parameters frozen; the method's loss on the generator's output
    for the whole batch; the loss is checked for finiteness; SGD step;
 3. **discriminator step** (methods with a discriminator): generator in eval mode
-   re-predicts the batch without gradients (or, with
+   re-predicts the batch without gradients (compiled with the rest under
+   ``train.compile``; or, with
    ``train.d_step_reuse_outputs``, the generator step's detached outputs are
    reused), the discriminator in train mode classifies (sdf, image) with labeled
    rows -> 1 and unlabeled rows -> 0, cross-entropy; Adam step;
@@ -44,7 +45,7 @@ import torch
 from torch import Tensor, nn
 
 from canet.checkpoint import load_checkpoint, save_checkpoint
-from canet.device import resolve_device
+from canet.device import resolve_device, select_device
 from canet.errors import CanetError, ConfigError, DataError
 from canet.inferers.settings import InferenceSettings
 from canet.losses import SDMTargets
@@ -53,6 +54,7 @@ from canet.training.config import Config, config_from_dict, resolve
 from canet.training.distributed import (
     all_true,
     barrier,
+    batch_plan,
     broadcast_object,
     cleanup_distributed,
     gather_objects,
@@ -60,7 +62,7 @@ from canet.training.distributed import (
     rank_device,
 )
 from canet.training.methods import Method, StepContext, build_method
-from canet.training.profiles import apply_profile, defers_sync
+from canet.training.profiles import apply_profile, defers_sync, training_flags
 from canet.training.progress import (
     LOCK_FILE,
     Heartbeat,
@@ -72,7 +74,13 @@ from canet.training.progress import (
 )
 from canet.training.run_files import CONFIG_FILE, load_run_config, write_run_files
 from canet.training.run_log import RunLog, to_float
-from canet.training.state import TrainingState, rank_state, restore_rank_state
+from canet.training.state import (
+    TrainingState,
+    checkpoint_device_type,
+    rank_state,
+    reseed_value,
+    restore_rank_state,
+)
 
 __all__ = [
     "CREATED_BY",
@@ -224,11 +232,16 @@ class Trainer:
         want = resolve_device(cfg.train.device)
         self.dist = init_distributed(want.type == "cuda")
         self.device = want = rank_device(want, self.dist)
+        # A process on cuda:N makes GPU N its current device, so that nothing (the
+        # loader's pinned-memory thread) opens a context on GPU 0.
+        select_device(self.device)
         self.cfg = cfg = apply_profile(cfg, self.device)
+        # Each process's rows (data.global_batch divides the config's among the processes).
+        self.batch = batch_plan(cfg.data, self.dist.world_size)
         self._defer_sync = defers_sync(cfg)
         self._first_bad: dict[str, Tensor] = {}
-        if cfg.train.amp != "none" and self.device.type != "cuda":
-            raise ConfigError(f"train.amp {cfg.train.amp!r} needs a CUDA device, got {self.device}")
+        if not self.resume:
+            self._check_amp(cfg)  # a resumed run checks once it knows where its checkpoint was written
         self.is_main = self.dist.is_main
 
         run_dir = self.run_dir_arg
@@ -253,18 +266,19 @@ class Trainer:
             )
         barrier(self.dist)
 
-        if cfg.train.deterministic:
-            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-            torch.use_deterministic_algorithms(True, warn_only=True)
-            # Deterministic mode would also fill every new tensor with NaN, which costs
-            # up to 6x per CPU step; results do not depend on that memory.
-            torch.utils.deterministic.fill_uninitialized_memory = False  # type: ignore[attr-defined]
-            torch.backends.cudnn.benchmark = False
-        else:
-            torch.backends.cudnn.benchmark = self.device.type == "cuda"
-        if cfg.train.profile == "fast" and self.device.type == "cuda":
-            torch.backends.cuda.matmul.allow_tf32 = True
-            torch.backends.cudnn.allow_tf32 = True
+        self._notes: list[str] = []
+        try:
+            if payload is not None:
+                self.cfg = cfg = self._moved_device(cfg, checkpoint_device_type(payload))
+            self._check_amp(cfg)
+        except ConfigError:
+            if self._lock is not None:
+                self._lock.release()
+            raise
+
+        # Every switch the profile depends on, set on every device (none is inherited).
+        self.flags = training_flags(cfg, self.device)
+        self.flags.apply()
 
         # Data.
         if cfg.data.root is None:
@@ -297,8 +311,8 @@ class Trainer:
         self.loader = build_train_loader(
             self.spec,
             cfg.data.patch_size,
-            cfg.data.batch_size,
-            cfg.data.labeled_bs,
+            self.batch.batch_size,
+            self.batch.labeled_bs,
             seed=cfg.seed,
             num_workers=cfg.data.num_workers,
             rank=self.dist.rank,
@@ -347,9 +361,11 @@ class Trainer:
         if payload is not None:
             self._restore(payload)
 
-        # Wrappers for the training forward/backward.
+        # Wrappers for the training forward/backward, and for the D step's
+        # eval-mode generator forward (``g_eval``, never DDP-wrapped: no gradient).
         self.g_train: nn.Module = self.generator
         self.d_train: nn.Module | None = self.discriminator
+        self.g_eval: nn.Module = self.generator
         if self.dist.distributed:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
@@ -361,6 +377,8 @@ class Trainer:
             self.g_train = torch.compile(self.g_train)  # type: ignore[assignment]
             if self.d_train is not None:
                 self.d_train = torch.compile(self.d_train)  # type: ignore[assignment]
+                if not cfg.train.d_step_reuse_outputs:
+                    self.g_eval = torch.compile(self.generator)  # type: ignore[assignment]
         self._ready = True
 
     def _check_data(self) -> None:
@@ -383,9 +401,50 @@ class Trainer:
             self.generator, self.discriminator, self.teacher, self.opt_g, self.opt_d, self.scaler_g, self.scaler_d
         )
 
+    def _check_amp(self, cfg: Config) -> None:
+        if cfg.train.amp != "none" and self.device.type != "cuda":
+            raise ConfigError(f"train.amp {cfg.train.amp!r} needs a CUDA device, got {self.device}")
+
+    def _moved_device(self, cfg: Config, saved: str) -> Config:
+        """``cfg`` for a checkpoint written on device type ``saved`` (noted for the start of the run).
+
+        On the same device type nothing changes. After a move between the CPU
+        and a GPU the run goes on, but no longer repeats an uninterrupted run bit
+        for bit: the arithmetic differs and the device's random generators are
+        seeded anew (:func:`canet.training.state.set_rng_state`). A fast-profile
+        run trained with bf16 autocast on a GPU goes on in fp32 on the CPU, the
+        fast profile's setting there.
+
+        Raises:
+            ConfigError: an autocast that the new device cannot run and that the
+                profile did not choose (one line, saying where to resume).
+        """
+        here = self.device.type
+        if saved == here:
+            return cfg
+        note = (
+            f"warning: this run's checkpoint was written on {saved} and it now resumes on {here}: the device's "
+            "random streams start anew and its arithmetic differs, so the run no longer repeats an "
+            "uninterrupted one bit for bit"
+        )
+        amp = cfg.train.amp
+        if here != "cuda" and amp != "none":
+            if cfg.train.profile != "fast" or amp != "bf16":
+                raise ConfigError(
+                    f"this run trains with train.amp {amp!r}, which needs a CUDA device; it was written on "
+                    f"{saved}: resume it on a CUDA device (--device cuda)"
+                )
+            data = cfg.to_dict()
+            data["train"]["amp"] = "none"
+            cfg = config_from_dict(data)
+            note += "; it trained with bf16 autocast and goes on in fp32 (the fast profile's CPU setting)"
+        self._notes.append(note)
+        return cfg
+
     def _restore(self, payload: dict[str, Any]) -> None:
         ranks = self._state().restore(payload, self.cfg.method, self.dist.world_size)
-        restore_rank_state(ranks[self.dist.rank], self.loader, self.device, self.noise_gen)
+        reseed = reseed_value(self.cfg.seed, self.dist.rank, int(payload["iteration"]))
+        restore_rank_state(ranks[self.dist.rank], self.loader, self.device, self.noise_gen, reseed)
         self.iteration = int(payload["iteration"])
         self.best_val = payload.get("best_val_dice")
         self.clock = RunClock.from_dict(payload.get("clock"))
@@ -486,11 +545,12 @@ class Trainer:
         device = self.device
         fmt = torch.channels_last_3d if cfg.train.channels_last else torch.contiguous_format
         image = batch["image"].to(device, non_blocking=True).contiguous(memory_format=fmt)
+        # Labels travel as uint8 and are widened here, on the device; SDMs are the labeled rows'.
         label = batch["label"].to(device, non_blocking=True).long()
         sdm = batch.get("sdm")
         if sdm is not None:
             sdm = sdm.to(device, non_blocking=True).float()
-        lbs = cfg.data.labeled_bs
+        lbs = self.batch.labeled_bs
         lr = step_lr(i, cfg.optimizer.lr, cfg.optimizer.milestones, cfg.optimizer.gamma)
         for group in self.opt_g.param_groups:
             group["lr"] = lr
@@ -535,7 +595,7 @@ class Trainer:
                 else:
                     self.generator.eval()
                     with self._autocast():
-                        sdf = self.generator(image).sdf.float()
+                        sdf = self.g_eval(image).sdf.float()
                     self.generator.train()
             with self._autocast():
                 loss_d = self.method.discriminator_loss(self.d_train, sdf, image, lbs)
@@ -614,7 +674,10 @@ class Trainer:
         self._run_log = None
         if self.is_main:
             self.ckpt_dir.mkdir(parents=True, exist_ok=True)
-            write_run_files(self.run_dir, cfg, self.device, self.dist, self.iteration)
+            write_run_files(
+                self.run_dir, cfg, self.device, self.dist, self.iteration,
+                extra={"batch": self.batch.to_dict(), "backend_flags": self.flags.to_dict()},
+            )
             self._run_log = RunLog(
                 self.run_dir, self.method.log_keys, self.iteration, total, cfg.method,
                 quiet=self.quiet, resume=self.resume, log=self._log,
@@ -624,9 +687,11 @@ class Trainer:
                 redone = f" ({session.redone} iterations after the last checkpoint are done again)" if session.redone else ""
                 self._say(f"resumed {self.run_dir} at iteration {self.iteration}{redone}")
             self._write_progress("running")
-            warning = selection_warning(cfg)
-            if warning is not None:
-                self._say(warning)
+            if self.dist.distributed:
+                self._say(self.batch.describe())
+            for warning in (*self._notes, self.batch.warning(cfg.data.batch_size), selection_warning(cfg)):
+                if warning is not None:
+                    self._say(warning)
         barrier(self.dist)
         for hook in self.hooks:
             hook.on_start(self)

@@ -42,6 +42,32 @@ def test_compile_verdict_numbers() -> None:
     ] is False
 
 
+def test_compile_d_verdict_numbers() -> None:
+    v = probe.compile_d_verdict({"sec_per_it": 0.050}, {"sec_per_it": 0.055})
+    assert v["compile_d_forward_pays_off"] is True
+    assert v["compile_d_forward_saving_s_per_it"] == pytest.approx(0.005)
+    assert probe.compile_d_verdict({"sec_per_it": 0.060}, {"sec_per_it": 0.055})[
+        "compile_d_forward_pays_off"
+    ] is False
+
+
+def test_budget_starts_nothing_that_would_end_after_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    now = [100.0]
+    monkeypatch.setattr(probe.time, "perf_counter", lambda: now[0])
+    budget = probe.Budget(150.0)
+    assert budget.allows(1.0)  # nothing measured yet: only the clock counts
+    now[0] += 40.0
+    budget.record_train(40.0)
+    budget.record_train(30.0)
+    assert budget.longest_train == 40.0  # the longest training job is the estimate
+    assert budget.allows(1.0) and budget.allows(2.5)  # 40 + 40 and 40 + 2.5 x 40 = 140 <= 150
+    now[0] += 20.0
+    assert not budget.allows(2.5)  # 60 + 100 > 150: the side-by-side pair would overrun
+    assert budget.allows(1.0) and budget.allows(0.0)  # 60 + 40
+    now[0] += 91.0
+    assert not budget.allows(0.0)  # 151 s: past the budget
+
+
 def test_la_subset_root_keeps_present_cases_in_list_order(tmp_path: Path) -> None:
     root = tmp_path / "LA"
     ids = ["c1", "c2", "c3", "c4"]
@@ -73,11 +99,18 @@ def test_probe_runs_end_to_end_on_cpu(tmp_path: Path) -> None:
     assert "worker_errors" not in result, result.get("worker_errors")
     assert result["skipped"] == []
     exact, fast = result["train"]["exact"], result["train"]["fast"]
+    contiguous = result["train"]["fast-contiguous"]
     assert exact["settings"]["deterministic"] is True and exact["settings"]["channels_last"] is False
     assert fast["settings"]["deterministic"] is False and fast["settings"]["channels_last"] is True
+    assert contiguous["settings"]["deterministic"] is False and contiguous["settings"]["channels_last"] is False
     assert fast["settings"]["amp"] == "none"  # bf16 only on CUDA
+    assert exact["settings"]["tf32"] is False and fast["settings"]["tf32"] is False  # TF32: CUDA and fast only
     assert exact["sec_per_it"] > 0 and fast["sec_per_it"] > 0 and exact["iterations"] == 2
+    for variant in (exact, fast, contiguous):
+        assert variant["first_batch_s"] > 0 and variant["first_step_s"] > 0
+        assert variant["peak_gpu_mib"] is None and variant["peak_gpu_mib_warmup"] is None  # no GPU
     assert result["fast_speedup"] == pytest.approx(exact["sec_per_it"] / fast["sec_per_it"])
+    assert result["channels_last_speedup"] == pytest.approx(contiguous["sec_per_it"] / fast["sec_per_it"])
     assert [r["workers"] for r in result["loader"]] == sorted({2, fast_workers()})
     assert result["loader"][0]["batches_per_s"] > 0
     inf = result["inference"]
@@ -93,3 +126,31 @@ def test_probe_runs_end_to_end_on_cpu(tmp_path: Path) -> None:
     assert side["run_side_by_side"] is (side["speedup_for_both"] > 1.05)
     assert side["its_per_min_together"]["total"] == pytest.approx(60 / together[0] + 60 / together[1])
     assert result["environment"]["device"] == "cpu"
+
+
+def test_the_contiguous_variant_puts_every_weight_in_the_standard_layout(tmp_path: Path) -> None:
+    import torch
+
+    from canet.training.trainer import Trainer
+
+    data = write_synthetic_dataset(tmp_path / "data", n_train=4, n_test=0, seed=2, shape=(40, 40, 32))
+    args = probe.build_parser().parse_args(
+        ["--data", str(data), "--device", "cpu", "--patch", "32", "32", "32", "--labeled", "2", "--workers", "0",
+         "--set", "model.n_filters=4", "--set", "discriminator.ndf=4"]
+    )
+    trainer = Trainer(probe._config(args, "la_canet_16", "fast-contiguous"), tmp_path / "run", quiet=True)
+    trainer.setup()
+    try:
+        nets = [trainer.generator, trainer.discriminator]
+        assert trainer.cfg.train.channels_last  # what the fast profile chose ...
+        probe.standard_layout(trainer)
+        assert not trainer.cfg.train.channels_last  # ... and what the variant measures
+        weights = [p for net in nets for p in net.parameters() if p.dim() == 5]
+        assert weights and all(p.is_contiguous() for p in weights)
+        logs = trainer.train_step(next(trainer.loader), 0)
+        assert torch.isfinite(torch.as_tensor(logs["loss"]))
+        assert all(p.is_contiguous() for p in weights)
+    finally:
+        trainer.loader.close()
+    with pytest.raises(SystemExit, match="training variant must be one of"):
+        probe._config(args, "la_canet_16", "turbo")

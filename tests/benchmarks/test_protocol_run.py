@@ -116,3 +116,25 @@ def test_train_seconds_sums_rows(tmp_path: Path) -> None:
     csv_path = tmp_path / "metrics.csv"
     csv_path.write_text("iteration,loss,sec_per_it\n10,1,0.5\n20,1,0.25\n25,1,1.0\n")
     assert pr.train_seconds(csv_path) == (pytest.approx(10 * 0.5 + 10 * 0.25 + 5 * 1.0), 25)
+
+
+def test_side_by_side_runs_are_told_how_many_share_the_machine(monkeypatch: pytest.MonkeyPatch) -> None:
+    from canet.training.profiles import RUNS_ON_HOST_ENV, processes_on_host
+
+    started: list[tuple[list[str], dict]] = []
+
+    class FakePopen:
+        def __init__(self, cmd: list[str], env: dict) -> None:
+            started.append((cmd, env))
+
+        def wait(self) -> int:
+            return 0
+
+    monkeypatch.setattr(pr.subprocess, "Popen", FakePopen)
+    base = ["python", "protocol_run.py", "run", "--data", "d"]
+    assert pr._run_side_by_side(base, [("la_canet_16", 1337), ("la_vnet_16", 1337)]) == 0
+    assert [cmd[3:5] for cmd, _ in started] == [["la_canet_16", "--seed"], ["la_vnet_16", "--seed"]]
+    assert all(env[RUNS_ON_HOST_ENV] == "2" for _, env in started)
+    monkeypatch.setenv(RUNS_ON_HOST_ENV, started[0][1][RUNS_ON_HOST_ENV])
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    assert processes_on_host() == 2

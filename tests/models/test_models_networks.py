@@ -325,3 +325,20 @@ def test_load_model_round_trip(tmp_path, name, kwargs):
     x = _randn(1, 1, 32, 32, 32, seed=5)
     with torch.no_grad():
         torch.testing.assert_close(loaded(x).seg, model.eval()(x).seg, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("name", ["vnet", "canet"])
+def test_sdf_head_is_float32_under_cpu_bf16_autocast(name):
+    torch.manual_seed(0)
+    kwargs = {"patch_size": [32, 32, 32]} if name == "canet" else {}
+    model = create_model(name, n_filters=4, **kwargs).eval()
+    x = torch.randn(1, 1, 32, 32, 32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(x)
+    assert out.seg.dtype == torch.bfloat16  # the rest of the network stays in bf16
+    assert out.sdf.dtype == torch.float32
+    # tanh ran in float32: its values are not all bf16 numbers (a bf16 tanh cast up would be).
+    assert not torch.equal(out.sdf, out.sdf.bfloat16().float())
+    assert out.sdf.abs().max() <= 1
+    out.sdf.sum().backward()  # the backward goes through the float32 tanh into the bf16 conv
+    assert model.head_sdf.weight.grad is not None and model.head_sdf.weight.grad.dtype == torch.float32

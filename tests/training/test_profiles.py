@@ -10,9 +10,17 @@ import yaml
 
 from canet.checkpoint import load_checkpoint
 from canet.cli.main import main
+from canet.device import BackendFlags
 from canet.errors import ConfigError
 from canet.training.config import load_config, save_config
-from canet.training.profiles import apply_profile, fast_workers
+from canet.training.profiles import (
+    RUNS_ON_HOST_ENV,
+    apply_profile,
+    fast_workers,
+    processes_on_host,
+    training_flags,
+    usable_cpus,
+)
 from canet.training.trainer import Trainer, TrainingError
 
 
@@ -37,7 +45,83 @@ def test_fast_profile_settings_per_device(make_config) -> None:
 
 @pytest.mark.parametrize(("cpus", "workers"), [(1, 2), (4, 2), (16, 8), (64, 8)])
 def test_fast_workers(cpus: int, workers: int) -> None:
-    assert fast_workers(cpus) == workers
+    assert fast_workers(cpus, processes=1) == workers
+
+
+# (CPUs, processes on the machine) -> workers each: (CPUs - 1) // processes - 1, between 1 and 8.
+@pytest.mark.parametrize(
+    ("cpus", "processes", "workers"),
+    [(16, 2, 6), (16, 4, 2), (16, 8, 1), (2, 2, 1), (64, 4, 8), (20, 3, 5)],
+)
+def test_fast_workers_share_the_machine(cpus: int, processes: int, workers: int) -> None:
+    assert fast_workers(cpus, processes) == workers
+    # Together the processes and their workers ask for no more CPUs than there are (but one each at least).
+    assert processes * (workers + 1) <= max(cpus, 2 * processes)
+
+
+def test_processes_on_host_from_torchrun_and_side_by_side_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    monkeypatch.delenv(RUNS_ON_HOST_ENV, raising=False)
+    assert processes_on_host() == 1
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    assert processes_on_host() == 2
+    monkeypatch.setenv(RUNS_ON_HOST_ENV, "3")
+    assert processes_on_host() == 6
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15})
+    assert usable_cpus() == 16
+    assert fast_workers() == 1  # 15 // 6 - 1
+    monkeypatch.setenv(RUNS_ON_HOST_ENV, "two")
+    with pytest.raises(ConfigError, match=f"{RUNS_ON_HOST_ENV} must be a whole number >= 1, got 'two'"):
+        processes_on_host()
+
+
+def test_usable_cpus_follow_the_affinity_mask(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("os.cpu_count", lambda: 64)
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {3, 4, 5, 6})
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    monkeypatch.delenv(RUNS_ON_HOST_ENV, raising=False)
+    assert usable_cpus() == 4
+    assert fast_workers() == 2  # 4 - 2, not 64 - 2 capped at 8
+
+
+@pytest.mark.parametrize(
+    ("profile", "device", "expected"),
+    [
+        # (tf32, benchmark, deterministic)
+        ("exact", "cuda", (False, False, True)),
+        ("exact", "cpu", (False, False, True)),
+        ("fast", "cuda", (True, True, False)),
+        ("fast", "cpu", (False, False, False)),
+    ],
+)
+def test_each_profile_names_every_switch(make_config, profile: str, device: str, expected: tuple) -> None:
+    dev = torch.device(device)
+    cfg = apply_profile(make_config("canet", train__profile=profile), dev)
+    flags = training_flags(cfg, dev)
+    assert (flags.tf32, flags.benchmark, flags.deterministic) == expected
+
+
+def _switches() -> tuple:
+    now = BackendFlags.current()
+    return (now["cudnn_tf32"], now["matmul_tf32"], now["cudnn_benchmark"], now["deterministic"],
+            now["cudnn_deterministic"])
+
+
+def test_a_run_does_not_inherit_the_switches_of_the_run_before(make_config, tmp_path: Path) -> None:
+    # torch's own default is TF32 in cuDNN convolutions; a fast GPU run would also leave these on.
+    BackendFlags(tf32=True, benchmark=True, deterministic=False).apply()
+    exact = Trainer(make_config("vnet"), tmp_path / "exact", quiet=True, log=lambda m: None)
+    exact.setup()
+    exact.loader.close()
+    assert _switches() == (False, False, False, True, True)
+    fast = Trainer(make_config("vnet", train__profile="fast"), tmp_path / "fast", quiet=True, log=lambda m: None)
+    fast.setup()
+    fast.loader.close()
+    assert _switches() == (False, False, False, False, False)  # CPU: no TF32, no benchmark, not deterministic
+    again = Trainer(make_config("vnet"), tmp_path / "again", quiet=True, log=lambda m: None)
+    again.setup()
+    again.loader.close()
+    assert _switches() == (False, False, False, True, True)
 
 
 def test_unknown_profile_is_a_config_error(make_config) -> None:
@@ -101,3 +185,29 @@ def test_cli_fast_flag(make_config, tmp_path: Path, capsys) -> None:
     assert load_config(tmp_path / "run" / "config.yaml").train.profile == "fast"
     assert main(["train", "--resume", str(tmp_path / "run"), "--fast"]) == 2
     assert "--fast cannot be combined with --resume" in capsys.readouterr().err
+
+
+def test_fast_profile_validation_keeps_every_weight_channels_last(make_config, tmp_path: Path) -> None:
+    """Validation used to put a channels_last generator back into the standard layout."""
+    cfg = make_config(
+        "canet", iterations=2, train__profile="fast", validation__every=1, validation__split="labeled",
+        validation__max_cases=1,
+    )
+    trainer = Trainer(cfg, tmp_path / "run", quiet=True, log=lambda m: None)
+    trainer.run()
+    assert trainer.best_val is not None  # validation ran (twice)
+    nets = {"generator": trainer.generator, "discriminator": trainer.discriminator}
+    for net_name, net in nets.items():
+        weights = [(n, p) for n, p in net.named_parameters() if p.dim() == 5]
+        decisive = [(n, p) for n, p in weights
+                    if p.is_contiguous() != p.is_contiguous(memory_format=torch.channels_last_3d)]
+        assert len(decisive) >= len(weights) // 2
+        for name, p in decisive:
+            assert p.is_contiguous(memory_format=torch.channels_last_3d), f"{net_name}.{name}"
+    # The SGD momentum buffers follow the weights (no layout mismatch for foreach updates).
+    def layout(t: torch.Tensor) -> tuple[bool, bool]:
+        return t.is_contiguous(), t.is_contiguous(memory_format=torch.channels_last_3d)
+
+    buffers = [(p, trainer.opt_g.state[p]["momentum_buffer"]) for p in trainer.generator.parameters()
+               if p.dim() == 5 and p.requires_grad]
+    assert buffers and all(layout(buf) == layout(p) for p, buf in buffers)

@@ -176,6 +176,9 @@ def _train_two_steps(make_config, run: Path, compiled: bool, lr: float = 0.01) -
     after = dict(trainer.generator.named_parameters())
     if compiled:
         assert isinstance(trainer.g_train, torch._dynamo.eval_frame.OptimizedModule)
+        assert isinstance(trainer.g_eval, torch._dynamo.eval_frame.OptimizedModule)  # the D step's forward too
+    else:
+        assert trainer.g_eval is trainer.generator
     return logs, {k: after[k].detach().double() - w0 for k, w0 in before.items()}
 
 
@@ -193,7 +196,7 @@ def _losses_agree(reference: dict, other: dict) -> bool:
 
 
 def test_compiled_training_matches_eager(make_config, tmp_path: Path) -> None:
-    """``train.compile`` (the generator's and the discriminator's graphs) changes speed, not maths.
+    """``train.compile`` (the generator's graphs in both modes, the discriminator's) changes speed, not maths.
 
     Compared: the losses (relative 1e-4) and the update the two steps made to the
     trained weights (relative norm 5e-3), not the weights themselves: those agree only
@@ -393,3 +396,44 @@ def test_0_255_labels_train_exactly_like_0_1(make_config, tmp_path: Path) -> Non
     assert "loss_sdf" in logs1
     assert dice255 == dice1 and len(dice1) == 1 and 0.0 < dice1[0] <= 1.0
     assert all(torch.equal(weights255[k], weights1[k]) for k in weights1)
+
+
+@pytest.mark.parametrize("method", ["canet", "uamt"])
+def test_uint8_labels_and_labeled_row_sdms_give_the_step_the_same_batch(make_config, tmp_path: Path, method) -> None:
+    """The batch as sent now (uint8 labels, SDMs of the labeled rows) against the old one (int64, zero rows)."""
+    cfg = make_config(method)
+    new, old = (Trainer(cfg, tmp_path / name, **QUIET) for name in ("new", "old"))
+    new.setup()
+    old.setup()
+    batch = next(new.loader)
+    lbs = cfg.data.labeled_bs
+    assert batch["label"].dtype == torch.uint8
+    wide = dict(batch, label=batch["label"].long())
+    if method == "canet":
+        assert batch["sdm"].shape[0] == lbs < batch["image"].shape[0]
+        wide["sdm"] = torch.cat([batch["sdm"], torch.zeros_like(batch["sdm"][:1]).expand(
+            batch["image"].shape[0] - lbs, *batch["sdm"].shape[1:])])
+    else:
+        assert "sdm" not in batch
+    seen = []
+    for trainer in (new, old):
+        loss = trainer.method.generator_loss
+
+        def spy(ctx, loss=loss):
+            seen.append((ctx.label.dtype, ctx.label.clone(), None if ctx.sdm is None else ctx.sdm[:lbs].clone()))
+            return loss(ctx)
+
+        trainer.method.generator_loss = spy  # type: ignore[method-assign]
+    rng = torch.get_rng_state()  # both steps draw their dropout from the same global state
+    logs_new = new.train_step(batch, 0)
+    torch.set_rng_state(rng)
+    logs_old = old.train_step(wide, 0)
+    (dtype_new, label_new, sdm_new), (dtype_old, label_old, sdm_old) = seen
+    assert dtype_new == dtype_old == torch.int64 and torch.equal(label_new, label_old)
+    assert (sdm_new is None and sdm_old is None) or torch.equal(sdm_new, sdm_old)
+    for key in logs_old:
+        assert torch.equal(torch.as_tensor(logs_new[key]), torch.as_tensor(logs_old[key])), key
+    for (name, a), b in zip(new.generator.state_dict().items(), old.generator.state_dict().values()):
+        assert torch.equal(a, b), name
+    new.loader.close()
+    old.loader.close()

@@ -34,7 +34,8 @@ class StepContext:
         iteration: 0-based index of the step being taken (ramp-ups use it).
         image: ``B x 1 x X x Y x Z`` float batch on the training device.
         label: ``B x X x Y x Z`` long labels (zeros for the unlabeled rows).
-        sdm: ``B x C x X x Y x Z`` SDM targets (present when the method asks for them).
+        sdm: ``L x C x X x Y x Z`` float SDM targets of the ``L = labeled_bs``
+            labeled rows (present when the method asks for them).
         labeled_bs: the first ``labeled_bs`` rows are labeled.
         output: the generator's :class:`SegOutput` for the whole batch (float32).
         discriminator: the discriminator module itself (not DDP-wrapped), or None.
