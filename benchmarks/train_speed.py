@@ -15,6 +15,10 @@ same batches, one after the other in this one run:
   the D step's eval-mode generator forward; compile time excluded, reported
   separately), SDMs computed by the loader's workers off the critical path (not
   part of the step). Same maths, same D-step inputs.
+* ``loader-sdm`` and ``loader-sdm+channels-last`` (optional, ``--each``): the
+  steps from ``plain`` to ``optimized`` one at a time: SDMs from the loader's
+  workers (eager, contiguous), then also ``channels_last_3d`` (eager); with
+  ``optimized`` after them, each setting's own gain is read off one run.
 * ``optimized+eager-d`` (optional, ``--eager-d``): ``optimized`` with the D
   step's eval-mode generator forward left eager, to tell whether compiling that
   forward pays on this machine.
@@ -33,6 +37,7 @@ Usage:
     python benchmarks/train_speed.py                       # 64x64x48 and 112x112x80
     python benchmarks/train_speed.py --patches 64,64,48 --iters 3 --no-compile
     python benchmarks/train_speed.py --patches 112,112,80 --eager-d   # does compiling the D forward pay?
+    python benchmarks/train_speed.py --patches 112,112,80 --each      # each setting's own gain
 """
 
 from __future__ import annotations
@@ -89,7 +94,7 @@ def _peak_rss_mib() -> float:
     return float("nan")
 
 
-VARIANTS = ("plain", "optimized", "optimized+eager-d", "optimized+reuse")
+VARIANTS = ("plain", "loader-sdm", "loader-sdm+channels-last", "optimized", "optimized+eager-d", "optimized+reuse")
 
 
 def build_trainer(root: Path, run_dir: Path, patch: tuple[int, int, int], variant: str, compile_: bool) -> Any:
@@ -100,6 +105,7 @@ def build_trainer(root: Path, run_dir: Path, patch: tuple[int, int, int], varian
     if variant not in VARIANTS:
         raise ValueError(f"variant must be one of {', '.join(VARIANTS)}, got {variant!r}")
     optimized = variant.startswith("optimized")
+    channels_last = optimized or variant == "loader-sdm+channels-last"
     cfg = config_from_dict(
         {
             "method": "canet",
@@ -114,7 +120,7 @@ def build_trainer(root: Path, run_dir: Path, patch: tuple[int, int, int], varian
             },
             "train": {
                 "device": "cpu",
-                "channels_last": optimized,
+                "channels_last": channels_last,
                 "compile": optimized and compile_,
                 "d_step_reuse_outputs": variant == "optimized+reuse",
                 "deterministic": False,
@@ -135,7 +141,6 @@ def worker(
     from canet.data import write_synthetic_dataset
     from canet.losses.sdm import batch_sdm
 
-    optimized = variant.startswith("optimized")
     with tempfile.TemporaryDirectory() as tmp:
         shape = tuple(max(p + 8, s) for p, s in zip(patch, (96, 96, 64)))
         root = write_synthetic_dataset(Path(tmp) / "data", n_train=6, n_test=0, seed=0, shape=shape)
@@ -144,7 +149,7 @@ def worker(
         batches = [next(trainer.loader) for _ in range(warmup + iters)]
 
         def step(batch: dict, i: int) -> None:
-            if not optimized:
+            if variant == "plain":
                 # The original computes the SDM of the labeled cases inside the step.
                 labels = batch["label"][: cfg.data.labeled_bs].numpy()
                 batch = dict(batch)
@@ -206,6 +211,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2, help="untimed iterations (compile happens here)")
     parser.add_argument("--no-compile", action="store_true", help="optimised path without torch.compile")
     parser.add_argument("--reuse", action="store_true", help="also time the D-step output reuse")
+    parser.add_argument("--each", action="store_true",
+                        help="also time the steps between plain and optimized (loader SDMs, then channels_last)")
     parser.add_argument("--eager-d", action="store_true",
                         help="also time 'optimized' with the D step's generator forward left eager")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
@@ -224,7 +231,8 @@ def main() -> None:
           f"{torch.get_num_threads()} threads")
     print(f"# fp32 matmul peak (4096^3 torch.mm, best of 5): {peak:.1f} GFLOP/s")
     print(f"# batch 2 labeled + 2 unlabeled; {args.warmup} warm-up + {args.iters} timed iterations (median)\n")
-    variants = ["plain", "optimized"] + (["optimized+eager-d"] if args.eager_d else [])
+    variants = ["plain", *(["loader-sdm", "loader-sdm+channels-last"] if args.each else []), "optimized"]
+    variants += ["optimized+eager-d"] if args.eager_d else []
     variants += ["optimized+reuse"] if args.reuse else []
     rows = []
     for patch in patches:

@@ -225,9 +225,22 @@ class Trainer:
     # ------------------------------------------------------------------ set-up
 
     def setup(self) -> None:
-        """Process group, device, seeds, data, networks, optimizers; restore a checkpoint."""
+        """Process group, device, seeds, data, networks, optimizers; restore a checkpoint.
+
+        A set-up that fails (a bad dataset, a checkpoint of another method, ...)
+        lets go of the run folder's lock, so the same process may use the folder again.
+        """
         if self._ready:
             return
+        try:
+            self._setup()
+        except BaseException:
+            if self._lock is not None:
+                self._lock.release()
+                self._lock = None
+            raise
+
+    def _setup(self) -> None:
         cfg = self.cfg
         want = resolve_device(cfg.train.device)
         self.dist = init_distributed(want.type == "cuda")

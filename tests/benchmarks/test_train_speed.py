@@ -20,13 +20,15 @@ def test_variants_compile_what_they_name(root: Path, tmp_path: Path) -> None:
     compiled = torch._dynamo.eval_frame.OptimizedModule
     torch._dynamo.reset()
     seen = {}
-    for variant in ("plain", "optimized", "optimized+eager-d", "optimized+reuse"):
+    for variant in train_speed.VARIANTS:
         trainer = train_speed.build_trainer(root, tmp_path / variant, (32, 32, 32), variant, compile_=True)
         seen[variant] = (isinstance(trainer.g_train, compiled), isinstance(trainer.g_eval, compiled),
                          trainer.cfg.train.channels_last)
         trainer.loader.close()
     assert seen == {
         "plain": (False, False, False),
+        "loader-sdm": (False, False, False),
+        "loader-sdm+channels-last": (False, False, True),
         "optimized": (True, True, True),  # train.compile compiles the D step's forward too
         "optimized+eager-d": (True, False, True),
         "optimized+reuse": (True, False, True),  # no second forward to compile

@@ -103,3 +103,14 @@ def test_checkpoint_minutes_adds_wall_time_checkpoints(make_config, tmp_path, mi
 def test_negative_checkpoint_minutes_is_refused(make_config) -> None:
     with pytest.raises(ConfigError, match="checkpoint_minutes must be >= 0, got -1"):
         make_config(train__checkpoint_minutes=-1)
+
+
+def test_a_failed_setup_lets_go_of_the_lock(make_config, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    bad = make_config(data__root=str(tmp_path / "no_such_data"))
+    first = Trainer(bad, run, quiet=True, log=lambda _m: None)  # kept alive: its lock would stay open
+    with pytest.raises(Exception, match="no_such_data"):
+        first.run()
+    # The same process trains the folder next; a held lock would refuse it.
+    Trainer(make_config(), run, quiet=True, log=lambda _m: None).run()
+    assert (run / "checkpoints" / "last.pt").is_file()
