@@ -280,14 +280,9 @@ class Trainer:
         barrier(self.dist)
 
         self._notes: list[str] = []
-        try:
-            if payload is not None:
-                self.cfg = cfg = self._moved_device(cfg, checkpoint_device_type(payload))
-            self._check_amp(cfg)
-        except ConfigError:
-            if self._lock is not None:
-                self._lock.release()
-            raise
+        if payload is not None:
+            self.cfg = cfg = self._moved_device(cfg, checkpoint_device_type(payload))
+        self._check_amp(cfg)  # a failed set-up lets go of the lock (setup)
 
         # Every switch the profile depends on, set on every device (none is inherited).
         self.flags = training_flags(cfg, self.device)
