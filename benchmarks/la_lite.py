@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -259,14 +258,9 @@ def main() -> None:
         return
     results = [train_and_evaluate(m, data, args.work, args) for m in args.methods]
     text = table(results, args.iterations)
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from canet.device import cpu_info
+
+    cpu = cpu_info()["model"]
     print(f"\nLA-lite on {cpu}, {os.cpu_count()} cores, seed {args.seed}\n")
     if len(args.methods) > 1 or args.seed_work:
         comparison = compare_methods(args.methods, [args.work, *args.seed_work], args.resamples)

@@ -135,29 +135,6 @@ def _mean_seconds(rows: dict[str, dict[str, str]]) -> float | None:
     return sum(finite) / len(finite) if finite else None
 
 
-def cpu_info() -> dict[str, Any]:
-    """The CPU model, its core count and the vector-unit flags that decide fp32 speed (Linux)."""
-    import os
-    import platform
-
-    info: dict[str, Any] = {"model": platform.processor() or None, "cores": os.cpu_count(), "flags": []}
-    try:
-        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return info
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() == "model name" and not info.get("model_name"):
-            info["model"] = value.strip()
-            info["model_name"] = value.strip()
-        elif key.strip() == "flags":
-            flags = value.split()
-            info["flags"] = sorted(f for f in flags if f.startswith(("avx", "amx", "fma", "sse4")))
-            break
-    info.pop("model_name", None)
-    return info
-
-
 def _child_dies_with_parent() -> None:  # pragma: no cover - runs in the child before exec
     """Linux: SIGKILL the child when this process dies, so a killed run leaves no orphan trainer."""
     try:
@@ -244,7 +221,9 @@ def _evaluate(
     checkpoint: Path, folder: Path, mode: str, data: str, device: str, log: Path, extra: list[str]
 ) -> dict[str, Any]:
     """``canet evaluate`` of ``checkpoint`` on the test split into ``folder`` (a killed one resumes)."""
-    done = (folder / "summary.json").is_file() and not (folder / "cases.jsonl").is_file()
+    from canet.metrics.journal import JOURNAL_FILE
+
+    done = (folder / "summary.json").is_file() and not (folder / JOURNAL_FILE).is_file()
     cmd = canet_command("evaluate", str(checkpoint), "--data", data, "--split", "test", "--mode", mode,
                         "--device", device, "--out", str(folder), "--quiet", "--resume", *extra)
     wall = None if done else _run(cmd, log)
@@ -279,7 +258,7 @@ def run_one(
         canet.training.progress.RunLockedError: another process is running this
             config and seed in ``runs`` (the result file is left alone).
     """
-
+    from canet.device import cpu_info
     from canet.training.progress import RunLock
 
     run_dir = runs / config / f"seed{seed}"
@@ -351,14 +330,12 @@ def _train_and_evaluate(
         r["last_command"] = shlex.join(cmd)
         wall = _run(cmd, log, poll=lambda: result.update_progress(run_dir), poll_seconds=poll_seconds)
         r["wall_seconds_train"] = float(r.get("wall_seconds_train") or 0.0) + wall
-    result.update_progress(run_dir)
-    progress = read_progress(run_dir) or {}
-    clock_steps = progress.get("timed_steps") or 0
+    result.update_progress(run_dir)  # iteration, sec_per_it, ... as the finished run left them
+    progress = r.get("progress") or {}
     r["iterations"] = progress.get("iteration")
+    r["timed_steps"] = progress.get("timed_steps") or 0
     # The loop's seconds over every session (checkpoint writes included), from metrics.csv.
     r["train_seconds"] = train_seconds(run_dir / "metrics.csv")[0]
-    r["sec_per_it"] = progress.get("sec_per_it")
-    r["timed_steps"] = clock_steps
     cfg = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
     tr = cfg["train"]
     r["settings"] = {

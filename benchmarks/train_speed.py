@@ -45,7 +45,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -55,15 +54,7 @@ from typing import Any
 
 import torch
 
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+from canet.device import cpu_info
 
 
 def matmul_peak_gflops(n: int = 4096, repeats: int = 5) -> float:
@@ -227,7 +218,7 @@ def main() -> None:
         return
 
     peak = matmul_peak_gflops()
-    print(f"# CA-Net training step on {cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+    print(f"# CA-Net training step on {cpu_info()['model']}, {os.cpu_count()} cores, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads")
     print(f"# fp32 matmul peak (4096^3 torch.mm, best of 5): {peak:.1f} GFLOP/s")
     print(f"# batch 2 labeled + 2 unlabeled; {args.warmup} warm-up + {args.iters} timed iterations (median)\n")

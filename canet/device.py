@@ -25,7 +25,35 @@ import torch
 
 from canet.errors import ConfigError
 
-__all__ = ["BackendFlags", "inference_flags", "resolve_device", "select_device"]
+__all__ = ["BackendFlags", "cpu_info", "inference_flags", "resolve_device", "select_device"]
+
+
+def cpu_info() -> dict[str, Any]:
+    """This machine's CPU: ``{"model", "cores", "flags"}``.
+
+    ``model`` is ``/proc/cpuinfo``'s model name (elsewhere: ``platform.processor()``
+    or the machine type); ``flags`` are the vector-unit flags that decide fp32
+    speed (``avx*``, ``amx*``, ``fma``, ``sse4*``; empty where ``/proc/cpuinfo`` is
+    missing). Benchmarks and result files record it beside their figures.
+    """
+    import platform
+    from pathlib import Path
+
+    model = platform.processor() or platform.machine()
+    flags: list[str] = []
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        text = ""
+    named = False
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "model name" and not named:
+            model, named = value.strip(), True
+        elif key.strip() == "flags":
+            flags = sorted(f for f in value.split() if f.startswith(("avx", "amx", "fma", "sse4")))
+            break
+    return {"model": model, "cores": os.cpu_count(), "flags": flags}
 
 
 def resolve_device(name: str, key: str = "train.device") -> torch.device:

@@ -152,17 +152,6 @@ def evaluate_model(
         journal = CaseJournal(out, header)
         done = journal.open(resume)
     for vol in items:
-        if vol.case_id in done:
-            row = acc.restore(done[vol.case_id])
-            units.setdefault("voxels" if spacing == "voxels" else getattr(vol, "spacing_unit", "mm"), vol.case_id)
-            names.add(_safe_name(vol.case_id))
-            continue
-        if vol.label is None:
-            raise DataError(f"case {vol.case_id!r} has no label; evaluation needs ground truth")
-        image = np.asarray(vol.image)
-        label = np.asarray(vol.label)
-        if image.shape[-3:] != label.shape:
-            raise DataError(f"case {vol.case_id!r}: image shape {image.shape} and label shape {label.shape} differ")
         unit = "voxels" if spacing == "voxels" else getattr(vol, "spacing_unit", "mm")
         if units and unit not in units:
             other = next(iter(units))
@@ -171,6 +160,16 @@ def evaluate_model(
                 "(its file states no voxel size); evaluate with --spacing voxels"
             )
         units.setdefault(unit, vol.case_id)
+        if vol.case_id in done:  # scored before a kill: counted again, not predicted
+            acc.restore(done[vol.case_id])
+            names.add(_safe_name(vol.case_id))
+            continue
+        if vol.label is None:
+            raise DataError(f"case {vol.case_id!r} has no label; evaluation needs ground truth")
+        image = np.asarray(vol.image)
+        label = np.asarray(vol.label)
+        if image.shape[-3:] != label.shape:
+            raise DataError(f"case {vol.case_id!r}: image shape {image.shape} and label shape {label.shape} differ")
         oriented = bool(getattr(vol, "oriented", True))
         notes = []
         nonfinite = int(getattr(vol, "nonfinite", 0))

@@ -247,6 +247,13 @@ RAS_RECORD = {"normalize": "zscore", "orientation": "RAS", "spacing": [0.8, 0.9,
               "dataset": "datalist"}
 
 
+def _ras_checkpoint(model: nn.Module, path):
+    """``model`` saved as a checkpoint trained on z-scored RAS volumes (patch 32 x 32 x 16); returns ``path``."""
+    save_checkpoint(make_checkpoint(model, "tests", config={"patch_size": [32, 32, 16]},
+                                    preprocessing=RAS_RECORD), path)
+    return path
+
+
 @pytest.mark.slow
 def test_evaluate_predicts_in_the_training_orientation(tmp_path, run_cli) -> None:
     """A test case stored flipped and permuted is predicted as its RAS original, scored in its own order."""
@@ -257,9 +264,7 @@ def test_evaluate_predicts_in_the_training_orientation(tmp_path, run_cli) -> Non
 
     image, label = _case_arrays()
     model = _centred_vnet(zscore(image))
-    ckpt = tmp_path / "m.pt"
-    save_checkpoint(make_checkpoint(model, "tests", config={"patch_size": [32, 32, 16]},
-                                    preprocessing=RAS_RECORD), ckpt)
+    ckpt = _ras_checkpoint(model, tmp_path / "m.pt")
     affine = np.diag([0.8, 0.9, 1.5, 1.0])
     turn = ornt_transform(axcodes2ornt(("R", "A", "S")), axcodes2ornt(("P", "S", "L")))
     copy = nib.Nifti1Image(image, affine).as_reoriented(turn)
@@ -291,9 +296,7 @@ def test_evaluate_predicts_in_the_training_orientation(tmp_path, run_cli) -> Non
 def test_evaluate_datalist_lcc_default_and_label_values(tmp_path, run_cli) -> None:
     image, label = _case_arrays()
     model = _centred_vnet(image)  # the datalist below is z-scored on load; any model will do here
-    ckpt = tmp_path / "m.pt"
-    save_checkpoint(make_checkpoint(model, "tests", config={"patch_size": [32, 32, 16]},
-                                    preprocessing=RAS_RECORD), ckpt)
+    ckpt = _ras_checkpoint(model, tmp_path / "m.pt")
     affine = np.diag([0.8, 0.9, 1.5, 1.0])
     (tmp_path / "d").mkdir()
     # the ground truth stores the object as 255 (as the LA challenge's laendo.nrrd does)
@@ -327,9 +330,7 @@ def test_evaluate_nrrd_without_space_directions_reports_voxels(tmp_path, run_cli
 
     image, label = _case_arrays()
     model = _centred_vnet(image)
-    ckpt = tmp_path / "m.pt"
-    save_checkpoint(make_checkpoint(model, "tests", config={"patch_size": [32, 32, 16]},
-                                    preprocessing=RAS_RECORD), ckpt)
+    ckpt = _ras_checkpoint(model, tmp_path / "m.pt")
     nrrd.write(str(tmp_path / "a.nrrd"), image, {"kinds": ["domain"] * 3})
     nrrd.write(str(tmp_path / "a_seg.nrrd"), label, {"kinds": ["domain"] * 3})
     path = tmp_path / "dataset.json"
@@ -372,9 +373,7 @@ def test_labels_stored_flipped_give_the_same_evaluation(tmp_path, run_cli) -> No
 
     image, _ = _case_arrays()
     model = _centred_vnet(zscore(image))
-    ckpt = tmp_path / "m.pt"
-    save_checkpoint(make_checkpoint(model, "tests", config={"patch_size": [32, 32, 16]},
-                                    preprocessing=RAS_RECORD), ckpt)
+    ckpt = _ras_checkpoint(model, tmp_path / "m.pt")
     truth = _perfect_case(model, image)
     affine = np.diag([0.8, 0.9, 1.5, 1.0])
     for name in ("plain", "flipped"):
@@ -401,9 +400,7 @@ def test_evaluate_warns_about_nan_voxels_and_voxel_size(tmp_path, run_cli) -> No
 
     image, _ = _case_arrays()
     model = _centred_vnet(zscore(image))
-    ckpt = tmp_path / "m.pt"
-    save_checkpoint(make_checkpoint(model, "tests", config={"patch_size": [32, 32, 16]},
-                                    preprocessing=RAS_RECORD), ckpt)
+    ckpt = _ras_checkpoint(model, tmp_path / "m.pt")
     holed = image.copy()
     holed[0, 0, 0] = np.nan  # padding outside the field of view
     filled = image.copy()
