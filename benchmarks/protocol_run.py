@@ -274,6 +274,7 @@ def run_one(
         if out.is_file():
             with contextlib.suppress(OSError, json.JSONDecodeError):
                 previous = json.loads(out.read_text(encoding="utf-8"))
+        previous = _forget_lost_run(previous, run_dir)
         result = ResultFile(out, {
             "config": config,
             "seed": seed,
@@ -287,7 +288,7 @@ def run_one(
             "cpu": cpu_info(),
             "invocations": int(previous.get("invocations") or 0) + 1,
         })
-        for key in ("train_command", "wall_seconds_train"):
+        for key in ("train_command", "wall_seconds_train", "lost_runs"):
             if key in previous:
                 result.content[key] = previous[key]
         r = result.content
@@ -306,6 +307,39 @@ def run_one(
         lock.release()
 
 
+def _has_started(run_dir: Path) -> bool:
+    """Whether ``run_dir`` holds a run that ``canet train --resume`` can continue."""
+    return (run_dir / "checkpoints" / "last.pt").is_file() or (run_dir / "config.yaml").is_file()
+
+
+def _forget_lost_run(previous: dict[str, Any], run_dir: Path) -> dict[str, Any]:
+    """What of an earlier result file carries over to this invocation.
+
+    A result file that is not ``done`` but whose run folder is gone (a new
+    machine, a deleted ``--runs-dir``) describes training that no longer
+    exists: its start time, invocations, commands and wall time must not be
+    added to the run that starts again from iteration 0. Only a record of it
+    is kept, under ``lost_runs`` (when it started, the iteration it reached,
+    on which CPU and where), so that the restart is visible in the result.
+    """
+    if not previous or _has_started(run_dir):
+        return previous
+    if previous.get("iteration") is None:  # it never got to train: nothing was lost
+        return previous
+    cpu = previous.get("cpu")
+    lost = {
+        "started": previous.get("started"),
+        "last_update": previous.get("updated"),
+        "iteration_reached": previous.get("iteration"),
+        "sec_per_it": previous.get("sec_per_it"),
+        "cpu": cpu.get("model") if isinstance(cpu, dict) else None,
+        "run_dir": previous.get("run_dir"),
+        "train_command": previous.get("train_command"),
+        "why": "its run folder was not found; trained again from iteration 0",
+    }
+    return {"lost_runs": [*previous.get("lost_runs", []), lost]}
+
+
 def _train_and_evaluate(
     result: ResultFile, config: str, seed: int, data: str, run_dir: Path, log: Path, device: str, exact: bool,
     train_args: list[str], eval_args: list[str], kept: bool, poll_seconds: float,
@@ -319,7 +353,7 @@ def _train_and_evaluate(
     if progress is not None and progress.get("status") == "finished":
         r["train_command"] = r.get("train_command") or "(trained earlier)"
     else:
-        if (run_dir / "checkpoints" / "last.pt").is_file() or (run_dir / "config.yaml").is_file():
+        if _has_started(run_dir):
             cmd = canet_command("train", "--resume", str(run_dir), "--device", device, "--quiet")
         else:
             cmd = canet_command("train", "--config", config, "--data", data, "--out", str(run_dir),

@@ -70,6 +70,23 @@ def test_run_writes_a_complete_result_file(finished) -> None:
 
 
 @pytest.mark.slow
+def test_report_of_a_real_result_file(finished, capsys: pytest.CaptureFixture[str]) -> None:
+    import protocol_report
+
+    result, tmp = finished
+    path = tmp / "results" / "la_canet_8_seed5.json"
+    metrics = Path(result["run_dir"]) / "metrics.csv"
+    assert protocol_report.main([str(path), "--metrics-csv", str(metrics), "--every", "1"]) == 0
+    out = capsys.readouterr().out
+    ref = result["evaluations"]["reference"]
+    assert f"| 2 | {100 * ref['mean']['dice']:.2f} ± " in out  # the result file's own mean, both cases
+    assert "| Zhao et al. (2023), as published | 20 | 88.14 |" in out
+    assert "| 1-1 |" in out and "| 2-2 |" in out  # one loss window per iteration
+    for case in ("synth_006", "synth_007"):
+        assert f"| {case} | " in out
+
+
+@pytest.mark.slow
 def test_weights_in_parts_round_trip(finished, tmp_path: Path) -> None:
     result, _ = finished
     run = Path(result["run_dir"])
@@ -138,3 +155,40 @@ def test_side_by_side_runs_are_told_how_many_share_the_machine(monkeypatch: pyte
     monkeypatch.setenv(RUNS_ON_HOST_ENV, started[0][1][RUNS_ON_HOST_ENV])
     monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
     assert processes_on_host() == 2
+
+
+def test_a_result_file_whose_run_folder_is_gone_starts_over_and_records_the_lost_run(tmp_path: Path) -> None:
+    # A result file left by a run on another machine: 282 iterations, its folder not here.
+    results = tmp_path / "results"
+    results.mkdir()
+    old = {"config": "no_such_config", "seed": 1, "status": "running", "started": "2026-01-01T00:00:00+00:00",
+           "updated": "2026-01-01T03:00:00+00:00", "run_dir": "/elsewhere/seed1", "cpu": {"model": "Old CPU"},
+           "invocations": 3, "iteration": 282, "sec_per_it": 15.4, "train_command": "old command",
+           "wall_seconds_train": 9999.0}
+    (results / "no_such_config_seed1.json").write_text(json.dumps(old))
+    data = write_synthetic_dataset(tmp_path / "data", n_train=3, n_test=1, seed=1, shape=(32, 32, 32))
+    pr.run_one("no_such_config", 1, str(data), tmp_path / "runs", results, device="cpu")
+    saved = json.loads((results / "no_such_config_seed1.json").read_text())
+    # Nothing of the lost run is counted as this one's ...
+    assert saved["invocations"] == 1 and saved["started"] != old["started"]
+    assert "wall_seconds_train" not in saved and saved.get("train_command") != "old command"
+    # ... but the restart is on record with what it had reached.
+    (lost,) = saved["lost_runs"]
+    assert lost["iteration_reached"] == 282 and lost["cpu"] == "Old CPU" and lost["started"] == old["started"]
+    assert lost["run_dir"] == "/elsewhere/seed1" and lost["train_command"] == "old command"
+
+
+def test_a_result_file_whose_run_folder_exists_carries_over(tmp_path: Path) -> None:
+    run_dir = tmp_path / "runs" / "la_canet_8" / "seed1"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    (run_dir / "checkpoints" / "last.pt").write_bytes(b"")
+    previous = {"started": "2026-01-01T00:00:00+00:00", "iteration": 282, "invocations": 3}
+    assert pr._forget_lost_run(previous, run_dir) is previous
+    # A result file that never got to train has nothing lost to record.
+    never = {"started": "2026-01-01T00:00:00+00:00", "iteration": None, "invocations": 2, "status": "failed"}
+    assert pr._forget_lost_run(never, tmp_path / "absent") is never
+    # Lost runs accumulate.
+    first = pr._forget_lost_run(previous, tmp_path / "absent")
+    again = pr._forget_lost_run({**first, "started": "2026-02-01T00:00:00+00:00", "iteration": 10},
+                                tmp_path / "absent")
+    assert [r["iteration_reached"] for r in again["lost_runs"]] == [282, 10]

@@ -1,0 +1,211 @@
+"""The Markdown section docs/RESULTS.md shows for one finished protocol run.
+
+Reads a result file of ``benchmarks/protocol_run.py`` (``status: done``) and,
+optionally, the run's ``metrics.csv``, and prints:
+
+* the metrics of the last checkpoint (mean ± population std over the test
+  cases) with each decision rule it was evaluated with (canet's reference mode,
+  the authors' ReLU rule, canet's fast mode), beside the paper's Dice;
+* the fast-minus-reference Dice gap against its 0.3-point target, and the
+  seconds per volume of each evaluation;
+* the kept checkpoints' reference-mode Dice, the best of them marked as
+  chosen on the test set (optimistic);
+* the per-case table (Dice and 95HD of every rule), worst reference Dice first;
+* the loss curves: the mean of each logged loss over consecutive windows of
+  ``--every`` iterations (for a resumed run, the rows of redone iterations
+  count once: the last time each iteration was logged).
+
+Every number comes from the two files; nothing is recomputed from the
+predictions. Usage:
+
+    python benchmarks/protocol_report.py benchmarks/results/la_canet_16_seed1337.json \
+        --metrics-csv ~/canet-runs/la_canet_16/seed1337/metrics.csv [--every 500]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+from aggregate_results import PAPER_DICE
+
+METRICS = ("dice", "jaccard", "hd95", "asd")
+RULES = (
+    ("reference", "canet, reference mode (mean sigmoid > 0.5, largest component)"),
+    ("authors_relu", "the authors' rule (mean ReLU(logit) > 0.5, largest component)"),
+    ("fast", "canet, fast mode"),
+)
+LOSSES = ("loss", "loss_dice", "loss_sdf", "loss_adv", "loss_d", "adv_weight", "lr")
+GAP_TARGET_POINTS = 0.3
+
+
+def mean_std(values: list[float]) -> tuple[float, float] | None:
+    """Mean and population standard deviation (``ddof=0``, as ``summary.json``) of the finite values."""
+    finite = [v for v in values if v is not None and math.isfinite(v)]
+    if not finite:
+        return None
+    mean = sum(finite) / len(finite)
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in finite) / len(finite))
+
+
+def _cell(stats: tuple[float, float] | None, scale: float) -> str:
+    return "-" if stats is None else f"{stats[0] * scale:.2f} ± {stats[1] * scale:.2f}"
+
+
+def _column(evaluation: dict[str, Any], metric: str) -> list[float]:
+    return [row.get(metric) for row in evaluation["cases"].values()]
+
+
+def summary_table(result: dict[str, Any]) -> str:
+    evaluations = result.get("evaluations") or {}
+    unit = next((e["settings"].get("distance_unit", "voxel") for e in evaluations.values()), "voxel")
+    lines = [
+        f"| decision rule | cases | Dice % | Jaccard % | 95HD ({unit}) | ASD ({unit}) | s/volume |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, label in RULES:
+        ev = evaluations.get(name)
+        if ev is None:
+            continue
+        cells = [_cell(mean_std(_column(ev, m)), 100.0 if m in ("dice", "jaccard") else 1.0) for m in METRICS]
+        spv = ev.get("seconds_per_volume")
+        lines.append(f"| {label} | {len(ev['cases'])} | {' | '.join(cells)} | "
+                     f"{'-' if spv is None else f'{spv:.1f}'} |")
+    paper = PAPER_DICE.get(result.get("config", ""))
+    if paper is not None:
+        lines.append(f"| Zhao et al. (2023), as published | 20 | {paper} | | | | |")
+    return "\n".join(lines)
+
+
+def gap_line(result: dict[str, Any]) -> str:
+    gap = result.get("fast_minus_reference_dice_points")
+    if gap is None:
+        return "Fast minus reference Dice: not available."
+    verdict = "within" if abs(gap) <= GAP_TARGET_POINTS else "outside"
+    return (f"Fast minus reference Dice: {gap:+.2f} points ({verdict} the {GAP_TARGET_POINTS}-point target).")
+
+
+def kept_table(result: dict[str, Any]) -> str:
+    kept = result.get("kept_checkpoints") or {}
+    if not kept:
+        return ""
+    best = (result.get("best_kept_on_test") or {}).get("iteration")
+    lines = ["| kept checkpoint (iteration) | reference Dice % |", "|---|---|"]
+    for it in sorted(kept, key=int):
+        dice = kept[it]["mean"].get("dice")
+        mark = " (best on the test set: optimistic)" if best is not None and int(it) == int(best) else ""
+        lines.append(f"| {it}{mark} | {'-' if dice is None else f'{100 * dice:.2f}'} |")
+    return "\n".join(lines)
+
+
+def per_case_table(result: dict[str, Any]) -> str:
+    evaluations = result.get("evaluations") or {}
+    names = [n for n, _ in RULES if n in evaluations]
+    if not names:
+        return ""
+    ref = evaluations[names[0]]["cases"]
+
+    def key(case: str) -> float:
+        d = ref[case].get("dice")
+        return d if d is not None else -1.0
+
+    head = " | ".join(f"Dice % {n}" for n in names) + " | " + " | ".join(f"95HD {n}" for n in names)
+    lines = [f"| case | {head} |", "|---|" + "---|" * (2 * len(names))]
+    for case in sorted(ref, key=key):
+        dice = [evaluations[n]["cases"].get(case, {}).get("dice") for n in names]
+        hd = [evaluations[n]["cases"].get(case, {}).get("hd95") for n in names]
+        cells = [("-" if v is None else f"{100 * v:.2f}") for v in dice] + [("-" if v is None else f"{v:.2f}") for v in hd]
+        lines.append(f"| {case} | {' | '.join(cells)} |")
+    return "\n".join(lines)
+
+
+def read_metrics(path: Path) -> list[dict[str, float]]:
+    """The rows of a run's ``metrics.csv``, one per logged iteration (the last row where one was logged twice)."""
+    by_iteration: dict[int, dict[str, float]] = {}
+    with path.open(newline="", encoding="utf-8") as fh:
+        for row in csv.DictReader(fh):
+            values = {}
+            for k, v in row.items():
+                try:
+                    values[k] = float(v)
+                except (TypeError, ValueError):
+                    continue
+            if "iteration" in values:
+                by_iteration[int(values["iteration"])] = values
+    return [by_iteration[i] for i in sorted(by_iteration)]
+
+
+def loss_table(rows: list[dict[str, float]], every: int) -> str:
+    """Mean of each logged loss over the windows ``(k - every, k]`` of iterations."""
+    if not rows:
+        return ""
+    columns = [c for c in LOSSES if any(c in r for r in rows)]
+    last = int(rows[-1]["iteration"])
+    lines = ["| iterations | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
+    start = 0
+    while start < last:
+        end = min(start + every, last)
+        window = [r for r in rows if start < r["iteration"] <= end]
+        cells = []
+        for c in columns:
+            stats = mean_std([r[c] for r in window if c in r])
+            cells.append("-" if stats is None else f"{stats[0]:.4g}")
+        lines.append(f"| {start + 1}-{end} | " + " | ".join(cells) + " |")
+        start = end
+    return "\n".join(lines)
+
+
+def report(result: dict[str, Any], metrics: list[dict[str, float]] | None, every: int = 500) -> str:
+    cpu = (result.get("cpu") or {}).get("model", "?")
+    spi = result.get("sec_per_it")
+    parts = [
+        f"`{result.get('config')}`, seed {result.get('seed')}: {result.get('iterations')} iterations, "
+        f"profile {result.get('profile')}, on {result.get('device')} ({cpu}); "
+        f"steady state {'-' if spi is None else f'{spi:.2f}'} s/iteration, "
+        f"{result.get('restarts', 0)} restart(s), {result.get('redone_iterations', 0)} iteration(s) redone. "
+        f"Last checkpoint SHA-256 `{result.get('checkpoint_sha256', '?')}`.",
+        "Last checkpoint on the test cases:",
+        summary_table(result),
+        gap_line(result),
+    ]
+    kept = kept_table(result)
+    if kept:
+        parts += ["Kept checkpoints, reference mode:", kept]
+    parts += ["Per case (worst reference Dice first):", per_case_table(result)]
+    if metrics:
+        parts += [f"Training losses, mean over each {every} iterations (`metrics.csv`):", loss_table(metrics, every)]
+    for lost in result.get("lost_runs") or []:
+        parts.append(f"An earlier run of this config and seed reached iteration {lost.get('iteration_reached')} "
+                     f"on {lost.get('cpu')} and was lost ({lost.get('why')}).")
+    return "\n\n".join(p for p in parts if p) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("result", type=Path, help="a result file of benchmarks/protocol_run.py")
+    parser.add_argument("--metrics-csv", type=Path, help="the run's metrics.csv, for the loss curves")
+    parser.add_argument("--every", type=int, default=500, help="iterations per loss window (default 500)")
+    args = parser.parse_args(argv)
+    for path in (args.result, args.metrics_csv):
+        if path is not None and not path.is_file():
+            sys.exit(f"error: {path} not found")
+    if args.every < 1:
+        sys.exit(f"error: --every must be >= 1, got {args.every}")
+    try:
+        result = json.loads(args.result.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        sys.exit(f"error: {args.result} is not JSON ({exc.msg} at line {exc.lineno})")
+    if result.get("status") != "done":
+        sys.exit(f"error: {args.result} is not a finished run (status {result.get('status')!r})")
+    metrics = read_metrics(args.metrics_csv) if args.metrics_csv else None
+    sys.stdout.write(report(result, metrics, args.every))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,88 @@
+"""benchmarks/protocol_report.py: the RESULTS section of a protocol run, checked against values worked out by hand."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import protocol_report as rep  # benchmarks/ is on sys.path (conftest.py)
+import pytest
+
+
+def _evaluation(dice: dict[str, float], hd95: dict[str, float], seconds: float) -> dict:
+    cases = {c: {"dice": d, "jaccard": d / (2 - d), "hd95": hd95[c], "asd": hd95[c] / 2} for c, d in dice.items()}
+    return {"cases": cases, "mean": {}, "settings": {"distance_unit": "voxel"}, "seconds_per_volume": seconds}
+
+
+def _result(gap: float) -> dict:
+    return {
+        "config": "la_canet_16", "seed": 1337, "status": "done", "iterations": 6000, "profile": "exact",
+        "device": "cpu", "cpu": {"model": "Some CPU"}, "sec_per_it": 9.5, "restarts": 2, "redone_iterations": 7,
+        "checkpoint_sha256": "ab" * 32,
+        "evaluations": {
+            "reference": _evaluation({"c1": 0.8, "c2": 0.9}, {"c1": 2.0, "c2": 4.0}, 30.0),
+            "authors_relu": _evaluation({"c1": 0.7, "c2": 0.9}, {"c1": 3.0, "c2": 5.0}, 31.0),
+            "fast": _evaluation({"c1": 0.81, "c2": 0.9}, {"c1": 2.0, "c2": 4.0}, 3.0),
+        },
+        "fast_minus_reference_dice_points": gap,
+        "kept_checkpoints": {"2000": {"mean": {"dice": 0.85}}, "1000": {"mean": {"dice": 0.8}}},
+        "best_kept_on_test": {"iteration": 2000, "dice": 0.85},
+        "lost_runs": [{"iteration_reached": 282, "cpu": "Old CPU", "why": "its run folder was not found"}],
+    }
+
+
+def test_summary_rows_are_mean_and_population_std_of_the_cases() -> None:
+    table = rep.summary_table(_result(0.5)).splitlines()
+    # reference: Dice 0.8, 0.9 -> 85 ± 5; 95HD 2, 4 -> 3 ± 1; ASD 1, 2 -> 1.5 ± 0.5
+    assert table[2].startswith("| canet, reference mode")
+    assert "| 2 | 85.00 ± 5.00 |" in table[2] and "| 3.00 ± 1.00 | 1.50 ± 0.50 | 30.0 |" in table[2]
+    # the authors' rule: Dice 0.7, 0.9 -> 80 ± 10; Jaccard 0.7/1.3 and 0.9/1.1 (0.5385, 0.8182) -> 67.83 ± 13.99
+    assert "| 80.00 ± 10.00 | 67.83 ± 13.99 |" in table[3] and "the authors' rule" in table[3]
+    assert table[-1] == "| Zhao et al. (2023), as published | 20 | 90.09 | | | | |"
+
+
+@pytest.mark.parametrize(("gap", "verdict"), [(0.25, "within"), (-0.3, "within"), (0.31, "outside")])
+def test_gap_is_judged_against_the_target(gap: float, verdict: str) -> None:
+    assert f"{gap:+.2f} points ({verdict} the 0.3-point target)" in rep.gap_line(_result(gap))
+
+
+def test_kept_checkpoints_in_iteration_order_with_the_optimistic_one_marked() -> None:
+    lines = rep.kept_table(_result(0.0)).splitlines()
+    assert lines[2] == "| 1000 | 80.00 |"
+    assert lines[3] == "| 2000 (best on the test set: optimistic) | 85.00 |"
+
+
+def test_per_case_table_puts_the_worst_reference_case_first() -> None:
+    lines = rep.per_case_table(_result(0.0)).splitlines()
+    assert lines[0] == ("| case | Dice % reference | Dice % authors_relu | Dice % fast "
+                        "| 95HD reference | 95HD authors_relu | 95HD fast |")
+    assert lines[2] == "| c1 | 80.00 | 70.00 | 81.00 | 2.00 | 3.00 | 2.00 |"
+    assert lines[3] == "| c2 | 90.00 | 90.00 | 90.00 | 4.00 | 5.00 | 4.00 |"
+
+
+def test_loss_windows_count_a_redone_iteration_once(tmp_path: Path) -> None:
+    csv_path = tmp_path / "metrics.csv"
+    # iteration 20 was logged, the run killed, and 20 logged again after the resume (loss 4, not 2)
+    csv_path.write_text("iteration,loss,loss_d,val_dice\n10,1,0.5,\n20,2,0.5,\n20,4,0.7,\n30,3,0.9,0.5\n")
+    rows = rep.read_metrics(csv_path)
+    assert [r["iteration"] for r in rows] == [10, 20, 30]
+    lines = rep.loss_table(rows, every=20).splitlines()
+    assert lines[0] == "| iterations | loss | loss_d |"
+    assert lines[2] == "| 1-20 | 2.5 | 0.6 |"  # (1 + 4) / 2 and (0.5 + 0.7) / 2
+    assert lines[3] == "| 21-30 | 3 | 0.9 |"
+
+
+def test_report_and_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps(_result(0.1)))
+    assert rep.main([str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "2 restart(s), 7 iteration(s) redone" in out and "ab" * 32 in out
+    assert "reached iteration 282 on Old CPU and was lost" in out
+    assert "Training losses" not in out  # no metrics.csv given
+
+    path.write_text(json.dumps({**_result(0.1), "status": "running"}))
+    with pytest.raises(SystemExit, match="is not a finished run \\(status 'running'\\)"):
+        rep.main([str(path)])
+    with pytest.raises(SystemExit, match="not found"):
+        rep.main([str(tmp_path / "absent.json")])
