@@ -38,6 +38,7 @@ Usage:
     python benchmarks/train_speed.py --patches 64,64,48 --iters 3 --no-compile
     python benchmarks/train_speed.py --patches 112,112,80 --eager-d   # does compiling the D forward pay?
     python benchmarks/train_speed.py --patches 112,112,80 --each      # each setting's own gain
+    python benchmarks/train_speed.py --patches 112,112,80 --data ../shared/data/LA  # real LA cases, 16 labeled
 """
 
 from __future__ import annotations
@@ -88,7 +89,9 @@ def _peak_rss_mib() -> float:
 VARIANTS = ("plain", "loader-sdm", "loader-sdm+channels-last", "optimized", "optimized+eager-d", "optimized+reuse")
 
 
-def build_trainer(root: Path, run_dir: Path, patch: tuple[int, int, int], variant: str, compile_: bool) -> Any:
+def build_trainer(
+    root: Path, run_dir: Path, patch: tuple[int, int, int], variant: str, compile_: bool, labeled: int = 3
+) -> Any:
     """The set-up CA-Net :class:`~canet.training.trainer.Trainer` of one variant (nothing compiled yet)."""
     from canet.training.config import config_from_dict
     from canet.training.trainer import Trainer
@@ -103,7 +106,7 @@ def build_trainer(root: Path, run_dir: Path, patch: tuple[int, int, int], varian
             "iterations": 10_000,
             "data": {
                 "root": str(root),
-                "labeled": 3,
+                "labeled": labeled,
                 "patch_size": list(patch),
                 "batch_size": 4,
                 "labeled_bs": 2,
@@ -126,16 +129,20 @@ def build_trainer(root: Path, run_dir: Path, patch: tuple[int, int, int], varian
 
 
 def worker(
-    patch: tuple[int, int, int], variant: str, iters: int, warmup: int, count_flops: bool, compile_: bool
+    patch: tuple[int, int, int], variant: str, iters: int, warmup: int, count_flops: bool, compile_: bool,
+    data: Path | None = None, labeled: int = 16,
 ) -> dict:
-    """Time ``iters`` CA-Net iterations of ``variant`` after ``warmup`` ones."""
+    """Time ``iters`` CA-Net iterations of ``variant`` after ``warmup`` ones (on ``data``, else synthetic volumes)."""
     from canet.data import write_synthetic_dataset
     from canet.losses.sdm import batch_sdm
 
     with tempfile.TemporaryDirectory() as tmp:
-        shape = tuple(max(p + 8, s) for p, s in zip(patch, (96, 96, 64)))
-        root = write_synthetic_dataset(Path(tmp) / "data", n_train=6, n_test=0, seed=0, shape=shape)
-        trainer = build_trainer(root, Path(tmp) / "run", patch, variant, compile_)
+        if data is None:
+            shape = tuple(max(p + 8, s) for p, s in zip(patch, (96, 96, 64)))
+            root = write_synthetic_dataset(Path(tmp) / "data", n_train=6, n_test=0, seed=0, shape=shape)
+            trainer = build_trainer(root, Path(tmp) / "run", patch, variant, compile_)
+        else:
+            trainer = build_trainer(data, Path(tmp) / "run", patch, variant, compile_, labeled=labeled)
         cfg = trainer.cfg
         batches = [next(trainer.loader) for _ in range(warmup + iters)]
 
@@ -187,6 +194,8 @@ def run_worker(patch: tuple[int, int, int], variant: str, args: argparse.Namespa
     ]  # fmt: skip
     if args.no_compile:
         cmd.append("--no-compile")
+    if args.data is not None:
+        cmd += ["--data", str(args.data)]
     if variant == "plain":
         cmd.append("--count-flops")
     out = subprocess.run(cmd, capture_output=True, text=True, check=False)
@@ -206,13 +215,16 @@ def main() -> None:
                         help="also time the steps between plain and optimized (loader SDMs, then channels_last)")
     parser.add_argument("--eager-d", action="store_true",
                         help="also time 'optimized' with the D step's generator forward left eager")
+    parser.add_argument("--data", type=Path, default=None,
+                        help="train on this dataset (e.g. ../shared/data/LA, 16 labeled) instead of synthetic volumes")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--count-flops", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     patches = [tuple(int(v) for v in p.split(",")) for p in args.patches]
     if args.worker:
         result = worker(
-            patches[0], args.worker, args.iters, args.warmup, args.count_flops, not args.no_compile  # type: ignore[arg-type]
+            patches[0], args.worker, args.iters, args.warmup, args.count_flops, not args.no_compile,  # type: ignore[arg-type]
+            args.data,
         )
         print(json.dumps(result))
         return
@@ -221,7 +233,8 @@ def main() -> None:
     print(f"# CA-Net training step on {cpu_info()['model']}, {os.cpu_count()} cores, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads")
     print(f"# fp32 matmul peak (4096^3 torch.mm, best of 5): {peak:.1f} GFLOP/s")
-    print(f"# batch 2 labeled + 2 unlabeled; {args.warmup} warm-up + {args.iters} timed iterations (median)\n")
+    print(f"# batch 2 labeled + 2 unlabeled from {args.data or 'synthetic volumes'}; {args.warmup} warm-up + "
+          f"{args.iters} timed iterations (median)\n")
     variants = ["plain", *(["loader-sdm", "loader-sdm+channels-last"] if args.each else []), "optimized"]
     variants += ["optimized+eager-d"] if args.eager_d else []
     variants += ["optimized+reuse"] if args.reuse else []

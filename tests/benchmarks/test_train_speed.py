@@ -36,3 +36,14 @@ def test_variants_compile_what_they_name(root: Path, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="variant must be one of"):
         train_speed.build_trainer(root, tmp_path / "x", (32, 32, 32), "turbo", compile_=True)
     torch._dynamo.reset()
+
+
+def test_worker_trains_on_a_given_dataset(root: Path) -> None:
+    # --data: the trainer reads that folder's cases (here 2 labeled of the 4) instead of writing synthetic ones.
+    result = train_speed.worker((32, 32, 32), "loader-sdm+channels-last", iters=1, warmup=1, count_flops=False,
+                                compile_=False, data=root, labeled=2)
+    assert result["variant"] == "loader-sdm+channels-last" and result["patch"] == [32, 32, 32]
+    assert result["median_s"] > 0 and result["first_step_s"] > 0
+    with pytest.raises(Exception, match="labeled"):  # more labeled cases than the folder holds
+        train_speed.worker((32, 32, 32), "plain", iters=1, warmup=1, count_flops=False, compile_=False,
+                           data=root, labeled=16)
