@@ -167,7 +167,8 @@ def report(result: dict[str, Any], metrics: list[dict[str, float]] | None, every
         f"`{result.get('config')}`, seed {result.get('seed')}: {result.get('iterations')} iterations, "
         f"profile {result.get('profile')}, on {result.get('device')} ({cpu}); "
         f"steady state {'-' if spi is None else f'{spi:.2f}'} s/iteration, "
-        f"{result.get('restarts', 0)} restart(s), {result.get('redone_iterations', 0)} iteration(s) redone. "
+        f"{result.get('restarts', 0)} restart(s), {result.get('redone_iterations', 0)} iteration(s) redone, "
+        f"{(result.get('progress') or {}).get('stalled_steps', 0)} stalled step(s) left out of the speed. "
         f"Last checkpoint SHA-256 `{result.get('checkpoint_sha256', '?')}`.",
         "Last checkpoint on the test cases:",
         summary_table(result),

@@ -38,6 +38,12 @@ PROGRESS_FILE = "progress.json"
 # Steps of each session left out of the steady-state time: the first one
 # compiles (torch.compile) and allocates, the second still settles caches.
 WARMUP_STEPS = 2
+# A timed step longer than STALL_FACTOR times the mean so far (once STALL_MIN_STEPS
+# are timed) is a stall, not training speed: the process was stopped (SIGSTOP,
+# a suspended VM) while the step ran. It is counted apart, unless the step before
+# was one too: a lasting slowdown is real speed and is let in from its second step.
+STALL_FACTOR = 10.0
+STALL_MIN_STEPS = 5
 
 
 def _now_iso() -> str:
@@ -145,27 +151,35 @@ class RunClock:
 
     ``step_seconds`` sums the wall time of the timed steps (loader wait +
     generator and discriminator steps), leaving out the first
-    :data:`WARMUP_STEPS` steps of every session and everything between steps
-    (validation, checkpoint writes, logging).
+    :data:`WARMUP_STEPS` steps of every session, everything between steps
+    (validation, checkpoint writes, logging) and stalls (a single step longer
+    than :data:`STALL_FACTOR` times the mean so far: counted in
+    ``stalled_steps`` and ``stalled_seconds`` instead).
     """
 
     step_seconds: float = 0.0
     timed_steps: int = 0
     sessions: list[Session] = field(default_factory=list)
+    stalled_steps: int = 0
+    stalled_seconds: float = 0.0
     _session_steps: int = field(default=0, repr=False, compare=False)
+    _last_stalled: bool = field(default=False, repr=False, compare=False)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> RunClock:
         if not data:
             return cls()
         sessions = [Session(**s) for s in data.get("sessions", [])]
-        return cls(float(data.get("step_seconds", 0.0)), int(data.get("timed_steps", 0)), sessions)
+        return cls(float(data.get("step_seconds", 0.0)), int(data.get("timed_steps", 0)), sessions,
+                   int(data.get("stalled_steps", 0)), float(data.get("stalled_seconds", 0.0)))
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "step_seconds": self.step_seconds,
             "timed_steps": self.timed_steps,
             "sessions": [asdict(s) for s in self.sessions],
+            "stalled_steps": self.stalled_steps,
+            "stalled_seconds": self.stalled_seconds,
         }
 
     def start_session(self, iteration: int, reached_before: int | None) -> Session:
@@ -173,14 +187,24 @@ class RunClock:
         session = Session(_now_iso(), iteration, reached_before, redone)
         self.sessions.append(session)
         self._session_steps = 0
+        self._last_stalled = False
         return session
 
     def add_step(self, seconds: float) -> None:
-        """Count one step of ``seconds``; the session's first :data:`WARMUP_STEPS` are left out."""
+        """Count one step of ``seconds``; the session's first :data:`WARMUP_STEPS` and stalls are left out."""
         self._session_steps += 1
-        if self._session_steps > WARMUP_STEPS:
-            self.step_seconds += seconds
-            self.timed_steps += 1
+        if self._session_steps <= WARMUP_STEPS:
+            return
+        spi = self.sec_per_it
+        if (not self._last_stalled and spi is not None and self.timed_steps >= STALL_MIN_STEPS
+                and seconds > STALL_FACTOR * spi):
+            self.stalled_steps += 1
+            self.stalled_seconds += seconds
+            self._last_stalled = True
+            return
+        self._last_stalled = False
+        self.step_seconds += seconds
+        self.timed_steps += 1
 
     @property
     def sec_per_it(self) -> float | None:
@@ -208,6 +232,8 @@ class RunClock:
             "total": total,
             "sec_per_it": spi,
             "timed_steps": self.timed_steps,
+            "stalled_steps": self.stalled_steps,
+            "stalled_seconds": self.stalled_seconds,
             "projected_total_hours": total * spi / 3600 if spi is not None else None,
             "expected_end": end,
             "restarts": self.restarts,

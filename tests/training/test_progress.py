@@ -10,6 +10,8 @@ import pytest
 from canet.errors import ConfigError
 from canet.training import progress as pg
 from canet.training.progress import (
+    STALL_FACTOR,
+    STALL_MIN_STEPS,
     WARMUP_STEPS,
     Heartbeat,
     RunClock,
@@ -114,3 +116,30 @@ def test_a_failed_setup_lets_go_of_the_lock(make_config, tmp_path: Path) -> None
     # The same process trains the folder next; a held lock would refuse it.
     Trainer(make_config(), run, quiet=True, log=lambda _m: None).run()
     assert (run / "checkpoints" / "last.pt").is_file()
+
+
+def test_a_single_stalled_step_is_counted_apart_but_a_lasting_slowdown_is_speed() -> None:
+    clock = RunClock()
+    clock.start_session(0, None)
+    for seconds in (60.0, 60.0, *([2.0] * STALL_MIN_STEPS)):  # warm-up, then 5 steps of 2 s
+        clock.add_step(seconds)
+    assert clock.sec_per_it == pytest.approx(2.0)
+    clock.add_step(STALL_FACTOR * 2.0)  # exactly 10x the mean: still a step
+    assert clock.stalled_steps == 0 and clock.timed_steps == STALL_MIN_STEPS + 1
+    mean = clock.sec_per_it
+    clock.add_step(361.0)  # paused with SIGSTOP for 6 minutes in the middle of a step
+    assert clock.stalled_steps == 1 and clock.stalled_seconds == pytest.approx(361.0)
+    assert clock.sec_per_it == pytest.approx(mean)  # the pause is not training speed
+    clock.add_step(2.0)
+    # A slowdown that lasts: its first step is taken for a stall, the next ones count.
+    clock.add_step(400.0)
+    clock.add_step(400.0)
+    assert clock.stalled_steps == 2 and clock.timed_steps == STALL_MIN_STEPS + 3
+    assert clock.sec_per_it == pytest.approx((5 * 2.0 + 20.0 + 2.0 + 400.0) / 8)
+    # The counts travel in checkpoints and show in progress.json.
+    again = RunClock.from_dict(json.loads(json.dumps(clock.to_dict())))
+    assert (again.stalled_steps, again.stalled_seconds) == (2, pytest.approx(761.0))
+    report = again.report(iteration=12, total=20, status="running")
+    assert report["stalled_steps"] == 2 and report["stalled_seconds"] == pytest.approx(761.0)
+    # An older checkpoint's clock (no stall keys) loads with none.
+    assert RunClock.from_dict({"step_seconds": 4.0, "timed_steps": 2, "sessions": []}).stalled_steps == 0
