@@ -98,7 +98,8 @@ def kept_table(result: dict[str, Any]) -> str:
     lines = ["| kept checkpoint (iteration) | reference Dice % |", "|---|---|"]
     for it in sorted(kept, key=int):
         dice = kept[it]["mean"].get("dice")
-        mark = " (best on the test set: optimistic)" if best is not None and int(it) == int(best) else ""
+        mark = " (the last checkpoint)" if kept[it].get("same_as") == "last.pt" else ""
+        mark += " (best on the test set: optimistic)" if best is not None and int(it) == int(best) else ""
         lines.append(f"| {it}{mark} | {'-' if dice is None else f'{100 * dice:.2f}'} |")
     return "\n".join(lines)
 

@@ -233,6 +233,19 @@ def _evaluate(
     return entry
 
 
+def same_generator(a: Path, b: Path) -> bool:
+    """Whether two canet checkpoints hold the same generator weights, tensor for tensor (and the same model)."""
+    import torch
+
+    from canet.checkpoint import load_checkpoint
+
+    ca, cb = load_checkpoint(a), load_checkpoint(b)
+    ga, gb = ca["generator"], cb["generator"]
+    if ca.get("model") != cb.get("model") or ga.keys() != gb.keys():
+        return False
+    return all(torch.equal(ga[k], gb[k]) for k in ga)
+
+
 def run_one(
     config: str,
     seed: int,
@@ -401,8 +414,14 @@ def _train_and_evaluate(
     if kept:
         table = r.setdefault("kept_checkpoints", {})
         for ckpt in sorted((run_dir / "checkpoints").glob("iter_*.pt"), key=lambda p: int(p.stem[5:])):
-            entry = _evaluate(ckpt, run_dir / f"eval_kept_{ckpt.stem}", "reference", data, device, log, eval_args)
-            table[ckpt.stem[5:]] = {"mean": entry["mean"], "command": entry["command"]}
+            if same_generator(ckpt, last):
+                # The last iteration's kept copy: its reference evaluation is the one above.
+                table[ckpt.stem[5:]] = {"mean": evaluations["reference"]["mean"], "same_as": "last.pt",
+                                        "command": evaluations["reference"]["command"]}
+            else:
+                entry = _evaluate(ckpt, run_dir / f"eval_kept_{ckpt.stem}", "reference", data, device, log,
+                                  eval_args)
+                table[ckpt.stem[5:]] = {"mean": entry["mean"], "command": entry["command"]}
             result.write()
         scored = {k: v["mean"]["dice"] for k, v in table.items() if v["mean"]["dice"] is not None}
         if scored:

@@ -25,7 +25,7 @@ def _result(gap: float) -> dict:
             "fast": _evaluation({"c1": 0.81, "c2": 0.9}, {"c1": 2.0, "c2": 4.0}, 3.0),
         },
         "fast_minus_reference_dice_points": gap,
-        "kept_checkpoints": {"2000": {"mean": {"dice": 0.85}}, "1000": {"mean": {"dice": 0.8}}},
+        "kept_checkpoints": {"2000": {"mean": {"dice": 0.85}, "same_as": "last.pt"}, "1000": {"mean": {"dice": 0.8}}},
         "best_kept_on_test": {"iteration": 2000, "dice": 0.85},
         "lost_runs": [{"iteration_reached": 282, "cpu": "Old CPU", "why": "its run folder was not found"}],
     }
@@ -49,7 +49,7 @@ def test_gap_is_judged_against_the_target(gap: float, verdict: str) -> None:
 def test_kept_checkpoints_in_iteration_order_with_the_optimistic_one_marked() -> None:
     lines = rep.kept_table(_result(0.0)).splitlines()
     assert lines[2] == "| 1000 | 80.00 |"
-    assert lines[3] == "| 2000 (best on the test set: optimistic) | 85.00 |"
+    assert lines[3] == "| 2000 (the last checkpoint) (best on the test set: optimistic) | 85.00 |"
 
 
 def test_per_case_table_puts_the_worst_reference_case_first() -> None:

@@ -61,6 +61,13 @@ def test_run_writes_a_complete_result_file(finished) -> None:
     # keep_every 1: both iterations kept and scored; the best of them is labelled optimistic.
     kept = saved["kept_checkpoints"]
     assert sorted(kept) == ["1", "2"]
+    # The kept copy of the last iteration is last.pt's weights: scored once, by the reference evaluation.
+    assert kept["2"]["same_as"] == "last.pt" and kept["2"]["mean"] == saved["evaluations"]["reference"]["mean"]
+    assert "same_as" not in kept["1"] and not (run / "eval_kept_iter_2").exists()
+    assert (run / "eval_kept_iter_1" / "summary.json").is_file()
+    ckpts = run / "checkpoints"
+    assert pr.same_generator(ckpts / "iter_2.pt", ckpts / "last.pt")
+    assert not pr.same_generator(ckpts / "iter_1.pt", ckpts / "last.pt")
     best = max(kept, key=lambda k: kept[k]["mean"]["dice"])
     assert saved["best_kept_on_test"]["iteration"] == int(best)
     assert "optimistic" in saved["best_kept_on_test"]["note"]
