@@ -141,23 +141,36 @@ def read_metrics(path: Path) -> list[dict[str, float]]:
     return [by_iteration[i] for i in sorted(by_iteration)]
 
 
+def loss_windows(rows: list[dict[str, float]], every: int) -> list[dict[str, Any]]:
+    """Mean of each logged loss (None where not logged) over the windows ``(k - every, k]`` of iterations.
+
+    Each window is ``{"iterations": [first, last], <loss>: mean, ...}``; the last one ends at the last
+    logged iteration.
+    """
+    windows: list[dict[str, Any]] = []
+    last = int(rows[-1]["iteration"]) if rows else 0
+    start = 0
+    while start < last:
+        end = min(start + every, last)
+        window = [r for r in rows if start < r["iteration"] <= end]
+        entry: dict[str, Any] = {"iterations": [start + 1, end]}
+        for c in LOSSES:
+            stats = mean_std([r[c] for r in window if c in r])
+            entry[c] = None if stats is None else stats[0]
+        windows.append(entry)
+        start = end
+    return windows
+
+
 def loss_table(rows: list[dict[str, float]], every: int) -> str:
     """Mean of each logged loss over the windows ``(k - every, k]`` of iterations."""
     if not rows:
         return ""
     columns = [c for c in LOSSES if any(c in r for r in rows)]
-    last = int(rows[-1]["iteration"])
     lines = ["| iterations | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
-    start = 0
-    while start < last:
-        end = min(start + every, last)
-        window = [r for r in rows if start < r["iteration"] <= end]
-        cells = []
-        for c in columns:
-            stats = mean_std([r[c] for r in window if c in r])
-            cells.append("-" if stats is None else f"{stats[0]:.4g}")
-        lines.append(f"| {start + 1}-{end} | " + " | ".join(cells) + " |")
-        start = end
+    for w in loss_windows(rows, every):
+        cells = ["-" if w[c] is None else f"{w[c]:.4g}" for c in columns]
+        lines.append(f"| {w['iterations'][0]}-{w['iterations'][1]} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

@@ -16,6 +16,13 @@ result file yet (one after the other, or side by side with ``--parallel``,
 which ``benchmarks/gpu_probe.py`` says whether to use; side by side, each run
 takes its share of the CPUs as loader workers).
 
+``interim``: evaluates the newest checkpoint of a run that is still training
+(or was stopped) on ``test.list`` (fast mode unless ``--mode reference``) and
+keeps the metrics, the checkpoint's iteration and SHA-256 and the run's loss
+means per 100 iterations in ``--results/<config>_seed<seed>_interim.json``,
+under the run's attempt. Not the protocol's result (that is the last
+checkpoint); it is how far a run had learned if its folder is later lost.
+
 ``export-weights`` / ``join-weights``: a run's generator as a checkpoint without
 training state, large weight tensors in bf16, cut into parts of at most
 ``--part-mib`` MiB (the device machine returns files of at most 16 MiB), and put
@@ -25,6 +32,7 @@ Usage::
 
     python benchmarks/protocol_run.py run la_canet_16 --seed 1337 --data data/LA
     python benchmarks/protocol_run.py next --count 2 --parallel --data data/LA
+    python benchmarks/protocol_run.py interim la_canet_16 --seed 1337 --data data/LA --runs-dir ~/canet-runs
     python benchmarks/protocol_run.py export-weights runs/paper_protocol/la_canet_16/seed1337 OUT_DIR
     python benchmarks/protocol_run.py join-weights OUT_DIR/la_canet_16_seed1337.pt.part* -o canet16.pt
 """
@@ -432,6 +440,90 @@ def _train_and_evaluate(
             }
 
 
+# --------------------------------------------------------------------------- interim
+
+
+INTERIM_NOTE = ("interim evaluations of a run that has not finished: checkpoints before the protocol's last "
+                "iteration, not the protocol's result and not comparable with the paper's figures")
+# Iterations per window of the loss means kept in the interim file.
+INTERIM_LOSS_EVERY = 100
+
+
+def interim_path(results: Path, config: str, seed: int) -> Path:
+    """``results/<config>_seed<seed>_interim.json``."""
+    return results / f"{config}_seed{seed}_interim.json"
+
+
+def interim_evaluation(
+    config: str,
+    seed: int,
+    data: str,
+    runs: Path,
+    results: Path,
+    device: str = "auto",
+    mode: str = "fast",
+    eval_args: list[str] | None = None,
+) -> dict[str, Any]:
+    """Evaluate the newest checkpoint of an unfinished run and keep the numbers in the interim file.
+
+    The run may be training meanwhile: ``last.pt`` is copied first (the
+    trainer replaces it by a rename, so the copy is one whole checkpoint) and
+    the copy is evaluated on ``test.list`` in ``mode``, then removed. The
+    entry (iteration, checkpoint SHA-256, per-case and mean metrics, command)
+    and the run's loss means per :data:`INTERIM_LOSS_EVERY` iterations go into
+    ``results/<config>_seed<seed>_interim.json`` under the run's attempt (its
+    result file's start time), so that a run whose folder is lost with its
+    machine still leaves how far it had learned. Returns the new entry.
+
+    Raises:
+        FileNotFoundError: the run folder holds no checkpoint yet.
+    """
+    import os
+    import shutil
+
+    from canet.checkpoint import load_checkpoint
+    from canet.device import cpu_info
+
+    run_dir = runs / config / f"seed{seed}"
+    last = run_dir / "checkpoints" / "last.pt"
+    if not last.is_file():
+        raise FileNotFoundError(f"{run_dir} holds no checkpoint yet (checkpoints/last.pt not found)")
+    snapshots = run_dir / "interim"
+    snapshots.mkdir(exist_ok=True)
+    copy = snapshots / ".last.pt.tmp"
+    shutil.copyfile(last, copy)
+    iteration = int(load_checkpoint(copy)["iteration"])
+    snapshot = snapshots / f"iter_{iteration}.pt"
+    os.replace(copy, snapshot)
+    log = runs / config / f"seed{seed}.interim.log"
+    entry = _evaluate(snapshot, snapshots / f"eval_iter_{iteration}_{mode}", mode, data, device, log,
+                      eval_args or [])
+    entry = {"iteration": iteration, "mode": mode, "checkpoint_sha256": _sha256(snapshot),
+             "evaluated": _now(), **entry}
+    snapshot.unlink()
+
+    run_result: dict[str, Any] = {}
+    with contextlib.suppress(OSError, json.JSONDecodeError):
+        run_result = json.loads(result_path(results, config, seed).read_text(encoding="utf-8"))
+    out = interim_path(results, config, seed)
+    content: dict[str, Any] = {"config": config, "seed": seed, "note": INTERIM_NOTE, "attempts": {}}
+    with contextlib.suppress(OSError, json.JSONDecodeError):
+        content = json.loads(out.read_text(encoding="utf-8"))
+    attempt = content["attempts"].setdefault(str(run_result.get("started") or "unknown"), {})
+    attempt["cpu"] = cpu_info()["model"]
+    attempt["run_dir"] = str(run_dir)
+    evaluations = [e for e in attempt.get("evaluations", [])
+                   if (e["iteration"], e["mode"]) != (iteration, mode)]
+    attempt["evaluations"] = sorted([*evaluations, entry], key=lambda e: (e["iteration"], e["mode"]))
+    if (run_dir / "metrics.csv").is_file():
+        from protocol_report import loss_windows, read_metrics
+
+        rows = read_metrics(run_dir / "metrics.csv")
+        attempt["losses"] = {"every": INTERIM_LOSS_EVERY, "windows": loss_windows(rows, INTERIM_LOSS_EVERY)}
+    ResultFile(out, content).write()
+    return entry
+
+
 # --------------------------------------------------------------------------- weights
 
 
@@ -493,15 +585,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
-    def common(p: argparse.ArgumentParser) -> None:
+    def where(p: argparse.ArgumentParser) -> None:
         p.add_argument("--data", default="data/LA", help="LA folder (default data/LA)")
         p.add_argument("--runs-dir", "--runs", dest="runs", type=Path, default=Path("runs/paper_protocol"),
                        help="run folders (default runs/paper_protocol; a long run may live outside the repository)")
         p.add_argument("--results", type=Path, default=DEFAULT_RESULTS, help="result files")
         p.add_argument("--device", default="auto")
+        p.add_argument("--eval-args", default="", help="extra `canet evaluate` flags (one string)")
+
+    def common(p: argparse.ArgumentParser) -> None:
+        where(p)
         p.add_argument("--exact", action="store_true", help="the paper's exact fp32 settings, not --fast")
         p.add_argument("--train-args", default="", help="extra `canet train` flags (one string)")
-        p.add_argument("--eval-args", default="", help="extra `canet evaluate` flags (one string)")
         p.add_argument("--kept", action="store_true",
                        help="also evaluate the kept checkpoints iter_<N>.pt (reference mode; best one is optimistic)")
 
@@ -513,6 +608,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--count", type=int, default=1)
     p.add_argument("--parallel", action="store_true", help="run them side by side on one device")
     common(p)
+    p = sub.add_parser("interim", help="evaluate the newest checkpoint of an unfinished run (not its result)")
+    p.add_argument("config")
+    p.add_argument("--seed", type=int, default=1337)
+    p.add_argument("--mode", choices=("fast", "reference"), default="fast",
+                   help="evaluation mode (default fast: about 7x quicker than reference)")
+    where(p)
     p = sub.add_parser("export-weights", help="a run's generator in parts")
     p.add_argument("run_dir", type=Path)
     p.add_argument("out_dir", type=Path)
@@ -542,6 +643,17 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "join-weights":
         print(join_weights(args.parts, args.output))
+        return 0
+    if args.command == "interim":
+        try:
+            entry = interim_evaluation(args.config, args.seed, args.data, args.runs, args.results, args.device,
+                                       args.mode, shlex.split(args.eval_args))
+        except (FileNotFoundError, RuntimeError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        dice = entry["mean"]["dice"]
+        print(f"{args.config} seed {args.seed}: iteration {entry['iteration']}, {args.mode} mode, "
+              f"Dice {'-' if dice is None else f'{100 * dice:.2f} %'} (interim, not the result)")
         return 0
     from canet.training.progress import RunLockedError
 

@@ -116,6 +116,45 @@ def test_weights_in_parts_round_trip(finished, tmp_path: Path) -> None:
         pr.join_weights(parts, tmp_path / "bad.pt")
 
 
+@pytest.mark.slow
+def test_interim_evaluation_keeps_the_newest_checkpoint_s_metrics_and_losses(
+    finished, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from protocol_report import read_metrics
+
+    result, tmp = finished
+    run = Path(result["run_dir"])
+    kw = dict(device="cpu", mode="fast", eval_args=["--sw-batch-size", "2"])
+    entry = pr.interim_evaluation("la_canet_8", 5, str(tmp / "data"), tmp / "runs", tmp / "results", **kw)
+    # last.pt of the finished run: iteration 2, the same file the result file hashed, and the same
+    # weights and mode as the result's fast evaluation, so the same numbers.
+    assert entry["iteration"] == 2 and entry["mode"] == "fast"
+    assert entry["checkpoint_sha256"] == result["checkpoint_sha256"]
+    for m in ("dice", "jaccard", "hd95", "asd"):
+        assert entry["mean"][m] == pytest.approx(result["evaluations"]["fast"]["mean"][m])
+    assert not list((run / "interim").glob("*.pt*"))  # the snapshot is removed after its evaluation
+    saved = json.loads(pr.interim_path(tmp / "results", "la_canet_8", 5).read_text())
+    assert "not the protocol's result" in saved["note"]
+    assert list(saved["attempts"]) == [result["started"]]
+    attempt = saved["attempts"][result["started"]]
+    assert [e["iteration"] for e in attempt["evaluations"]] == [2]
+    # One loss window (iterations 1-2, fewer than 100): the mean of metrics.csv's rows, worked out here.
+    rows = read_metrics(run / "metrics.csv")
+    (window,) = attempt["losses"]["windows"]
+    assert window["iterations"] == [1, 2]
+    assert window["loss"] == pytest.approx(sum(r["loss"] for r in rows) / len(rows))
+    # The same iteration and mode again replaces its entry (its finished evaluation folder is reused).
+    again = pr.interim_evaluation("la_canet_8", 5, str(tmp / "data"), tmp / "runs", tmp / "results", **kw)
+    assert again["wall_seconds"] is None and again["mean"] == entry["mean"]
+    saved = json.loads(pr.interim_path(tmp / "results", "la_canet_8", 5).read_text())
+    assert len(saved["attempts"][result["started"]]["evaluations"]) == 1
+    # A run folder without a checkpoint: one line and exit status 1.
+    code = pr.main(["interim", "la_canet_8", "--seed", "6", "--runs-dir", str(tmp / "runs"),
+                    "--results", str(tmp / "results"), "--data", str(tmp / "data")])
+    err = capsys.readouterr().err
+    assert code == 1 and err.startswith("error: ") and "no checkpoint" in err and err.count("\n") == 1
+
+
 def test_failed_run_is_reported(tmp_path: Path) -> None:
     data = write_synthetic_dataset(tmp_path / "data", n_train=3, n_test=1, seed=1, shape=(32, 32, 32))
     result = pr.run_one("no_such_config", 1, str(data), tmp_path / "runs", tmp_path / "results", device="cpu")
