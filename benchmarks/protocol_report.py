@@ -15,6 +15,10 @@ optionally, the run's ``metrics.csv``, and prints:
   ``--every`` iterations (for a resumed run, the rows of redone iterations
   count once: the last time each iteration was logged).
 
+Given the interim file of an unfinished run (``protocol_run.py interim``), it
+prints that file's evaluations (one row per checkpoint evaluated, with the
+attempt and CPU it belongs to) and each attempt's loss means instead.
+
 Every number comes from the two files; nothing is recomputed from the
 predictions. Usage:
 
@@ -200,9 +204,38 @@ def report(result: dict[str, Any], metrics: list[dict[str, float]] | None, every
     return "\n\n".join(p for p in parts if p) + "\n"
 
 
+def interim_report(content: dict[str, Any]) -> str:
+    """The tables of an interim file of ``protocol_run.py interim``: one row per evaluated checkpoint, then
+    each attempt's loss means as stored (one row per window)."""
+    parts = [f"`{content.get('config')}`, seed {content.get('seed')}: {content.get('note')}."]
+    lines = ["| attempt started | CPU | iteration | mode | Dice % | Jaccard % | 95HD | ASD | s/volume |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for started, attempt in content.get("attempts", {}).items():
+        for e in attempt.get("evaluations", []):
+            mean = e.get("mean") or {}
+            cells = [("-" if mean.get(m) is None else f"{(100 if m in ('dice', 'jaccard') else 1) * mean[m]:.2f}")
+                     for m in METRICS]
+            spv = e.get("seconds_per_volume")
+            lines.append(f"| {started} | {attempt.get('cpu')} | {e['iteration']} | {e['mode']} | "
+                         + " | ".join(cells) + f" | {'-' if spv is None else f'{spv:.1f}'} |")
+    parts.append("\n".join(lines))
+    for started, attempt in content.get("attempts", {}).items():
+        windows = (attempt.get("losses") or {}).get("windows") or []
+        if not windows:
+            continue
+        columns = [c for c in LOSSES if any(w.get(c) is not None for w in windows)]
+        table = ["| iterations | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
+        for w in windows:
+            cells = ["-" if w.get(c) is None else f"{w[c]:.4g}" for c in columns]
+            table.append(f"| {w['iterations'][0]}-{w['iterations'][1]} | " + " | ".join(cells) + " |")
+        parts += [f"Training losses of the attempt started {started} (`metrics.csv` means):", "\n".join(table)]
+    return "\n\n".join(parts) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("result", type=Path, help="a result file of benchmarks/protocol_run.py")
+    parser.add_argument("result", type=Path,
+                        help="a result file of benchmarks/protocol_run.py (or its interim file)")
     parser.add_argument("--metrics-csv", type=Path, help="the run's metrics.csv, for the loss curves")
     parser.add_argument("--every", type=int, default=500, help="iterations per loss window (default 500)")
     args = parser.parse_args(argv)
@@ -215,6 +248,9 @@ def main(argv: list[str] | None = None) -> int:
         result = json.loads(args.result.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         sys.exit(f"error: {args.result} is not JSON ({exc.msg} at line {exc.lineno})")
+    if "attempts" in result:  # an interim file of `protocol_run.py interim`
+        sys.stdout.write(interim_report(result))
+        return 0
     if result.get("status") != "done":
         sys.exit(f"error: {args.result} is not a finished run (status {result.get('status')!r})")
     metrics = read_metrics(args.metrics_csv) if args.metrics_csv else None

@@ -148,6 +148,13 @@ def test_interim_evaluation_keeps_the_newest_checkpoint_s_metrics_and_losses(
     assert again["wall_seconds"] is None and again["mean"] == entry["mean"]
     saved = json.loads(pr.interim_path(tmp / "results", "la_canet_8", 5).read_text())
     assert len(saved["attempts"][result["started"]]["evaluations"]) == 1
+    # protocol_report prints the interim file: the entry's Dice and the loss window.
+    import protocol_report
+
+    assert protocol_report.main([str(pr.interim_path(tmp / "results", "la_canet_8", 5))]) == 0
+    out = capsys.readouterr().out
+    assert f"| {result['started']} | " in out and f" | 2 | fast | {100 * entry['mean']['dice']:.2f} | " in out
+    assert f"| 1-2 | {window['loss']:.4g} | " in out
     # A run folder without a checkpoint: one line and exit status 1.
     code = pr.main(["interim", "la_canet_8", "--seed", "6", "--runs-dir", str(tmp / "runs"),
                     "--results", str(tmp / "results"), "--data", str(tmp / "data")])
