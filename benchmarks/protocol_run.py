@@ -496,11 +496,13 @@ def interim_evaluation(
     snapshot = snapshots / f"iter_{iteration}.pt"
     os.replace(copy, snapshot)
     log = runs / config / f"seed{seed}.interim.log"
-    entry = _evaluate(snapshot, snapshots / f"eval_iter_{iteration}_{mode}", mode, data, device, log,
-                      eval_args or [])
-    entry = {"iteration": iteration, "mode": mode, "checkpoint_sha256": _sha256(snapshot),
-             "evaluated": _now(), **entry}
-    snapshot.unlink()
+    try:
+        entry = _evaluate(snapshot, snapshots / f"eval_iter_{iteration}_{mode}", mode, data, device, log,
+                          eval_args or [])
+        entry = {"iteration": iteration, "mode": mode, "checkpoint_sha256": _sha256(snapshot),
+                 "evaluated": _now(), **entry}
+    finally:
+        snapshot.unlink()  # a copy of a checkpoint the run keeps (or has replaced): never left behind
 
     run_result: dict[str, Any] = {}
     with contextlib.suppress(OSError, json.JSONDecodeError):
