@@ -155,6 +155,12 @@ def test_interim_evaluation_keeps_the_newest_checkpoint_s_metrics_and_losses(
     out = capsys.readouterr().out
     assert f"| {result['started']} | " in out and f" | 2 | fast | {100 * entry['mean']['dice']:.2f} | " in out
     assert f"| 1-2 | {window['loss']:.4g} | " in out
+    # An evaluation that fails (no data there): one line, exit status 1, no checkpoint copy left behind.
+    code = pr.main(["interim", "la_canet_8", "--seed", "5", "--mode", "reference", "--runs-dir", str(tmp / "runs"),
+                    "--results", str(tmp / "results"), "--data", str(tmp / "no_such_data"), "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert code == 1 and err.startswith("error: ") and err.count("\n") == 1
+    assert not list((run / "interim").glob("*.pt*"))
     # A run folder without a checkpoint: one line and exit status 1.
     code = pr.main(["interim", "la_canet_8", "--seed", "6", "--runs-dir", str(tmp / "runs"),
                     "--results", str(tmp / "results"), "--data", str(tmp / "data")])
