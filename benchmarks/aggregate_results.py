@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import statistics
 import sys
 from pathlib import Path
@@ -37,6 +38,8 @@ PAPER_DICE = {
     "la_vnet_full": "91.1-91.6",
 }
 METRICS = ("dice", "jaccard", "hd95", "asd")
+# The name of a run's result file (protocol_run.result_path); other files beside it are not runs.
+RESULT_NAME = re.compile(r".+_seed\d+\.json")
 
 
 def _mean_std(mean: float | None, std: float | None, scale: float) -> str:
@@ -101,6 +104,8 @@ def read_results(results: Path) -> tuple[list[dict[str, Any]], list[dict[str, An
         raise CanetError(f"results folder not found: {results}")
     finished, failed = [], []
     for path in sorted(results.glob("*_seed*.json")):
+        if not RESULT_NAME.fullmatch(path.name):  # e.g. the interim file <config>_seed<S>_interim.json
+            continue
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as exc:

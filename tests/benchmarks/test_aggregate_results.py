@@ -85,6 +85,8 @@ def test_gpu_table_from_result_files(tmp_path: Path, monkeypatch: pytest.MonkeyP
     _result_file(res, "la_canet_16", 1338, [0.92, 0.82, 0.72, 0.62], [0.92, 0.82, 0.72, 0.62], 0.07)
     _result_file(res, "la_vnet_16", 1337, [0.88, 0.78, 0.68, 0.58], [0.88, 0.78, 0.68, 0.58], 0.02)
     _result_file(res, "la_vnet_8", 1337, [], [], 0.0, status="failed")
+    # An interim file beside them (protocol_run.py interim) is not a run: neither a row nor "failed".
+    (res / "la_canet_8_seed1337_interim.json").write_text(json.dumps({"config": "la_canet_8", "attempts": {}}))
     monkeypatch.setattr(sys, "argv", ["aggregate_results.py", "--results", str(res), "--resamples", "200"])
     aggregate_results.main()
     out = capsys.readouterr().out
@@ -101,6 +103,7 @@ def test_gpu_table_from_result_files(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert rows["la_vnet_16"][2] == "73.00 ± 0.00" and rows["la_vnet_16"][7] == "-"
     assert "la_vnet_8" not in rows
     assert "- la_vnet_8 seed 1337: failed: RuntimeError: out of memory" in out
+    assert "la_canet_8" not in out
     # The paired table: la_vnet_16 against the reference la_canet_16, per-case seed means.
     pair = [line for line in out.splitlines() if "la_vnet_16" in line and "la_canet_16" in line]
     assert pair, out
