@@ -166,16 +166,19 @@ def loss_windows(rows: list[dict[str, float]], every: int) -> list[dict[str, Any
     return windows
 
 
-def loss_table(rows: list[dict[str, float]], every: int) -> str:
-    """Mean of each logged loss over the windows ``(k - every, k]`` of iterations."""
-    if not rows:
-        return ""
-    columns = [c for c in LOSSES if any(c in r for r in rows)]
+def windows_table(windows: list[dict[str, Any]]) -> str:
+    """A Markdown table of loss windows (:func:`loss_windows`), one column per loss logged in any of them."""
+    columns = [c for c in LOSSES if any(w.get(c) is not None for w in windows)]
     lines = ["| iterations | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
-    for w in loss_windows(rows, every):
-        cells = ["-" if w[c] is None else f"{w[c]:.4g}" for c in columns]
+    for w in windows:
+        cells = ["-" if w.get(c) is None else f"{w[c]:.4g}" for c in columns]
         lines.append(f"| {w['iterations'][0]}-{w['iterations'][1]} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def loss_table(rows: list[dict[str, float]], every: int) -> str:
+    """Mean of each logged loss over the windows ``(k - every, k]`` of iterations."""
+    return windows_table(loss_windows(rows, every)) if rows else ""
 
 
 def report(result: dict[str, Any], metrics: list[dict[str, float]] | None, every: int = 500) -> str:
@@ -223,12 +226,8 @@ def interim_report(content: dict[str, Any]) -> str:
         windows = (attempt.get("losses") or {}).get("windows") or []
         if not windows:
             continue
-        columns = [c for c in LOSSES if any(w.get(c) is not None for w in windows)]
-        table = ["| iterations | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
-        for w in windows:
-            cells = ["-" if w.get(c) is None else f"{w[c]:.4g}" for c in columns]
-            table.append(f"| {w['iterations'][0]}-{w['iterations'][1]} | " + " | ".join(cells) + " |")
-        parts += [f"Training losses of the attempt started {started} (`metrics.csv` means):", "\n".join(table)]
+        parts += [f"Training losses of the attempt started {started} (`metrics.csv` means):",
+                  windows_table(windows)]
     return "\n\n".join(parts) + "\n"
 
 
