@@ -17,7 +17,9 @@ optionally, the run's ``metrics.csv``, and prints:
 
 Given the interim file of an unfinished run (``protocol_run.py interim``), it
 prints that file's evaluations (one row per checkpoint evaluated, with the
-attempt and CPU it belongs to) and each attempt's loss means instead.
+attempt and CPU it belongs to), for a checkpoint evaluated in more than one
+way the Dice differences from its reference evaluation (mean, median and
+largest per case), and each attempt's loss means instead.
 
 Every number comes from the two files; nothing is recomputed from the
 predictions. Usage:
@@ -207,6 +209,55 @@ def report(result: dict[str, Any], metrics: list[dict[str, float]] | None, every
     return "\n\n".join(p for p in parts if p) + "\n"
 
 
+def dice_differences(entry: dict[str, Any], baseline: dict[str, Any]) -> dict[str, Any] | None:
+    """How one evaluation's Dice differs from another's of the same checkpoint, in points.
+
+    Returns ``mean`` (difference of the two means), ``median`` (of the per-case
+    differences), ``largest`` (the per-case difference furthest from zero, and
+    its case), ``over_1`` (cases differing by more than one point) and
+    ``cases`` (those both scored); None when no case has a Dice in both.
+    """
+    diffs = {}
+    for case, row in (baseline.get("cases") or {}).items():
+        a, b = (entry.get("cases") or {}).get(case, {}).get("dice"), row.get("dice")
+        if a is not None and b is not None:
+            diffs[case] = 100.0 * (a - b)
+    if not diffs:
+        return None
+    ordered = sorted(diffs.values())
+    n = len(ordered)
+    median = ordered[n // 2] if n % 2 else (ordered[n // 2 - 1] + ordered[n // 2]) / 2
+    worst = max(diffs, key=lambda c: abs(diffs[c]))
+    ma, mb = (entry.get("mean") or {}).get("dice"), (baseline.get("mean") or {}).get("dice")
+    return {"mean": None if ma is None or mb is None else 100.0 * (ma - mb), "median": median,
+            "largest": (worst, diffs[worst]), "over_1": sum(abs(d) > 1.0 for d in ordered), "cases": n}
+
+
+def interim_gaps_table(content: dict[str, Any]) -> str:
+    """Per checkpoint evaluated in more than one way: fast and authors_relu against reference (Dice points)."""
+    lines = ["| attempt started | iteration | compared | mean difference | median per case | largest per case "
+             "| cases > 1 point |", "|---|---|---|---|---|---|---|"]
+    for started, attempt in content.get("attempts", {}).items():
+        by_iteration: dict[int, dict[str, dict[str, Any]]] = {}
+        for e in attempt.get("evaluations", []):
+            by_iteration.setdefault(e["iteration"], {})[e["mode"]] = e
+        for iteration, entries in sorted(by_iteration.items()):
+            if "reference" not in entries:
+                continue
+            for name in ("fast", "authors_relu"):
+                d = dice_differences(entries[name], entries["reference"]) if name in entries else None
+                if d is None:
+                    continue
+                mean = "-" if d["mean"] is None else f"{d['mean']:+.2f}"
+                if name == "fast" and d["mean"] is not None:
+                    verdict = "within" if abs(d["mean"]) <= GAP_TARGET_POINTS else "outside"
+                    mean += f" ({verdict} the {GAP_TARGET_POINTS}-point target)"
+                case, largest = d["largest"]
+                lines.append(f"| {started} | {iteration} | {name} - reference | {mean} | {d['median']:+.2f} | "
+                             f"{largest:+.2f} ({case}) | {d['over_1']} of {d['cases']} |")
+    return "\n".join(lines) if len(lines) > 2 else ""
+
+
 def interim_report(content: dict[str, Any]) -> str:
     """The tables of an interim file of ``protocol_run.py interim``: one row per evaluated checkpoint, then
     each attempt's loss means as stored (one row per window)."""
@@ -222,6 +273,10 @@ def interim_report(content: dict[str, Any]) -> str:
             lines.append(f"| {started} | {attempt.get('cpu')} | {e['iteration']} | {e['mode']} | "
                          + " | ".join(cells) + f" | {'-' if spv is None else f'{spv:.1f}'} |")
     parts.append("\n".join(lines))
+    gaps = interim_gaps_table(content)
+    if gaps:
+        parts += ["Dice of the same checkpoint evaluated in two ways (points; positive: better than reference):",
+                  gaps]
     for started, attempt in content.get("attempts", {}).items():
         windows = (attempt.get("losses") or {}).get("windows") or []
         if not windows:

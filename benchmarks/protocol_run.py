@@ -241,6 +241,16 @@ def _evaluate(
     return entry
 
 
+# The evaluations of a run's last checkpoint, by name: (``canet evaluate --mode``, extra flags).
+# reference: the paper's protocol with canet's decision (mean sigmoid > 0.5); authors_relu: the same
+# windows with the authors' test rule (mean ReLU(logit) > 0.5); fast: canet's fast mode.
+EVALUATIONS: dict[str, tuple[str, list[str]]] = {
+    "reference": ("reference", []),
+    "authors_relu": ("reference", ["--decision", "relu"]),
+    "fast": ("fast", []),
+}
+
+
 def same_generator(a: Path, b: Path) -> bool:
     """Whether two canet checkpoints hold the same generator weights, tensor for tensor (and the same model)."""
     import torch
@@ -409,10 +419,7 @@ def _train_and_evaluate(
     result.write()
 
     evaluations = r.setdefault("evaluations", {})
-    # reference: the paper's protocol with canet's decision (mean sigmoid > 0.5); authors_relu: the same
-    # windows with the authors' test rule (mean ReLU(logit) > 0.5); fast: canet's fast mode.
-    for name, mode, extra in (("reference", "reference", []), ("authors_relu", "reference", ["--decision", "relu"]),
-                              ("fast", "fast", [])):
+    for name, (mode, extra) in EVALUATIONS.items():
         evaluations[name] = _evaluate(last, run_dir / f"eval_{name}", mode, data, device, log, [*extra, *eval_args])
         result.write()
     ref = evaluations["reference"]["mean"]["dice"]
@@ -468,7 +475,8 @@ def interim_evaluation(
 
     The run may be training meanwhile: ``last.pt`` is copied first (the
     trainer replaces it by a rename, so the copy is one whole checkpoint) and
-    the copy is evaluated on ``test.list`` in ``mode``, then removed. The
+    the copy is evaluated on ``test.list`` as ``mode`` says (a name of
+    :data:`EVALUATIONS`: fast, reference or authors_relu), then removed. The
     entry (iteration, checkpoint SHA-256, per-case and mean metrics, command)
     and the run's loss means per :data:`INTERIM_LOSS_EVERY` iterations go into
     ``results/<config>_seed<seed>_interim.json`` under the run's attempt (its
@@ -477,6 +485,7 @@ def interim_evaluation(
 
     Raises:
         FileNotFoundError: the run folder holds no checkpoint yet.
+        ValueError: ``mode`` is not a name of :data:`EVALUATIONS`.
     """
     import os
     import shutil
@@ -484,6 +493,8 @@ def interim_evaluation(
     from canet.checkpoint import load_checkpoint
     from canet.device import cpu_info
 
+    if mode not in EVALUATIONS:
+        raise ValueError(f"unknown evaluation {mode!r}; expected one of {', '.join(EVALUATIONS)}")
     run_dir = runs / config / f"seed{seed}"
     last = run_dir / "checkpoints" / "last.pt"
     if not last.is_file():
@@ -497,8 +508,9 @@ def interim_evaluation(
     os.replace(copy, snapshot)
     log = runs / config / f"seed{seed}.interim.log"
     try:
-        entry = _evaluate(snapshot, snapshots / f"eval_iter_{iteration}_{mode}", mode, data, device, log,
-                          eval_args or [])
+        evaluate_mode, extra = EVALUATIONS[mode]
+        entry = _evaluate(snapshot, snapshots / f"eval_iter_{iteration}_{mode}", evaluate_mode, data, device, log,
+                          [*extra, *(eval_args or [])])
         entry = {"iteration": iteration, "mode": mode, "checkpoint_sha256": _sha256(snapshot),
                  "evaluated": _now(), **entry}
     finally:
@@ -613,8 +625,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("interim", help="evaluate the newest checkpoint of an unfinished run (not its result)")
     p.add_argument("config")
     p.add_argument("--seed", type=int, default=1337)
-    p.add_argument("--mode", choices=("fast", "reference"), default="fast",
-                   help="evaluation mode (default fast: about 7x quicker than reference)")
+    p.add_argument("--mode", choices=tuple(EVALUATIONS), default="fast",
+                   help="evaluation, as named in the result file: fast (default, about 7x quicker), reference "
+                        "(the paper's protocol) or authors_relu (the same windows, the authors' decision rule)")
     where(p)
     p = sub.add_parser("export-weights", help="a run's generator in parts")
     p.add_argument("run_dir", type=Path)
@@ -650,7 +663,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             entry = interim_evaluation(args.config, args.seed, args.data, args.runs, args.results, args.device,
                                        args.mode, shlex.split(args.eval_args))
-        except (FileNotFoundError, RuntimeError) as exc:
+        except (FileNotFoundError, RuntimeError, ValueError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1
         dice = entry["mean"]["dice"]

@@ -86,3 +86,40 @@ def test_report_and_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
         rep.main([str(path)])
     with pytest.raises(SystemExit, match="not found"):
         rep.main([str(tmp_path / "absent.json")])
+
+
+def _entry(iteration: int, mode: str, dice: dict[str, float], mean: float) -> dict:
+    return {"iteration": iteration, "mode": mode, "mean": {"dice": mean},
+            "cases": {c: {"dice": d} for c, d in dice.items()}}
+
+
+def test_dice_differences_worked_out_by_hand() -> None:
+    ref = _entry(900, "reference", {"a": 0.80, "b": 0.90, "c": 0.70, "d": 0.60}, 0.75)
+    fast = _entry(900, "fast", {"a": 0.805, "b": 0.88, "c": 0.74, "d": 0.60}, 0.75625)
+    d = rep.dice_differences(fast, ref)
+    # per case: +0.5, -2, +4, 0 points; sorted -2, 0, 0.5, 4: median (0 + 0.5) / 2
+    assert d["mean"] == pytest.approx(0.625) and d["median"] == pytest.approx(0.25)
+    assert d["largest"][0] == "c" and d["largest"][1] == pytest.approx(4.0)
+    assert d["over_1"] == 2 and d["cases"] == 4
+    # A case missing (or without a Dice) in one of them is left out, not counted as 0.
+    partial = _entry(900, "fast", {"a": 0.9, "b": None}, 0.9)
+    d = rep.dice_differences(partial, ref)
+    assert d["cases"] == 1 and d["median"] == pytest.approx(10.0)
+    assert rep.dice_differences(_entry(900, "fast", {}, 0.9), ref) is None
+
+
+def test_interim_report_compares_the_evaluations_of_one_checkpoint(tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    ref = _entry(900, "reference", {"a": 0.80, "b": 0.90}, 0.85)
+    content = {"config": "la_canet_16", "seed": 1337, "note": "interim", "attempts": {"T0": {
+        "cpu": "Some CPU", "evaluations": [
+            _entry(500, "fast", {"a": 0.5, "b": 0.6}, 0.55),  # no reference at 500: no comparison row
+            _entry(900, "authors_relu", {"a": 0.78, "b": 0.90}, 0.84),
+            _entry(900, "fast", {"a": 0.80, "b": 0.895}, 0.8475), ref]}}}
+    path = tmp_path / "la_canet_16_seed1337_interim.json"
+    path.write_text(json.dumps(content))
+    assert rep.main([str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "| T0 | 900 | fast - reference | -0.25 (within the 0.3-point target) | -0.25 | -0.50 (b) | 0 of 2 |" in out
+    assert "| T0 | 900 | authors_relu - reference | -1.00 | -1.00 | -2.00 (a) | 1 of 2 |" in out
+    assert "| T0 | 500 |" not in out.split("evaluated in two ways")[1]

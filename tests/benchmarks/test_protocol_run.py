@@ -148,14 +148,36 @@ def test_interim_evaluation_keeps_the_newest_checkpoint_s_metrics_and_losses(
     assert again["wall_seconds"] is None and again["mean"] == entry["mean"]
     saved = json.loads(pr.interim_path(tmp / "results", "la_canet_8", 5).read_text())
     assert len(saved["attempts"][result["started"]]["evaluations"]) == 1
-    # protocol_report prints the interim file: the entry's Dice and the loss window.
+    # The other two evaluations of the result file, by their names there: the same numbers and settings.
+    for name, decision in (("reference", "probability"), ("authors_relu", "relu")):
+        other = pr.interim_evaluation("la_canet_8", 5, str(tmp / "data"), tmp / "runs", tmp / "results",
+                                      **{**kw, "mode": name})
+        assert other["mode"] == name and other["settings"]["mode"] == "reference"
+        assert other["settings"]["decision"] == decision
+        for m in ("dice", "jaccard", "hd95", "asd"):
+            assert other["mean"][m] == pytest.approx(result["evaluations"][name]["mean"][m])
+    saved = json.loads(pr.interim_path(tmp / "results", "la_canet_8", 5).read_text())
+    modes = [e["mode"] for e in saved["attempts"][result["started"]]["evaluations"]]
+    assert sorted(modes) == ["authors_relu", "fast", "reference"]
+    # protocol_report prints the interim file: the entry's Dice, the fast-minus-reference gap (the result
+    # file's own figure for the same checkpoint) and the loss window.
     import protocol_report
 
     assert protocol_report.main([str(pr.interim_path(tmp / "results", "la_canet_8", 5))]) == 0
     out = capsys.readouterr().out
     assert f"| {result['started']} | " in out and f" | 2 | fast | {100 * entry['mean']['dice']:.2f} | " in out
+    assert f"| 2 | fast - reference | {result['fast_minus_reference_dice_points']:+.2f} " in out
+    assert "| 2 | authors_relu - reference | " in out
     assert f"| 1-2 | {window['loss']:.4g} | " in out
+    # An evaluation name the result file does not know: refused in one line.
+    with pytest.raises(ValueError, match="unknown evaluation 'sloppy'"):
+        pr.interim_evaluation("la_canet_8", 5, str(tmp / "data"), tmp / "runs", tmp / "results",
+                              **{**kw, "mode": "sloppy"})
     # An evaluation that fails (no data there): one line, exit status 1, no checkpoint copy left behind.
+    # (Its finished folder from above would be reused without reading the data: removed first.)
+    import shutil
+
+    shutil.rmtree(run / "interim" / "eval_iter_2_reference")
     code = pr.main(["interim", "la_canet_8", "--seed", "5", "--mode", "reference", "--runs-dir", str(tmp / "runs"),
                     "--results", str(tmp / "results"), "--data", str(tmp / "no_such_data"), "--device", "cpu"])
     err = capsys.readouterr().err
