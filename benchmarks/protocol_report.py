@@ -34,6 +34,7 @@ import argparse
 import csv
 import json
 import math
+import statistics
 import sys
 from pathlib import Path
 from typing import Any
@@ -88,12 +89,16 @@ def summary_table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def gap_verdict(gap: float) -> str:
+    """``within`` or ``outside`` the fast-vs-reference target, worded for the tables and the gap line."""
+    return f"{'within' if abs(gap) <= GAP_TARGET_POINTS else 'outside'} the {GAP_TARGET_POINTS}-point target"
+
+
 def gap_line(result: dict[str, Any]) -> str:
     gap = result.get("fast_minus_reference_dice_points")
     if gap is None:
         return "Fast minus reference Dice: not available."
-    verdict = "within" if abs(gap) <= GAP_TARGET_POINTS else "outside"
-    return (f"Fast minus reference Dice: {gap:+.2f} points ({verdict} the {GAP_TARGET_POINTS}-point target).")
+    return f"Fast minus reference Dice: {gap:+.2f} points ({gap_verdict(gap)})."
 
 
 def kept_table(result: dict[str, Any]) -> str:
@@ -224,13 +229,11 @@ def dice_differences(entry: dict[str, Any], baseline: dict[str, Any]) -> dict[st
             diffs[case] = 100.0 * (a - b)
     if not diffs:
         return None
-    ordered = sorted(diffs.values())
-    n = len(ordered)
-    median = ordered[n // 2] if n % 2 else (ordered[n // 2 - 1] + ordered[n // 2]) / 2
     worst = max(diffs, key=lambda c: abs(diffs[c]))
     ma, mb = (entry.get("mean") or {}).get("dice"), (baseline.get("mean") or {}).get("dice")
-    return {"mean": None if ma is None or mb is None else 100.0 * (ma - mb), "median": median,
-            "largest": (worst, diffs[worst]), "over_1": sum(abs(d) > 1.0 for d in ordered), "cases": n}
+    return {"mean": None if ma is None or mb is None else 100.0 * (ma - mb),
+            "median": statistics.median(diffs.values()), "largest": (worst, diffs[worst]),
+            "over_1": sum(abs(d) > 1.0 for d in diffs.values()), "cases": len(diffs)}
 
 
 def interim_gaps_table(content: dict[str, Any]) -> str:
@@ -244,14 +247,13 @@ def interim_gaps_table(content: dict[str, Any]) -> str:
         for iteration, entries in sorted(by_iteration.items()):
             if "reference" not in entries:
                 continue
-            for name in ("fast", "authors_relu"):
+            for name in (n for n, _ in RULES if n != "reference"):
                 d = dice_differences(entries[name], entries["reference"]) if name in entries else None
                 if d is None:
                     continue
                 mean = "-" if d["mean"] is None else f"{d['mean']:+.2f}"
                 if name == "fast" and d["mean"] is not None:
-                    verdict = "within" if abs(d["mean"]) <= GAP_TARGET_POINTS else "outside"
-                    mean += f" ({verdict} the {GAP_TARGET_POINTS}-point target)"
+                    mean += f" ({gap_verdict(d['mean'])})"
                 case, largest = d["largest"]
                 lines.append(f"| {started} | {iteration} | {name} - reference | {mean} | {d['median']:+.2f} | "
                              f"{largest:+.2f} ({case}) | {d['over_1']} of {d['cases']} |")
