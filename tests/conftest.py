@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -12,6 +13,37 @@ REPO = Path(__file__).resolve().parents[1]
 LA_ROOT = REPO.parent / "shared" / "data" / "LA"
 
 torch.set_num_threads(2)
+
+Difference = tuple[str, Any, Any]
+
+
+def tree_differences(a: Any, b: Any, where: str = "") -> list[Difference]:
+    """Where two nested checkpoint contents differ, in order: ``(path, a's node, b's node)``.
+
+    Dicts, lists and tuples are walked; tensors are equal only with the same dtype,
+    shape and bits; other leaves compare with ``==``. A structural difference (other
+    keys, another length, another type) is reported once, at the node where it
+    appears. Empty when the two are identical. Each test applies its own rule to
+    what comes back (bit for bit, or a rounding allowance).
+    """
+    if isinstance(a, torch.Tensor):
+        same = isinstance(b, torch.Tensor) and a.dtype == b.dtype and a.shape == b.shape and torch.equal(a, b)
+        return [] if same else [(where, a, b)]
+    if isinstance(a, dict):
+        if not isinstance(b, dict) or a.keys() != b.keys():
+            return [(where, a, b)]
+        return [d for k in a for d in tree_differences(a[k], b[k], f"{where}.{k}")]
+    if isinstance(a, (list, tuple)):
+        if not isinstance(b, (list, tuple)) or len(a) != len(b):
+            return [(where, a, b)]
+        return [d for i, (x, y) in enumerate(zip(a, b)) for d in tree_differences(x, y, f"{where}[{i}]")]
+    return [] if a == b else [(where, a, b)]
+
+
+@pytest.fixture(scope="session")
+def tree_diff() -> Callable[..., list[Difference]]:
+    """:func:`tree_differences`, for tests that compare checkpoints."""
+    return tree_differences
 
 
 @pytest.fixture(autouse=True)

@@ -20,7 +20,6 @@ import warnings
 from pathlib import Path
 
 import pytest
-import torch
 
 from canet.checkpoint import load_checkpoint
 from canet.data import write_synthetic_dataset
@@ -65,22 +64,6 @@ def _weights(path: Path) -> dict:
     payload = load_checkpoint(path)
     return {"generator": payload["generator"], "discriminator": payload["discriminator"],
             "optimizers": payload["optimizers"]}
-
-
-def _differences(a, b, where: str = "") -> list[str]:
-    """Where two checkpoint contents differ (tensors bit for bit), in order; empty when identical."""
-    if isinstance(a, torch.Tensor):
-        same = isinstance(b, torch.Tensor) and a.dtype == b.dtype and a.shape == b.shape and torch.equal(a, b)
-        return [] if same else [where]
-    if isinstance(a, dict):
-        if not isinstance(b, dict) or a.keys() != b.keys():
-            return [where]
-        return [d for k in a for d in _differences(a[k], b[k], f"{where}.{k}")]
-    if isinstance(a, (list, tuple)):
-        if not isinstance(b, (list, tuple)) or len(a) != len(b):
-            return [where]
-        return [d for k, (x, y) in enumerate(zip(a, b)) for d in _differences(x, y, f"{where}[{k}]")]
-    return [] if a == b else [where]
 
 
 def _uninterrupted(data: Path, out: Path) -> Path:
@@ -136,18 +119,18 @@ def _killed_and_resumed(data: Path, folder: Path) -> Path:
     return ckpts
 
 
-def _mismatch(resumed: Path, plain: Path) -> list[str]:
-    """Where the resumed run's last and kept checkpoints differ from the uninterrupted run's."""
+def _mismatch(a: Path, b: Path, tree_diff) -> list[str]:
+    """Where two runs' last and kept checkpoints differ (tensors bit for bit); empty when identical."""
     # The kept checkpoint was written once, by whichever process passed iteration 4.
-    return [d for name in ("last.pt", "iter_4.pt")
-            for d in _differences(_weights(resumed / name), _weights(plain / name), name)]
+    return [where for name in ("last.pt", "iter_4.pt")
+            for where, _, _ in tree_diff(_weights(a / name), _weights(b / name), name)]
 
 
 @pytest.mark.slow
-def test_killed_runs_resume_to_the_uninterrupted_weights(tmp_path: Path) -> None:
+def test_killed_runs_resume_to_the_uninterrupted_weights(tree_diff, tmp_path: Path) -> None:
     data = write_synthetic_dataset(tmp_path / "data", n_train=6, n_test=1, seed=4, shape=(40, 40, 32))
     plain = _uninterrupted(data, tmp_path / "plain")
-    first = _mismatch(_killed_and_resumed(data, tmp_path / "first"), plain)
+    first = _mismatch(_killed_and_resumed(data, tmp_path / "first"), plain, tree_diff)
     if not first:
         return
     # Twice in one session on an Intel Xeon VM (2026-12-03), within minutes after the VM was
@@ -157,8 +140,8 @@ def test_killed_runs_resume_to_the_uninterrupted_weights(tmp_path: Path) -> None
     # once more, with a second uninterrupted run too, and must then hold bit for bit. The first
     # mismatch is reported either way.
     plain2 = _uninterrupted(data, tmp_path / "plain2")
-    second = _mismatch(_killed_and_resumed(data, tmp_path / "second"), plain2)
-    runs_agree = not _mismatch(plain2, plain)
+    second = _mismatch(_killed_and_resumed(data, tmp_path / "second"), plain2, tree_diff)
+    runs_agree = not _mismatch(plain2, plain, tree_diff)
     report = (f"the resumed run differed from the uninterrupted one in {len(first)} entries ({first[:3]}); "
               f"two uninterrupted runs {'agree' if runs_agree else 'differ too'}")
     assert not second, f"{report}; a second attempt differs again in {len(second)} entries ({second[:3]})"
