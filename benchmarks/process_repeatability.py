@@ -43,7 +43,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-PROBES = ("sin", "tanh", "sigmoid", "gelu", "mm_qkv", "mm_mlp", "conv3d", "transv")
 TOKENS, HIDDEN, MLP = 245, 168, 3072  # 7x7x5 bottleneck tokens of a 112x112x80 patch
 
 
@@ -142,16 +141,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from canet.device import cpu_info
 
+    cpu = cpu_info()
     print(f"{args.processes} processes, OMP_NUM_THREADS={args.threads}, torch {torch.__version__}, "
-          f"{cpu_info()['model']}, MKL_CBWR={os.environ.get('MKL_CBWR', '(unset)')}")
+          f"{cpu['model']}, MKL_CBWR={os.environ.get('MKL_CBWR', '(unset)')}")
     for name, digests in counts.items():
         verdict = "repeatable" if len(digests) == 1 else f"{len(digests)} different results"
         print(f"  {name:8s} {verdict:24s} " + ", ".join(f"{d}: {n}" for d, n in digests.items()))
     if args.json:
         from canet.io import atomic_write_text
 
-        record = {"started": started, "finished": _now(), "processes": args.processes, "omp_num_threads": args.threads, "torch": torch.__version__,
-                  "cpu": cpu_info(), "mkl_cbwr": os.environ.get("MKL_CBWR"), "probes": counts}
+        record = {"started": started, "finished": _now(), "processes": args.processes,
+                  "omp_num_threads": args.threads, "torch": torch.__version__, "cpu": cpu,
+                  "mkl_cbwr": os.environ.get("MKL_CBWR"), "probes": counts}
         atomic_write_text(args.json, json.dumps(record, indent=2) + "\n")
     return 0
 
