@@ -191,10 +191,12 @@ def loss_table(rows: list[dict[str, float]], every: int) -> str:
 def report(result: dict[str, Any], metrics: list[dict[str, float]] | None, every: int = 500) -> str:
     cpu = (result.get("cpu") or {}).get("model", "?")
     spi = result.get("sec_per_it")
+    med = result.get("sec_per_it_median")
     parts = [
         f"`{result.get('config')}`, seed {result.get('seed')}: {result.get('iterations')} iterations, "
         f"profile {result.get('profile')}, on {result.get('device')} ({cpu}); "
-        f"steady state {'-' if spi is None else f'{spi:.2f}'} s/iteration, "
+        f"steady state {'-' if spi is None else f'{spi:.2f}'} s/iteration (mean of the timed steps), "
+        f"{'-' if med is None else f'{med:.2f}'} s/iteration (median of the metrics.csv windows), "
         f"{result.get('restarts', 0)} restart(s), {result.get('redone_iterations', 0)} iteration(s) redone, "
         f"{(result.get('progress') or {}).get('stalled_steps', 0)} stalled step(s) left out of the speed. "
         f"Last checkpoint SHA-256 `{result.get('checkpoint_sha256', '?')}`.",

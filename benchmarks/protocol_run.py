@@ -45,6 +45,7 @@ import csv
 import hashlib
 import json
 import shlex
+import statistics
 import subprocess
 import sys
 import time
@@ -107,6 +108,23 @@ def train_seconds(metrics_csv: Path) -> tuple[float, int]:
                 total += float(row["sec_per_it"]) * (it - last)
             last = it
     return total, last
+
+
+def median_sec_per_it(metrics_csv: Path) -> tuple[float | None, int]:
+    """Median of the ``sec_per_it`` of a run's ``metrics.csv`` rows, and how many rows it covers.
+
+    Each row's value is the wall time per iteration since the row before
+    (validation and checkpoint writes included), so the mean of the rows, like
+    the clock's ``sec_per_it``, grows with whatever shares the CPU for a while;
+    the median is the speed of most windows, and a slow stretch of less than
+    half the run leaves it alone. ``(None, 0)`` without rows that have a value.
+    """
+    values = []
+    with open(metrics_csv, newline="", encoding="utf-8") as fh:
+        for row in csv.DictReader(fh):
+            if row.get("sec_per_it"):
+                values.append(float(row["sec_per_it"]))
+    return (statistics.median(values) if values else None), len(values)
 
 
 def read_evaluation(folder: Path) -> dict[str, Any]:
@@ -214,6 +232,12 @@ class ResultFile:
         self.content["expected_end"] = progress["expected_end"]
         self.content["restarts"] = progress["restarts"]
         self.content["redone_iterations"] = progress["redone_iterations"]
+        metrics = run_dir / "metrics.csv"
+        median, rows = median_sec_per_it(metrics) if metrics.is_file() else (None, 0)
+        self.content["sec_per_it_median"] = median
+        self.content["sec_per_it_median_rows"] = rows
+        total = progress.get("total")
+        self.content["projected_hours_median"] = total * median / 3600 if median is not None and total else None
         self.write()
 
 

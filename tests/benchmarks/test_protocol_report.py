@@ -17,7 +17,8 @@ def _evaluation(dice: dict[str, float], hd95: dict[str, float], seconds: float) 
 def _result(gap: float) -> dict:
     return {
         "config": "la_canet_16", "seed": 1337, "status": "done", "iterations": 6000, "profile": "exact",
-        "device": "cpu", "cpu": {"model": "Some CPU"}, "sec_per_it": 9.5, "restarts": 2, "redone_iterations": 7,
+        "device": "cpu", "cpu": {"model": "Some CPU"}, "sec_per_it": 9.5, "sec_per_it_median": 9.25,
+        "restarts": 2, "redone_iterations": 7,
         "checkpoint_sha256": "ab" * 32, "progress": {"stalled_steps": 3},
         "evaluations": {
             "reference": _evaluation({"c1": 0.8, "c2": 0.9}, {"c1": 2.0, "c2": 4.0}, 30.0),
@@ -78,6 +79,7 @@ def test_report_and_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     assert rep.main([str(path)]) == 0
     out = capsys.readouterr().out
     assert "2 restart(s), 7 iteration(s) redone, 3 stalled step(s)" in out and "ab" * 32 in out
+    assert "9.50 s/iteration (mean of the timed steps), 9.25 s/iteration (median" in out
     assert "reached iteration 282 on Old CPU and was lost" in out
     assert "Training losses" not in out  # no metrics.csv given
 

@@ -216,6 +216,34 @@ def test_train_seconds_sums_rows(tmp_path: Path) -> None:
     assert pr.train_seconds(csv_path) == (pytest.approx(10 * 0.5 + 10 * 0.25 + 5 * 1.0), 25)
 
 
+def test_median_speed_is_that_of_most_windows_and_slow_stretches_leave_it_alone(tmp_path: Path) -> None:
+    csv_path = tmp_path / "metrics.csv"
+    # Five windows at 10-11 s, two slowed to 40 s by something else on the CPU, one without a value.
+    csv_path.write_text("iteration,loss,sec_per_it\n10,1,10.0\n20,1,40.0\n30,1,11.0\n40,1,\n"
+                        "50,1,10.5\n60,1,40.0\n70,1,10.0\n80,1,11.0\n")
+    # sorted: 10, 10, 10.5, 11, 11, 40, 40: the 4th of 7 is 11
+    assert pr.median_sec_per_it(csv_path) == (11.0, 7)
+    assert pr.train_seconds(csv_path)[0] / 70 > 18  # the mean, for contrast, is pulled up by the 40 s windows
+    empty = tmp_path / "empty.csv"
+    empty.write_text("iteration,loss,sec_per_it\n")
+    assert pr.median_sec_per_it(empty) == (None, 0)
+
+
+def test_result_file_follows_the_run_with_its_median_speed(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "metrics.csv").write_text("iteration,loss,sec_per_it\n10,1,12.0\n20,1,9.0\n30,1,30.0\n")
+    progress = {"iteration": 30, "total": 6000, "sec_per_it": 17.0, "projected_total_hours": 28.3,
+                "expected_end": "x", "restarts": 0, "redone_iterations": 0}
+    (run_dir / "progress.json").write_text(json.dumps(progress))
+    result = pr.ResultFile(tmp_path / "r.json", {"status": "running"})
+    result.update_progress(run_dir)
+    saved = json.loads((tmp_path / "r.json").read_text())
+    assert saved["sec_per_it"] == 17.0 and saved["projected_hours"] == 28.3  # the clock's mean, as before
+    assert saved["sec_per_it_median"] == 12.0 and saved["sec_per_it_median_rows"] == 3
+    assert saved["projected_hours_median"] == pytest.approx(6000 * 12.0 / 3600)
+
+
 def test_side_by_side_runs_are_told_how_many_share_the_machine(monkeypatch: pytest.MonkeyPatch) -> None:
     from canet.training.profiles import RUNS_ON_HOST_ENV, processes_on_host
 
