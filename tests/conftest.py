@@ -1,4 +1,5 @@
-"""Shared fixtures: the real LA data (skipped, with the reason, only where it is absent); torch's switches kept."""
+"""Shared fixtures: the real LA data (skipped, with the reason, only where it is absent); torch's switches kept;
+the checkpoint walker (`tree_diff`) and the one-retry comparison of whole runs (`twice`)."""
 
 from __future__ import annotations
 
