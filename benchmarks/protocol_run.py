@@ -387,6 +387,7 @@ def _forget_lost_run(previous: dict[str, Any], run_dir: Path) -> dict[str, Any]:
         "last_update": previous.get("updated"),
         "iteration_reached": previous.get("iteration"),
         "sec_per_it": previous.get("sec_per_it"),
+        "sec_per_it_median": previous.get("sec_per_it_median"),
         "cpu": cpu.get("model") if isinstance(cpu, dict) else None,
         "run_dir": previous.get("run_dir"),
         "train_command": previous.get("train_command"),

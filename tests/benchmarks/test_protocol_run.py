@@ -272,7 +272,8 @@ def test_a_result_file_whose_run_folder_is_gone_starts_over_and_records_the_lost
     results.mkdir()
     old = {"config": "no_such_config", "seed": 1, "status": "running", "started": "2026-01-01T00:00:00+00:00",
            "updated": "2026-01-01T03:00:00+00:00", "run_dir": "/elsewhere/seed1", "cpu": {"model": "Old CPU"},
-           "invocations": 3, "iteration": 282, "sec_per_it": 15.4, "train_command": "old command",
+           "invocations": 3, "iteration": 282, "sec_per_it": 15.4, "sec_per_it_median": 11.2,
+           "train_command": "old command",
            "wall_seconds_train": 9999.0}
     (results / "no_such_config_seed1.json").write_text(json.dumps(old))
     data = write_synthetic_dataset(tmp_path / "data", n_train=3, n_test=1, seed=1, shape=(32, 32, 32))
@@ -285,6 +286,7 @@ def test_a_result_file_whose_run_folder_is_gone_starts_over_and_records_the_lost
     (lost,) = saved["lost_runs"]
     assert lost["iteration_reached"] == 282 and lost["cpu"] == "Old CPU" and lost["started"] == old["started"]
     assert lost["run_dir"] == "/elsewhere/seed1" and lost["train_command"] == "old command"
+    assert (lost["sec_per_it"], lost["sec_per_it_median"]) == (15.4, 11.2)
 
 
 def test_a_result_file_whose_run_folder_exists_carries_over(tmp_path: Path) -> None:
