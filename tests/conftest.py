@@ -3,6 +3,7 @@ the checkpoint walker (`tree_diff`) and the one-retry comparison of whole runs (
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -40,6 +41,20 @@ def tree_differences(a: Any, b: Any, where: str = "") -> list[Difference]:
             return [(where, a, b)]
         return [d for i, (x, y) in enumerate(zip(a, b)) for d in tree_differences(x, y, f"{where}[{i}]")]
     return [] if a == b else [(where, a, b)]
+
+
+def difference_size(a: Any, b: Any) -> float:
+    """How far apart two differing nodes are: the largest absolute difference of two float
+    tensors of the same dtype and shape, ``inf`` for anything else (a rounding allowance never covers it)."""
+    comparable = (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.is_floating_point()
+                  and a.dtype == b.dtype and a.shape == b.shape)
+    return (a.double() - b.double()).abs().max().item() if comparable else math.inf
+
+
+@pytest.fixture(scope="session")
+def diff_size() -> Callable[[Any, Any], float]:
+    """:func:`difference_size`, to weigh what :func:`tree_differences` found."""
+    return difference_size
 
 
 @pytest.fixture(scope="session")

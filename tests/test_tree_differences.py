@@ -43,3 +43,11 @@ def test_differences_come_in_walking_order(tree_diff) -> None:
     b["iteration"] = 9
     b["generator"]["w"] = torch.zeros(2, 3)
     assert [where for where, _, _ in tree_diff(_tree(), b)] == [".generator.w", ".iteration"]
+
+
+def test_difference_size_weighs_float_tensors_and_calls_anything_else_infinite(diff_size) -> None:
+    assert diff_size(torch.tensor([1.0, 2.0]), torch.tensor([1.0, 2.5])) == 0.5
+    assert diff_size(torch.tensor([1.0]), torch.tensor([1.0], dtype=torch.float64)) == float("inf")
+    assert diff_size(torch.ones(2), torch.ones(3)) == float("inf")
+    assert diff_size(torch.tensor(3), torch.tensor(4)) == float("inf")  # integer tensors: no rounding
+    assert diff_size(0.01, 0.02) == float("inf")

@@ -10,7 +10,6 @@ being trained is refused in one line, and a killed run leaves no stuck lock.
 from __future__ import annotations
 
 import json
-import math
 import os
 import random
 import signal
@@ -20,7 +19,6 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 
 from canet.checkpoint import load_checkpoint
 from canet.data import write_synthetic_dataset
@@ -127,18 +125,13 @@ def _mismatch(a: Path, b: Path, tree_diff) -> list[str]:
             for where, _, _ in tree_diff(_weights(a / name), _weights(b / name), name)]
 
 
-def _largest_difference(a: Path, b: Path, tree_diff) -> float:
+def _largest_difference(a: Path, b: Path, tree_diff, diff_size) -> float:
     """The largest absolute difference between two checkpoints' float tensors (inf: other structure)."""
-    worst = 0.0
-    for _, x, y in tree_diff(_weights(a), _weights(b)):
-        same_kind = (isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor) and x.is_floating_point()
-                     and x.shape == y.shape)
-        worst = max(worst, (x.double() - y.double()).abs().max().item() if same_kind else math.inf)
-    return worst
+    return max((diff_size(x, y) for _, x, y in tree_diff(_weights(a), _weights(b))), default=0.0)
 
 
 @pytest.mark.slow
-def test_killed_runs_resume_to_the_uninterrupted_weights(tree_diff, twice, tmp_path: Path) -> None:
+def test_killed_runs_resume_to_the_uninterrupted_weights(tree_diff, diff_size, twice, tmp_path: Path) -> None:
     data = write_synthetic_dataset(tmp_path / "data", n_train=6, n_test=1, seed=4, shape=(40, 40, 32))
 
     def scenario(folder: Path) -> list[str]:
@@ -150,7 +143,7 @@ def test_killed_runs_resume_to_the_uninterrupted_weights(tree_diff, twice, tmp_p
         # How far apart the first try's runs are at iteration 4 and at the end: a rounding
         # difference starts at a few ulps and grows; a wrong restore is large from its first step.
         plain, killed = first / "plain" / "checkpoints", first / "killed" / "runs" / "la_canet_8" / "seed7" / "checkpoints"
-        sizes = ", ".join(f"{name} {_largest_difference(plain / name, killed / name, tree_diff):.2g}"
+        sizes = ", ".join(f"{name} {_largest_difference(plain / name, killed / name, tree_diff, diff_size):.2g}"
                           for name in ("iter_4.pt", "last.pt"))
         return f"largest difference in the first try: {sizes}; two uninterrupted runs {'agree' if agree else 'differ too'}"
 

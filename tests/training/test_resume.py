@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from canet.checkpoint import load_checkpoint
 from canet.training.config import save_config
@@ -87,7 +86,7 @@ def _full_and_resumed(
     return folder / "full", folder / "part"
 
 
-def _mismatch(full: Path, part: Path, final_total: int, tree_diff) -> list[str]:
+def _mismatch(full: Path, part: Path, final_total: int, tree_diff, diff_size) -> list[str]:
     """How the resumed run differs from the uninterrupted one beyond rounding; empty when it does not."""
     a = load_checkpoint(full / "checkpoints" / "last.pt")
     b = load_checkpoint(part / "checkpoints" / "last.pt")
@@ -95,9 +94,7 @@ def _mismatch(full: Path, part: Path, final_total: int, tree_diff) -> list[str]:
     found = []
     for key in COMPARED:
         for path, x, y in tree_diff(a[key], b[key], key):
-            rounding_only = (isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor) and x.is_floating_point()
-                             and x.dtype == y.dtype and x.shape == y.shape)
-            diff = (x.double() - y.double()).abs().max().item() if rounding_only else math.inf
+            diff = diff_size(x, y)
             if diff > ROUNDING:
                 found.append(f"{path} differs (max abs difference {diff})")
     # The metrics of the resumed run continue without gaps or duplicates and equal the full run's.
@@ -120,8 +117,8 @@ def _mismatch(full: Path, part: Path, final_total: int, tree_diff) -> list[str]:
 )
 def test_killed_and_resumed_run_matches_uninterrupted(
     method: str, workers: int, first_total: int, kill_at: int, final_total: int, make_config, tree_diff,
-    twice, tmp_path: Path,
+    diff_size, twice, tmp_path: Path,
 ) -> None:
     case = (method, workers, first_total, kill_at, final_total, make_config)
-    twice(lambda folder: _mismatch(*_full_and_resumed(*case, folder), final_total, tree_diff), tmp_path,
+    twice(lambda folder: _mismatch(*_full_and_resumed(*case, folder), final_total, tree_diff, diff_size), tmp_path,
           "the resumed run and the uninterrupted one")
