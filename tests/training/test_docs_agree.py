@@ -142,3 +142,10 @@ def test_metrics_page_says_where_the_window_sums_live(monkeypatch: pytest.Monkey
     for sums_on_cpu in (False, True):
         predict_volume(model, np.zeros((16, 16, 16), np.float32), (16, 16, 16), sums_on_cpu=sums_on_cpu, device="cpu")
     assert handed == [None, "cpu"]
+
+
+def test_pytest_keeps_only_failed_tests_folders_as_the_readme_says(request: pytest.FixtureRequest) -> None:
+    """The training tests write GBs of checkpoints over a run; a CI run once failed with a full disk."""
+    assert request.config.getini("tmp_path_retention_policy") == "failed"
+    assert int(request.config.getini("tmp_path_retention_count")) <= 1
+    assert "tmp_path_retention_*" in README and "keeps only the folders of failed tests" in README
