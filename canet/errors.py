@@ -21,6 +21,14 @@ class DataError(CanetError):
     """A dataset, volume or label file is missing or malformed."""
 
 
+class DiskFullError(CanetError, OSError):
+    """An output file could not be written because its disk (or quota) is full.
+
+    The file under its final name is untouched (writes are atomic), so a
+    training run resumes from its last checkpoint once space is freed.
+    """
+
+
 class CheckpointError(CanetError):
     """A checkpoint file is missing, unreadable or of a foreign format."""
 

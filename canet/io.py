@@ -6,11 +6,59 @@ A run killed mid-write never leaves a truncated file under the final name.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
+
+from canet.errors import DiskFullError
+
+#: A writer that fails while its disk has less than this free is taken to have
+#: failed for want of space. ``torch.save`` reports a full disk as a bare
+#: ``RuntimeError`` ("unexpected pos ..."), not as ``OSError(ENOSPC)``.
+LOW_SPACE_BYTES = 64 * 2**20
+
+#: The errors a write gets from a full disk (ENOSPC) or a full quota (EDQUOT).
+NO_SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def free_bytes(folder: str | os.PathLike[str]) -> int | None:
+    """Bytes free for this user on the file system that holds ``folder`` (None if unknown)."""
+    try:
+        return shutil.disk_usage(folder).free
+    except OSError:
+        return None
+
+
+def _out_of_space(exc: BaseException, folder: Path) -> int | None:
+    """Free bytes if ``exc`` is a writer's failure on a full disk, else None."""
+    if isinstance(exc, DiskFullError):  # already said (a nested atomic write)
+        return None
+    if isinstance(exc, OSError) and exc.errno in NO_SPACE_ERRNOS:
+        return free_bytes(folder) or 0
+    if isinstance(exc, (OSError, RuntimeError)):
+        free = free_bytes(folder)
+        if free is not None and free < LOW_SPACE_BYTES:
+            return free
+    return None
+
+
+@contextlib.contextmanager
+def appending_to(path: str | os.PathLike[str]) -> Iterator[None]:
+    """Turn a full disk or quota met while appending to ``path`` into a :class:`DiskFullError`.
+
+    For files kept open and appended to (a metrics CSV, a journal), where a
+    failed write loses at most the line being written.
+    """
+    try:
+        yield
+    except OSError as exc:
+        if isinstance(exc, DiskFullError) or exc.errno not in NO_SPACE_ERRNOS:
+            raise
+        raise DiskFullError(f"cannot write {path}: no space left on its disk") from exc
 
 
 @contextlib.contextmanager
@@ -21,10 +69,20 @@ def atomic_path(path: str | os.PathLike[str], suffix: str = "") -> Iterator[Path
     ``h5py.File``). ``suffix`` keeps an extension that such writers look at
     (e.g. ``".nii.gz"``). On error the temporary file is removed and ``path`` is
     left untouched.
+
+    Raises:
+        DiskFullError: the write failed because the disk is full (errno ENOSPC or
+            EDQUOT, or any write error while less than :data:`LOW_SPACE_BYTES` are
+            free); the original error is its ``__cause__``.
     """
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".tmp{suffix}", dir=target.parent)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".tmp{suffix}", dir=target.parent)
+    except OSError as exc:
+        if exc.errno in NO_SPACE_ERRNOS:
+            raise DiskFullError(f"cannot write {target}: no space left on its disk") from exc
+        raise
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -35,9 +93,15 @@ def atomic_path(path: str | os.PathLike[str], suffix: str = "") -> Iterator[Path
         with contextlib.suppress(FileNotFoundError):
             os.chmod(tmp_path, 0o666 & ~umask)
         os.replace(tmp_path, target)
-    except BaseException:
+    except BaseException as exc:
+        free = _out_of_space(exc, target.parent)  # measured before the partial file goes
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
+        if free is not None:
+            raise DiskFullError(
+                f"cannot write {target}: no space left on its disk ({free / 2**20:.0f} MiB free); "
+                f"{'the file there before is kept' if target.exists() else 'nothing was written'}"
+            ) from exc
         raise
 
 

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 from canet import __version__
 from canet.errors import CanetError
+from canet.io import NO_SPACE_ERRNOS
 
 # Modules of canet.cli that register sub-commands, in the order --help lists them.
 COMMAND_MODULES: tuple[str, ...] = (
@@ -49,6 +50,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except CanetError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        if exc.errno not in NO_SPACE_ERRNOS:
+            raise
+        # Any other write that met a full disk or quota (canet's own writers say which file).
+        where = f" {exc.filename}" if exc.filename else ""
+        print(f"error: cannot write{where}: {exc.strerror or 'no space left on device'}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)

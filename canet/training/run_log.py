@@ -17,7 +17,7 @@ from typing import Any
 
 from torch import Tensor
 
-from canet.io import atomic_open
+from canet.io import appending_to, atomic_open
 
 METRICS_FILE = "metrics.csv"
 
@@ -58,8 +58,9 @@ class MetricsCSV:
         self._fh = open(path, "a", newline="", encoding="utf-8")  # noqa: SIM115 - closed in close()
         self._writer = csv.DictWriter(self._fh, fieldnames=self.columns, extrasaction="ignore")
         if new:
-            self._writer.writeheader()
-            self._fh.flush()
+            with appending_to(path):
+                self._writer.writeheader()
+                self._fh.flush()
 
     def _keep_until(self, start: int) -> None:
         """Drop rows past ``start`` (left by a run killed after its last checkpoint)."""
@@ -90,8 +91,9 @@ class MetricsCSV:
                 out[key] = f"{value:.6g}"
             else:
                 out[key] = value
-        self._writer.writerow(out)
-        self._fh.flush()
+        with appending_to(self.path):
+            self._writer.writerow(out)
+            self._fh.flush()
 
     def close(self) -> None:
         self._fh.close()
