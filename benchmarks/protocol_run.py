@@ -396,6 +396,37 @@ def _forget_lost_run(previous: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     return {"lost_runs": [*previous.get("lost_runs", []), lost]}
 
 
+def disk_shortfall(run_dir: Path) -> str | None:
+    """A one-line warning when ``run_dir``'s disk lacks room for the checkpoints still to come.
+
+    A resumed run still writes one kept checkpoint per ``train.keep_every`` up to
+    ``iterations``, and each ``last.pt`` is written beside the old one before
+    the rename: (kept still to come + 1) x the size of ``last.pt``. None when
+    there is room, or nothing to size from (no ``last.pt`` yet).
+    """
+    import yaml
+
+    from canet.io import free_bytes
+    from canet.training.progress import read_progress
+
+    last = run_dir / "checkpoints" / "last.pt"
+    config = run_dir / "config.yaml"
+    progress = read_progress(run_dir) or {}
+    if not last.is_file() or not config.is_file() or progress.get("iteration") is None:
+        return None
+    cfg = yaml.safe_load(config.read_text(encoding="utf-8"))
+    total, keep = int(cfg["iterations"]), int(cfg["train"].get("keep_every") or 0)
+    done = int(progress["iteration"])
+    kept_to_come = total // keep - done // keep if keep > 0 else 0
+    need = (kept_to_come + 1) * last.stat().st_size
+    free = free_bytes(run_dir)
+    if free is None or free >= need:
+        return None
+    gb = 1e9
+    return (f"warning: {run_dir} needs about {need / gb:.1f} GB for {kept_to_come} kept checkpoint(s) and last.pt, "
+            f"its disk has {free / gb:.1f} GB free; a full disk stops training (the same command resumes it)")
+
+
 def _train_and_evaluate(
     result: ResultFile, config: str, seed: int, data: str, run_dir: Path, log: Path, device: str, exact: bool,
     train_args: list[str], eval_args: list[str], kept: bool, poll_seconds: float,
@@ -418,6 +449,10 @@ def _train_and_evaluate(
                 cmd.append("--fast")
             r["train_command"] = shlex.join(cmd)
         r["last_command"] = shlex.join(cmd)
+        warning = disk_shortfall(run_dir)
+        if warning is not None:
+            print(warning, file=sys.stderr, flush=True)
+            r["disk_warning"] = f"{_now()}: {warning}"
         wall = _run(cmd, log, poll=lambda: result.update_progress(run_dir), poll_seconds=poll_seconds)
         r["wall_seconds_train"] = float(r.get("wall_seconds_train") or 0.0) + wall
     result.update_progress(run_dir)  # iteration, sec_per_it, ... as the finished run left them

@@ -303,3 +303,27 @@ def test_a_result_file_whose_run_folder_exists_carries_over(tmp_path: Path) -> N
     again = pr._forget_lost_run({**first, "started": "2026-02-01T00:00:00+00:00", "iteration": 10},
                                 tmp_path / "absent")
     assert [r["iteration_reached"] for r in again["lost_runs"]] == [282, 10]
+
+
+def test_disk_shortfall_counts_the_kept_checkpoints_still_to_come(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """At iteration 3349 of 6000 with keep_every 1000: iter_4000, 5000, 6000 and a new last.pt = 4 x its size."""
+    import canet.io as canet_io
+
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "last.pt").write_bytes(b"\0" * 1000)
+    (run / "config.yaml").write_text("iterations: 6000\ntrain: {keep_every: 1000}\n", encoding="utf-8")
+    (run / "progress.json").write_text(json.dumps({"status": "running", "iteration": 3349}), encoding="utf-8")
+    monkeypatch.setattr(canet_io, "free_bytes", lambda folder: 4000)
+    assert pr.disk_shortfall(run) is None  # exactly enough
+    monkeypatch.setattr(canet_io, "free_bytes", lambda folder: 3999)
+    warning = pr.disk_shortfall(run)
+    assert warning is not None and warning.startswith(f"warning: {run} needs about 0.0 GB for 3 kept checkpoint(s)")
+    (run / "progress.json").write_text(json.dumps({"status": "running", "iteration": 5000}), encoding="utf-8")
+    monkeypatch.setattr(canet_io, "free_bytes", lambda folder: 1999)  # iter_5000 is already there
+    assert "for 1 kept checkpoint(s)" in (pr.disk_shortfall(run) or "")
+    monkeypatch.setattr(canet_io, "free_bytes", lambda folder: 2000)
+    assert pr.disk_shortfall(run) is None
+    (run / "checkpoints" / "last.pt").unlink()  # nothing to size from: no warning
+    monkeypatch.setattr(canet_io, "free_bytes", lambda folder: 0)
+    assert pr.disk_shortfall(run) is None
