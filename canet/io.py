@@ -47,11 +47,12 @@ def _out_of_space(exc: BaseException, folder: Path) -> int | None:
 
 
 @contextlib.contextmanager
-def appending_to(path: str | os.PathLike[str]) -> Iterator[None]:
-    """Turn a full disk or quota met while appending to ``path`` into a :class:`DiskFullError`.
+def writing_to(path: str | os.PathLike[str]) -> Iterator[None]:
+    """Turn a full disk or quota met in the block into a :class:`DiskFullError` naming ``path``.
 
     For files kept open and appended to (a metrics CSV, a journal), where a
-    failed write loses at most the line being written.
+    failed write loses at most the line being written, and for creating the
+    temporary file of :func:`atomic_path`.
     """
     try:
         yield
@@ -76,13 +77,9 @@ def atomic_path(path: str | os.PathLike[str], suffix: str = "") -> Iterator[Path
             free); the original error is its ``__cause__``.
     """
     target = Path(path)
-    try:
+    with writing_to(target):
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".tmp{suffix}", dir=target.parent)
-    except OSError as exc:
-        if exc.errno in NO_SPACE_ERRNOS:
-            raise DiskFullError(f"cannot write {target}: no space left on its disk") from exc
-        raise
     os.close(fd)
     tmp_path = Path(tmp)
     try:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from canet.errors import CanetError
-from canet.io import appending_to, atomic_write_text
+from canet.io import atomic_write_text, writing_to
 
 JOURNAL_FILE = "cases.jsonl"
 
@@ -72,7 +72,7 @@ class CaseJournal:
 
     def _write(self, obj: dict[str, Any]) -> None:
         assert self._fh is not None, "open() the journal first"
-        with appending_to(self.path):
+        with writing_to(self.path):
             self._fh.write(json.dumps(obj) + "\n")
             self._fh.flush()
             os.fsync(self._fh.fileno())

@@ -17,7 +17,7 @@ from typing import Any
 
 from torch import Tensor
 
-from canet.io import appending_to, atomic_open
+from canet.io import atomic_open, writing_to
 
 METRICS_FILE = "metrics.csv"
 
@@ -58,7 +58,7 @@ class MetricsCSV:
         self._fh = open(path, "a", newline="", encoding="utf-8")  # noqa: SIM115 - closed in close()
         self._writer = csv.DictWriter(self._fh, fieldnames=self.columns, extrasaction="ignore")
         if new:
-            with appending_to(path):
+            with writing_to(path):
                 self._writer.writeheader()
                 self._fh.flush()
 
@@ -91,7 +91,7 @@ class MetricsCSV:
                 out[key] = f"{value:.6g}"
             else:
                 out[key] = value
-        with appending_to(self.path):
+        with writing_to(self.path):
             self._writer.writerow(out)
             self._fh.flush()
 
