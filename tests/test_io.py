@@ -92,12 +92,22 @@ needs_dev_full = pytest.mark.skipif(not DEV_FULL.exists(), reason="needs Linux's
 
 
 @needs_dev_full
-def test_a_metrics_csv_on_a_full_disk_names_itself() -> None:
+def test_a_metrics_csv_on_a_full_disk_names_itself(monkeypatch: pytest.MonkeyPatch) -> None:
+    import canet.training.run_log as run_log
     from canet.training.run_log import MetricsCSV
 
+    opened = []
+
+    def recording_open(*args, **kwargs):
+        fh = open(*args, **kwargs)  # noqa: SIM115 - checked below
+        opened.append(fh)
+        return fh
+
+    monkeypatch.setattr(run_log, "open", recording_open, raising=False)
     with pytest.raises(DiskFullError, match=r"^cannot write /dev/full: no space left on its disk$") as info:
         MetricsCSV(DEV_FULL, ["loss"], start=0)
     assert isinstance(info.value.__cause__, OSError) and info.value.__cause__.errno == errno.ENOSPC
+    assert len(opened) == 1 and opened[0].closed  # the failed header does not leave the file open
 
 
 @needs_dev_full

@@ -8,6 +8,7 @@ and the time left.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import math
 import time
@@ -58,9 +59,15 @@ class MetricsCSV:
         self._fh = open(path, "a", newline="", encoding="utf-8")  # noqa: SIM115 - closed in close()
         self._writer = csv.DictWriter(self._fh, fieldnames=self.columns, extrasaction="ignore")
         if new:
-            with writing_to(path):
-                self._writer.writeheader()
-                self._fh.flush()
+            try:
+                with writing_to(path):
+                    self._writer.writeheader()
+                    self._fh.flush()
+            except BaseException:
+                # Nobody else holds the handle; closing flushes the unwritten header again, which may fail too.
+                with contextlib.suppress(OSError):
+                    self._fh.close()
+                raise
 
     def _keep_until(self, start: int) -> None:
         """Drop rows past ``start`` (left by a run killed after its last checkpoint)."""
