@@ -17,8 +17,10 @@ which ``benchmarks/gpu_probe.py`` says whether to use; side by side, each run
 takes its share of the CPUs as loader workers).
 
 ``interim``: evaluates the newest checkpoint of a run that is still training
-(or was stopped) on ``test.list`` (fast mode unless ``--mode reference``) and
-keeps the metrics, the checkpoint's iteration and SHA-256 and the run's loss
+(or was stopped) on ``test.list`` (fast mode unless ``--mode`` names another
+evaluation; repeated, as ``--mode fast --mode reference``, it evaluates the same
+checkpoint each way, which consecutive calls would not: the run replaces its
+``last.pt`` meanwhile) and keeps the metrics, the checkpoint's iteration and SHA-256 and the run's loss
 means per 100 iterations in ``--results/<config>_seed<seed>_interim.json``,
 under the run's attempt. Not the protocol's result (that is the last
 checkpoint); it is how far a run had learned if its folder is later lost.
@@ -49,7 +51,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -531,30 +533,47 @@ def interim_evaluation(
     mode: str = "fast",
     eval_args: list[str] | None = None,
 ) -> dict[str, Any]:
+    """:func:`interim_evaluations` with one evaluation; returns its entry."""
+    return interim_evaluations(config, seed, data, runs, results, device, (mode,), eval_args)[0]
+
+
+def interim_evaluations(
+    config: str,
+    seed: int,
+    data: str,
+    runs: Path,
+    results: Path,
+    device: str = "auto",
+    modes: Sequence[str] = ("fast",),
+    eval_args: list[str] | None = None,
+) -> list[dict[str, Any]]:
     """Evaluate the newest checkpoint of an unfinished run and keep the numbers in the interim file.
 
     The run may be training meanwhile: ``last.pt`` is copied first (the
     trainer replaces it by a rename, so the copy is one whole checkpoint) and
-    the copy is evaluated on ``test.list`` as ``mode`` says (a name of
-    :data:`EVALUATIONS`: fast, reference or authors_relu), then removed. The
-    entry (iteration, checkpoint SHA-256, per-case and mean metrics, command)
-    and the run's loss means per :data:`INTERIM_LOSS_EVERY` iterations go into
+    the copy is evaluated on ``test.list`` in each of ``modes`` (names of
+    :data:`EVALUATIONS`: fast, reference, authors_relu), one after the other on
+    the same weights, then removed. Each entry (iteration, checkpoint SHA-256,
+    per-case and mean metrics, command) and the run's loss means per
+    :data:`INTERIM_LOSS_EVERY` iterations go into
     ``results/<config>_seed<seed>_interim.json`` under the run's attempt (its
-    result file's start time), so that a run whose folder is lost with its
-    machine still leaves how far it had learned. Returns the new entry.
+    result file's start time) as soon as that evaluation ends, so that a run
+    whose folder is lost with its machine still leaves how far it had learned.
+    Returns the entries, in the order of ``modes``.
 
     Raises:
         FileNotFoundError: the run folder holds no checkpoint yet.
-        ValueError: ``mode`` is not a name of :data:`EVALUATIONS`.
+        ValueError: a mode is not a name of :data:`EVALUATIONS` (nothing is evaluated).
     """
     import os
     import shutil
 
     from canet.checkpoint import load_checkpoint
-    from canet.device import cpu_info
 
-    if mode not in EVALUATIONS:
-        raise ValueError(f"unknown evaluation {mode!r}; expected one of {', '.join(EVALUATIONS)}")
+    unknown = [m for m in modes if m not in EVALUATIONS]
+    if unknown or not modes:
+        raise ValueError(f"unknown evaluation {(unknown or [''])[0]!r}; expected one of {', '.join(EVALUATIONS)}")
+    modes = list(dict.fromkeys(modes))  # each once, in the order given
     run_dir = runs / config / f"seed{seed}"
     last = run_dir / "checkpoints" / "last.pt"
     if not last.is_file():
@@ -567,14 +586,24 @@ def interim_evaluation(
     snapshot = snapshots / f"iter_{iteration}.pt"
     os.replace(copy, snapshot)
     log = runs / config / f"seed{seed}.interim.log"
+    entries = []
     try:
-        evaluate_mode, extra = EVALUATIONS[mode]
-        entry = _evaluate(snapshot, snapshots / f"eval_iter_{iteration}_{mode}", evaluate_mode, data, device, log,
-                          [*extra, *(eval_args or [])])
-        entry = {"iteration": iteration, "mode": mode, "checkpoint_sha256": _sha256(snapshot),
-                 "evaluated": _now(), **entry}
+        sha256 = _sha256(snapshot)
+        for mode in modes:
+            evaluate_mode, extra = EVALUATIONS[mode]
+            entry = _evaluate(snapshot, snapshots / f"eval_iter_{iteration}_{mode}", evaluate_mode, data, device,
+                              log, [*extra, *(eval_args or [])])
+            entry = {"iteration": iteration, "mode": mode, "checkpoint_sha256": sha256, "evaluated": _now(), **entry}
+            _record_interim(config, seed, run_dir, results, entry)
+            entries.append(entry)
     finally:
         snapshot.unlink()  # a copy of a checkpoint the run keeps (or has replaced): never left behind
+    return entries
+
+
+def _record_interim(config: str, seed: int, run_dir: Path, results: Path, entry: dict[str, Any]) -> None:
+    """Put one interim ``entry`` (and the run's loss means) into the interim file, replacing its old one."""
+    from canet.device import cpu_info
 
     run_result: dict[str, Any] = {}
     with contextlib.suppress(OSError, json.JSONDecodeError):
@@ -586,8 +615,8 @@ def interim_evaluation(
     attempt = content["attempts"].setdefault(str(run_result.get("started") or "unknown"), {})
     attempt["cpu"] = cpu_info()["model"]
     attempt["run_dir"] = str(run_dir)
-    evaluations = [e for e in attempt.get("evaluations", [])
-                   if (e["iteration"], e["mode"]) != (iteration, mode)]
+    key = (entry["iteration"], entry["mode"])
+    evaluations = [e for e in attempt.get("evaluations", []) if (e["iteration"], e["mode"]) != key]
     attempt["evaluations"] = sorted([*evaluations, entry], key=lambda e: (e["iteration"], e["mode"]))
     if (run_dir / "metrics.csv").is_file():
         from protocol_report import loss_windows, read_metrics
@@ -595,7 +624,6 @@ def interim_evaluation(
         rows = read_metrics(run_dir / "metrics.csv")
         attempt["losses"] = {"every": INTERIM_LOSS_EVERY, "windows": loss_windows(rows, INTERIM_LOSS_EVERY)}
     ResultFile(out, content).write()
-    return entry
 
 
 # --------------------------------------------------------------------------- weights
@@ -685,9 +713,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("interim", help="evaluate the newest checkpoint of an unfinished run (not its result)")
     p.add_argument("config")
     p.add_argument("--seed", type=int, default=1337)
-    p.add_argument("--mode", choices=tuple(EVALUATIONS), default="fast",
+    p.add_argument("--mode", choices=tuple(EVALUATIONS), action="append", dest="modes",
                    help="evaluation, as named in the result file: fast (default, about 7x quicker), reference "
-                        "(the paper's protocol) or authors_relu (the same windows, the authors' decision rule)")
+                        "(the paper's protocol) or authors_relu (the same windows, the authors' decision rule); "
+                        "repeat it to evaluate one checkpoint in several ways")
     where(p)
     p = sub.add_parser("export-weights", help="a run's generator in parts")
     p.add_argument("run_dir", type=Path)
@@ -721,14 +750,15 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "interim":
         try:
-            entry = interim_evaluation(args.config, args.seed, args.data, args.runs, args.results, args.device,
-                                       args.mode, shlex.split(args.eval_args))
+            entries = interim_evaluations(args.config, args.seed, args.data, args.runs, args.results, args.device,
+                                          args.modes or ["fast"], shlex.split(args.eval_args))
         except (FileNotFoundError, RuntimeError, ValueError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1
-        dice = entry["mean"]["dice"]
-        print(f"{args.config} seed {args.seed}: iteration {entry['iteration']}, {args.mode} mode, "
-              f"Dice {'-' if dice is None else f'{100 * dice:.2f} %'} (interim, not the result)")
+        for entry in entries:
+            dice = entry["mean"]["dice"]
+            print(f"{args.config} seed {args.seed}: iteration {entry['iteration']}, {entry['mode']} mode, "
+                  f"Dice {'-' if dice is None else f'{100 * dice:.2f} %'} (interim, not the result)")
         return 0
     from canet.training.progress import RunLockedError
 

@@ -148,10 +148,15 @@ def test_interim_evaluation_keeps_the_newest_checkpoint_s_metrics_and_losses(
     assert again["wall_seconds"] is None and again["mean"] == entry["mean"]
     saved = json.loads(pr.interim_path(tmp / "results", "la_canet_8", 5).read_text())
     assert len(saved["attempts"][result["started"]]["evaluations"]) == 1
-    # The other two evaluations of the result file, by their names there: the same numbers and settings.
-    for name, decision in (("reference", "probability"), ("authors_relu", "relu")):
-        other = pr.interim_evaluation("la_canet_8", 5, str(tmp / "data"), tmp / "runs", tmp / "results",
-                                      **{**kw, "mode": name})
+    # The other two evaluations of the result file, by their names there, in one call on one snapshot:
+    # the same numbers and settings, in the order asked for (a repeated name counts once).
+    kw2 = {k: v for k, v in kw.items() if k != "mode"}
+    others = pr.interim_evaluations("la_canet_8", 5, str(tmp / "data"), tmp / "runs", tmp / "results",
+                                    modes=("authors_relu", "reference", "authors_relu"), **kw2)
+    assert [e["mode"] for e in others] == ["authors_relu", "reference"]
+    assert {e["checkpoint_sha256"] for e in others} == {result["checkpoint_sha256"]}
+    assert not list((run / "interim").glob("*.pt*"))
+    for other, (name, decision) in zip(others[::-1], (("reference", "probability"), ("authors_relu", "relu"))):
         assert other["mode"] == name and other["settings"]["mode"] == "reference"
         assert other["settings"]["decision"] == decision
         for m in ("dice", "jaccard", "hd95", "asd"):
@@ -169,10 +174,22 @@ def test_interim_evaluation_keeps_the_newest_checkpoint_s_metrics_and_losses(
     assert f"| 2 | fast - reference | {result['fast_minus_reference_dice_points']:+.2f} " in out
     assert "| 2 | authors_relu - reference | " in out
     assert f"| 1-2 | {window['loss']:.4g} | " in out
-    # An evaluation name the result file does not know: refused in one line.
+    # An evaluation name the result file does not know: refused in one line, before anything is evaluated.
     with pytest.raises(ValueError, match="unknown evaluation 'sloppy'"):
         pr.interim_evaluation("la_canet_8", 5, str(tmp / "data"), tmp / "runs", tmp / "results",
                               **{**kw, "mode": "sloppy"})
+    with pytest.raises(ValueError, match="unknown evaluation 'sloppy'"):
+        pr.interim_evaluations("la_canet_8", 5, str(tmp / "data"), tmp / "runs", tmp / "results",
+                               modes=("fast", "sloppy"), **kw2)
+    # The command line: --mode repeated evaluates the same checkpoint in each way, a line each
+    # (the finished folders above are reused).
+    code = pr.main(["interim", "la_canet_8", "--seed", "5", "--mode", "fast", "--mode", "reference",
+                    "--runs-dir", str(tmp / "runs"), "--results", str(tmp / "results"), "--data", str(tmp / "data"),
+                    "--device", "cpu", "--eval-args", "--sw-batch-size 2"])
+    lines = capsys.readouterr().out.splitlines()
+    assert code == 0 and len(lines) == 2
+    assert lines[0].startswith("la_canet_8 seed 5: iteration 2, fast mode, Dice ")
+    assert lines[1].startswith("la_canet_8 seed 5: iteration 2, reference mode, Dice ")
     # An evaluation that fails (no data there): one line, exit status 1, no checkpoint copy left behind.
     # (Its finished folder from above would be reused without reading the data: removed first.)
     import shutil
