@@ -571,8 +571,10 @@ def interim_evaluations(
     from canet.checkpoint import load_checkpoint
 
     unknown = [m for m in modes if m not in EVALUATIONS]
-    if unknown or not modes:
-        raise ValueError(f"unknown evaluation {(unknown or [''])[0]!r}; expected one of {', '.join(EVALUATIONS)}")
+    if unknown:
+        raise ValueError(f"unknown evaluation {unknown[0]!r}; expected one of {', '.join(EVALUATIONS)}")
+    if not modes:
+        raise ValueError(f"no evaluation named; expected one or more of {', '.join(EVALUATIONS)}")
     modes = list(dict.fromkeys(modes))  # each once, in the order given
     run_dir = runs / config / f"seed{seed}"
     last = run_dir / "checkpoints" / "last.pt"

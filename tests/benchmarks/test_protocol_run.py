@@ -181,6 +181,8 @@ def test_interim_evaluation_keeps_the_newest_checkpoint_s_metrics_and_losses(
     with pytest.raises(ValueError, match="unknown evaluation 'sloppy'"):
         pr.interim_evaluations("la_canet_8", 5, str(tmp / "data"), tmp / "runs", tmp / "results",
                                modes=("fast", "sloppy"), **kw2)
+    with pytest.raises(ValueError, match="no evaluation named"):
+        pr.interim_evaluations("la_canet_8", 5, str(tmp / "data"), tmp / "runs", tmp / "results", modes=(), **kw2)
     # The command line: --mode repeated evaluates the same checkpoint in each way, a line each
     # (the finished folders above are reused).
     code = pr.main(["interim", "la_canet_8", "--seed", "5", "--mode", "fast", "--mode", "reference",
