@@ -523,20 +523,6 @@ def interim_path(results: Path, config: str, seed: int) -> Path:
     return results / f"{config}_seed{seed}_interim.json"
 
 
-def interim_evaluation(
-    config: str,
-    seed: int,
-    data: str,
-    runs: Path,
-    results: Path,
-    device: str = "auto",
-    mode: str = "fast",
-    eval_args: list[str] | None = None,
-) -> dict[str, Any]:
-    """:func:`interim_evaluations` with one evaluation; returns its entry."""
-    return interim_evaluations(config, seed, data, runs, results, device, (mode,), eval_args)[0]
-
-
 def interim_evaluations(
     config: str,
     seed: int,

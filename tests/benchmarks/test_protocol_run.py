@@ -124,8 +124,9 @@ def test_interim_evaluation_keeps_the_newest_checkpoint_s_metrics_and_losses(
 
     result, tmp = finished
     run = Path(result["run_dir"])
-    kw = dict(device="cpu", mode="fast", eval_args=["--sw-batch-size", "2"])
-    entry = pr.interim_evaluation("la_canet_8", 5, str(tmp / "data"), tmp / "runs", tmp / "results", **kw)
+    kw = dict(device="cpu", eval_args=["--sw-batch-size", "2"])
+    (entry,) = pr.interim_evaluations("la_canet_8", 5, str(tmp / "data"), tmp / "runs", tmp / "results",
+                                      modes=("fast",), **kw)
     # last.pt of the finished run: iteration 2, the same file the result file hashed, and the same
     # weights and mode as the result's fast evaluation, so the same numbers.
     assert entry["iteration"] == 2 and entry["mode"] == "fast"
@@ -144,15 +145,15 @@ def test_interim_evaluation_keeps_the_newest_checkpoint_s_metrics_and_losses(
     assert window["iterations"] == [1, 2]
     assert window["loss"] == pytest.approx(sum(r["loss"] for r in rows) / len(rows))
     # The same iteration and mode again replaces its entry (its finished evaluation folder is reused).
-    again = pr.interim_evaluation("la_canet_8", 5, str(tmp / "data"), tmp / "runs", tmp / "results", **kw)
+    (again,) = pr.interim_evaluations("la_canet_8", 5, str(tmp / "data"), tmp / "runs", tmp / "results",
+                                      modes=("fast",), **kw)
     assert again["wall_seconds"] is None and again["mean"] == entry["mean"]
     saved = json.loads(pr.interim_path(tmp / "results", "la_canet_8", 5).read_text())
     assert len(saved["attempts"][result["started"]]["evaluations"]) == 1
     # The other two evaluations of the result file, by their names there, in one call on one snapshot:
     # the same numbers and settings, in the order asked for (a repeated name counts once).
-    kw2 = {k: v for k, v in kw.items() if k != "mode"}
     others = pr.interim_evaluations("la_canet_8", 5, str(tmp / "data"), tmp / "runs", tmp / "results",
-                                    modes=("authors_relu", "reference", "authors_relu"), **kw2)
+                                    modes=("authors_relu", "reference", "authors_relu"), **kw)
     assert [e["mode"] for e in others] == ["authors_relu", "reference"]
     assert {e["checkpoint_sha256"] for e in others} == {result["checkpoint_sha256"]}
     assert not list((run / "interim").glob("*.pt*"))
@@ -176,13 +177,13 @@ def test_interim_evaluation_keeps_the_newest_checkpoint_s_metrics_and_losses(
     assert f"| 1-2 | {window['loss']:.4g} | " in out
     # An evaluation name the result file does not know: refused in one line, before anything is evaluated.
     with pytest.raises(ValueError, match="unknown evaluation 'sloppy'"):
-        pr.interim_evaluation("la_canet_8", 5, str(tmp / "data"), tmp / "runs", tmp / "results",
-                              **{**kw, "mode": "sloppy"})
+        pr.interim_evaluations("la_canet_8", 5, str(tmp / "data"), tmp / "runs", tmp / "results",
+                               modes=("sloppy",), **kw)
     with pytest.raises(ValueError, match="unknown evaluation 'sloppy'"):
         pr.interim_evaluations("la_canet_8", 5, str(tmp / "data"), tmp / "runs", tmp / "results",
-                               modes=("fast", "sloppy"), **kw2)
+                               modes=("fast", "sloppy"), **kw)
     with pytest.raises(ValueError, match="no evaluation named"):
-        pr.interim_evaluations("la_canet_8", 5, str(tmp / "data"), tmp / "runs", tmp / "results", modes=(), **kw2)
+        pr.interim_evaluations("la_canet_8", 5, str(tmp / "data"), tmp / "runs", tmp / "results", modes=(), **kw)
     # The command line: --mode repeated evaluates the same checkpoint in each way, a line each
     # (the finished folders above are reused).
     code = pr.main(["interim", "la_canet_8", "--seed", "5", "--mode", "fast", "--mode", "reference",
