@@ -21,7 +21,11 @@ attempt and CPU it belongs to), for a checkpoint evaluated in more than one
 way the Dice differences from its reference evaluation (mean, median and
 largest per case), and each attempt's loss means instead.
 
-Every number comes from the two files; nothing is recomputed from the
+With ``--interim`` (the run's interim file) it also prints the evaluations of
+earlier checkpoints of the same attempt and, where ``metrics.csv`` is gone with
+its run folder, the loss means that file kept, joined into ``--every`` windows.
+
+Every number comes from these files; nothing is recomputed from the
 predictions. Usage:
 
     python benchmarks/protocol_report.py benchmarks/results/la_canet_16_seed1337.json \
@@ -188,7 +192,48 @@ def loss_table(rows: list[dict[str, float]], every: int) -> str:
     return windows_table(loss_windows(rows, every)) if rows else ""
 
 
-def report(result: dict[str, Any], metrics: list[dict[str, float]] | None, every: int = 500) -> str:
+def merge_windows(windows: list[dict[str, Any]], every: int) -> list[dict[str, Any]]:
+    """Loss windows (:func:`loss_windows`) joined into windows ``(k - every, k]``.
+
+    Each new window's loss is the mean of the joined windows' means weighted by how many
+    iterations each spans (the rows of ``metrics.csv`` are evenly spaced, so this is the mean of
+    the rows). A stored window that straddles a boundary goes whole into the window its last
+    iteration falls in.
+    """
+    groups: dict[int, list[dict[str, Any]]] = {}
+    for w in windows:
+        groups.setdefault((int(w["iterations"][1]) - 1) // every, []).append(w)
+    merged = []
+    for _, group in sorted(groups.items()):
+        entry: dict[str, Any] = {"iterations": [group[0]["iterations"][0], group[-1]["iterations"][1]]}
+        for c in LOSSES:
+            pairs = [(w[c], w["iterations"][1] - w["iterations"][0] + 1) for w in group if w.get(c) is not None]
+            total = sum(n for _, n in pairs)
+            entry[c] = sum(v * n for v, n in pairs) / total if total else None
+        merged.append(entry)
+    return merged
+
+
+def interim_attempt(result: dict[str, Any], interim: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The attempt of ``interim`` (an interim file) that ``result`` is the result of: same start time."""
+    if not interim:
+        return None
+    return (interim.get("attempts") or {}).get(str(result.get("started")))
+
+
+def interim_rows(attempt: dict[str, Any]) -> str:
+    """One row per interim evaluation of one attempt (iteration, mode, the four means)."""
+    lines = ["| iteration | mode | Dice % | Jaccard % | 95HD | ASD |", "|---|---|---|---|---|---|"]
+    for e in attempt.get("evaluations", []):
+        mean = e.get("mean") or {}
+        cells = [("-" if mean.get(m) is None else f"{(100 if m in ('dice', 'jaccard') else 1) * mean[m]:.2f}")
+                 for m in METRICS]
+        lines.append(f"| {e['iteration']} | {e['mode']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) if len(lines) > 2 else ""
+
+
+def report(result: dict[str, Any], metrics: list[dict[str, float]] | None, every: int = 500,
+           interim: dict[str, Any] | None = None) -> str:
     cpu = (result.get("cpu") or {}).get("model", "?")
     spi = result.get("sec_per_it")
     med = result.get("sec_per_it_median")
@@ -207,9 +252,25 @@ def report(result: dict[str, Any], metrics: list[dict[str, float]] | None, every
     kept = kept_table(result)
     if kept:
         parts += ["Kept checkpoints, reference mode:", kept]
+    lost = result.get("kept_checkpoints_lost")
+    if lost is not None:
+        scored = ", ".join(lost.get("scored_before") or []) or "none"
+        parts.append(f"Kept checkpoints: not evaluated; {lost.get('why')} (scored before: {scored}).")
+    closed = result.get("closed_without_run_folder")
+    if closed is not None:
+        parts.append(f"Result file closed on {closed.get('when')} ({closed.get('cpu')}): {closed.get('why')}.")
+    attempt = interim_attempt(result, interim)
+    rows = interim_rows(attempt) if attempt else ""
+    if rows:
+        parts += ["Earlier checkpoints of this run, evaluated on the test cases while it trained "
+                  "(`protocol_run.py interim`; any choice among them is optimistic):", rows]
     parts += ["Per case (worst reference Dice first):", per_case_table(result)]
     if metrics:
         parts += [f"Training losses, mean over each {every} iterations (`metrics.csv`):", loss_table(metrics, every)]
+    elif attempt and (attempt.get("losses") or {}).get("windows"):
+        windows = merge_windows(attempt["losses"]["windows"], every)
+        parts += [f"Training losses, mean over each {every} iterations, as far as the interim file kept them "
+                  f"(to iteration {windows[-1]['iterations'][1]}):", windows_table(windows)]
     for lost in result.get("lost_runs") or []:
         parts.append(f"An earlier run of this config and seed reached iteration {lost.get('iteration_reached')} "
                      f"on {lost.get('cpu')} and was lost ({lost.get('why')}).")
@@ -296,8 +357,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="a result file of benchmarks/protocol_run.py (or its interim file)")
     parser.add_argument("--metrics-csv", type=Path, help="the run's metrics.csv, for the loss curves")
     parser.add_argument("--every", type=int, default=500, help="iterations per loss window (default 500)")
+    parser.add_argument("--interim", type=Path,
+                        help="the run's interim file: its evaluations of earlier checkpoints and, without "
+                             "--metrics-csv, its loss means")
     args = parser.parse_args(argv)
-    for path in (args.result, args.metrics_csv):
+    for path in (args.result, args.metrics_csv, args.interim):
         if path is not None and not path.is_file():
             sys.exit(f"error: {path} not found")
     if args.every < 1:
@@ -312,7 +376,18 @@ def main(argv: list[str] | None = None) -> int:
     if result.get("status") != "done":
         sys.exit(f"error: {args.result} is not a finished run (status {result.get('status')!r})")
     metrics = read_metrics(args.metrics_csv) if args.metrics_csv else None
-    sys.stdout.write(report(result, metrics, args.every))
+    interim = None
+    if args.interim is not None:
+        try:
+            interim = json.loads(args.interim.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            sys.exit(f"error: {args.interim} is not JSON ({exc.msg} at line {exc.lineno})")
+        if "attempts" not in interim:
+            sys.exit(f"error: {args.interim} is not an interim file of protocol_run.py (no 'attempts')")
+        if interim_attempt(result, interim) is None:
+            sys.exit(f"error: {args.interim} holds no attempt started {result.get('started')!r} "
+                     f"(it has {', '.join(interim['attempts']) or 'none'})")
+    sys.stdout.write(report(result, metrics, args.every, interim))
     return 0
 
 

@@ -9,6 +9,11 @@ post-processing and in ``fast`` mode, and writes
 modes, iterations, training seconds, seconds per iteration, the GPU, torch and
 CUDA versions and the settings the run used. A run that fails still writes its
 file, with ``"status": "failed"`` and the error, so that every run is reported.
+A result file whose run folder is gone (a new machine) starts over from
+iteration 0, its lost attempt recorded under ``lost_runs``, unless training had
+finished and every evaluation of the last checkpoint was written: then the file
+is marked done as it is, and with ``--kept`` the kept checkpoints it could not
+evaluate are named under ``kept_checkpoints_lost``.
 Result files are meant to be committed; checkpoints are not.
 
 ``next``: runs the next ``--count`` runs of :data:`ORDER` that have no finished
@@ -331,6 +336,14 @@ def run_one(
         if out.is_file():
             with contextlib.suppress(OSError, json.JSONDecodeError):
                 previous = json.loads(out.read_text(encoding="utf-8"))
+        if not _has_started(run_dir) and _evaluated_before_it_was_lost(previous):
+            closed = _close_without_run_folder(previous, kept)
+            ResultFile(out, closed).write()
+            print(f"{config} seed {seed}: trained and evaluated before its run folder {run_dir} was lost; "
+                  f"result file marked done" + ("; the kept checkpoints' evaluations are lost with it"
+                                                 if "kept_checkpoints_lost" in closed else ""),
+                  file=sys.stderr, flush=True)
+            return closed
         previous = _forget_lost_run(previous, run_dir)
         result = ResultFile(out, {
             "config": config,
@@ -367,6 +380,50 @@ def run_one(
 def _has_started(run_dir: Path) -> bool:
     """Whether ``run_dir`` holds a run that ``canet train --resume`` can continue."""
     return (run_dir / "checkpoints" / "last.pt").is_file() or (run_dir / "config.yaml").is_file()
+
+
+def fast_gap(evaluations: dict[str, Any]) -> dict[str, float]:
+    """``{"fast_minus_reference_dice_points": ...}`` from the fast and reference evaluations; empty when
+    either mean Dice is missing."""
+    ref = ((evaluations.get("reference") or {}).get("mean") or {}).get("dice")
+    fast = ((evaluations.get("fast") or {}).get("mean") or {}).get("dice")
+    return {} if ref is None or fast is None else {"fast_minus_reference_dice_points": 100.0 * (fast - ref)}
+
+
+def _evaluated_before_it_was_lost(previous: dict[str, Any]) -> bool:
+    """Whether an unfinished result file already holds the protocol's result: training finished and
+    every evaluation of :data:`EVALUATIONS` of the last checkpoint written (each is written only once
+    it has scored every case)."""
+    if not previous or previous.get("status") in DONE:
+        return False
+    evaluations = previous.get("evaluations") or {}
+    return ((previous.get("progress") or {}).get("status") == "finished"
+            and previous.get("checkpoint_sha256") is not None
+            and all((evaluations.get(name) or {}).get("cases") for name in EVALUATIONS))
+
+
+def _close_without_run_folder(previous: dict[str, Any], kept: bool) -> dict[str, Any]:
+    """The result file of a run whose folder was lost after its last checkpoint had been evaluated.
+
+    The protocol's result (the last checkpoint, every decision rule) is complete, so it is kept
+    and marked ``done`` rather than trained again; training again from iteration 0 would only
+    serve the kept checkpoints' comparison. With ``kept`` and that comparison not finished, what
+    was lost is recorded under ``kept_checkpoints_lost`` (with the iterations already scored, if
+    any), so that the missing table is visible in the result.
+    """
+    from canet.device import cpu_info
+
+    closed = {**previous, **fast_gap(previous["evaluations"]), "status": "done", "updated": _now(),
+              "closed_without_run_folder": {
+                  "when": _now(), "cpu": cpu_info()["model"],
+                  "why": "its run folder was not found after training had finished and every evaluation of "
+                         "the last checkpoint had been written"}}
+    if kept and "best_kept_on_test" not in previous:
+        closed["kept_checkpoints_lost"] = {
+            "scored_before": sorted(previous.get("kept_checkpoints") or {}, key=int),
+            "why": "the kept checkpoints were lost with the run folder before they were evaluated",
+        }
+    return closed
 
 
 def _forget_lost_run(previous: dict[str, Any], run_dir: Path) -> dict[str, Any]:
@@ -484,10 +541,8 @@ def _train_and_evaluate(
     for name, (mode, extra) in EVALUATIONS.items():
         evaluations[name] = _evaluate(last, run_dir / f"eval_{name}", mode, data, device, log, [*extra, *eval_args])
         result.write()
-    ref = evaluations["reference"]["mean"]["dice"]
-    fast = evaluations["fast"]["mean"]["dice"]
-    if ref is not None and fast is not None:
-        r["fast_minus_reference_dice_points"] = 100.0 * (fast - ref)
+    r.update(fast_gap(evaluations))
+    result.write()
     if kept:
         table = r.setdefault("kept_checkpoints", {})
         for ckpt in sorted((run_dir / "checkpoints").glob("iter_*.pt"), key=lambda p: int(p.stem[5:])):

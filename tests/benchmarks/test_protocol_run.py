@@ -347,3 +347,62 @@ def test_disk_shortfall_counts_the_kept_checkpoints_still_to_come(tmp_path: Path
     (run / "checkpoints" / "last.pt").unlink()  # nothing to size from: no warning
     monkeypatch.setattr(canet_io, "free_bytes", lambda folder: 0)
     assert pr.disk_shortfall(run) is None
+
+
+def _evaluated_result(**extra: object) -> dict:
+    """A result file as a run leaves it after training and the last checkpoint's three evaluations."""
+    evaluations = {name: {"mean": {"dice": 0.8}, "cases": {"a": {"dice": 0.8}}, "command": "canet evaluate ..."}
+                   for name in pr.EVALUATIONS}
+    evaluations["fast"] = {"mean": {"dice": 0.85}, "cases": {"a": {"dice": 0.85}}, "command": "canet evaluate ..."}
+    return {"config": "la_canet_8", "seed": 1, "status": "running", "started": "2026-01-01T00:00:00+00:00",
+            "run_dir": "/elsewhere/seed1", "cpu": {"model": "Old CPU"}, "invocations": 7, "iteration": 6000,
+            "progress": {"status": "finished", "iteration": 6000}, "checkpoint_sha256": "ab" * 32,
+            "evaluations": evaluations, **extra}
+
+
+@pytest.mark.parametrize("kept", [True, False])
+def test_a_run_evaluated_before_its_folder_was_lost_is_done_not_trained_again(tmp_path: Path, kept: bool) -> None:
+    results = tmp_path / "results"
+    results.mkdir()
+    old = _evaluated_result(kept_checkpoints={"1000": {"mean": {"dice": 0.7}}})
+    (results / "la_canet_8_seed1.json").write_text(json.dumps(old))
+    # No data and no run folder: anything that tried to train would fail.
+    result = pr.run_one("la_canet_8", 1, "/no/such/data", tmp_path / "runs", results, device="cpu", kept=kept)
+    saved = json.loads((results / "la_canet_8_seed1.json").read_text())
+    assert saved == result and saved["status"] == "done"
+    assert not (tmp_path / "runs" / "la_canet_8" / "seed1").exists()
+    # The protocol's result is the one the lost run wrote, untouched.
+    for key in ("evaluations", "checkpoint_sha256", "started", "invocations", "cpu", "run_dir"):
+        assert saved[key] == old[key]
+    assert "lost_runs" not in saved  # nothing is trained again, so nothing starts over
+    # The gap the killed run had no time to write is worked out from its evaluations (fast 0.85, reference 0.8).
+    assert saved["fast_minus_reference_dice_points"] == pytest.approx(5.0)
+    assert "not found" in saved["closed_without_run_folder"]["why"]
+    if kept:
+        assert saved["kept_checkpoints_lost"]["scored_before"] == ["1000"]
+    else:
+        assert "kept_checkpoints_lost" not in saved
+    # Done now: the next call returns it as it is.
+    assert pr.run_one("la_canet_8", 1, "/no/such/data", tmp_path / "runs", results, device="cpu") == saved
+
+
+def test_a_lost_run_whose_kept_comparison_had_finished_names_nothing_lost() -> None:
+    closed = pr._close_without_run_folder(_evaluated_result(best_kept_on_test={"iteration": 5000}), kept=True)
+    assert closed["status"] == "done" and "kept_checkpoints_lost" not in closed
+
+
+@pytest.mark.parametrize("change", ["no_fast", "empty_reference", "still_training", "no_sha"])
+def test_a_lost_run_without_its_whole_result_is_not_closed(change: str) -> None:
+    previous = _evaluated_result()
+    if change == "no_fast":
+        del previous["evaluations"]["fast"]
+    elif change == "empty_reference":
+        previous["evaluations"]["reference"] = {"mean": {"dice": None}, "cases": {}}
+    elif change == "still_training":
+        previous["progress"]["status"] = "running"
+    else:
+        del previous["checkpoint_sha256"]
+    assert pr._evaluated_before_it_was_lost(_evaluated_result())
+    assert not pr._evaluated_before_it_was_lost(previous)
+    # Such a file starts over, its attempt kept under lost_runs.
+    assert pr._forget_lost_run(previous, Path("/no/such/run"))["lost_runs"][0]["iteration_reached"] == 6000
