@@ -125,3 +125,48 @@ def test_interim_report_compares_the_evaluations_of_one_checkpoint(tmp_path: Pat
     assert "| T0 | 900 | fast - reference | -0.25 (within the 0.3-point target) | -0.25 | -0.50 (b) | 0 of 2 |" in out
     assert "| T0 | 900 | authors_relu - reference | -1.00 | -1.00 | -2.00 (a) | 1 of 2 |" in out
     assert "| T0 | 500 |" not in out.split("evaluated in two ways")[1]
+
+
+def test_merged_loss_windows_are_length_weighted_means_worked_out_by_hand() -> None:
+    windows = [{"iterations": [1, 100], "loss": 0.5}, {"iterations": [101, 200], "loss": 0.3},
+               {"iterations": [201, 220], "loss": 0.1, "loss_d": 0.7}]
+    merged = rep.merge_windows(windows, 200)
+    # 1-200: (0.5 x 100 + 0.3 x 100) / 200 = 0.4; 201-220 alone: 0.1; loss_d logged only there.
+    assert [m["iterations"] for m in merged] == [[1, 200], [201, 220]]
+    assert merged[0]["loss"] == pytest.approx(0.4) and merged[0]["loss_d"] is None
+    assert merged[1]["loss"] == pytest.approx(0.1) and merged[1]["loss_d"] == pytest.approx(0.7)
+    # One window of 220 iterations: (50 + 30 + 2) / 220, not the plain mean of the three means (0.3).
+    (whole,) = rep.merge_windows(windows, 500)
+    assert whole["loss"] == pytest.approx(82 / 220)
+
+
+def test_report_of_a_run_closed_without_its_folder_uses_the_interim_file(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    result = _result(0.5)
+    del result["kept_checkpoints"], result["best_kept_on_test"]
+    result["started"] = "2026-01-02T00:00:00+00:00"
+    result["kept_checkpoints_lost"] = {"scored_before": [], "why": "lost with the run folder"}
+    result["closed_without_run_folder"] = {"when": "2026-01-03", "cpu": "New CPU", "why": "folder not found"}
+    interim = {"config": "la_canet_16", "seed": 1337, "note": "n", "attempts": {
+        "2026-01-01T00:00:00+00:00": {"cpu": "Old CPU", "evaluations": [_entry(300, "fast", {"c1": 0.1}, 0.1)]},
+        "2026-01-02T00:00:00+00:00": {"cpu": "Some CPU", "evaluations": [_entry(700, "fast", {"c1": 0.75}, 0.75)],
+                                      "losses": {"every": 100, "windows": [
+                                          {"iterations": [1, 100], "loss": 0.5},
+                                          {"iterations": [101, 150], "loss": 0.2}]}},
+    }}
+    paths = {name: tmp_path / f"{name}.json" for name in ("result", "interim")}
+    paths["result"].write_text(json.dumps(result))
+    paths["interim"].write_text(json.dumps(interim))
+    assert rep.main([str(paths["result"]), "--interim", str(paths["interim"]), "--every", "200"]) == 0
+    out = capsys.readouterr().out
+    assert "Kept checkpoints: not evaluated; lost with the run folder (scored before: none)." in out
+    assert "(New CPU): folder not found." in out
+    # Only the attempt this result belongs to (same start time): iteration 700, not the other attempt's 300.
+    assert "| 700 | fast | 75.00 |" in out and "| 300 |" not in out
+    # Its losses, joined into one window of 150 iterations: (0.5 x 100 + 0.2 x 50) / 150 = 0.4.
+    assert "(to iteration 150)" in out and "| 1-150 | 0.4 |" in out
+    # An interim file without this run's attempt is refused in one line.
+    interim["attempts"].pop("2026-01-02T00:00:00+00:00")
+    paths["interim"].write_text(json.dumps(interim))
+    with pytest.raises(SystemExit, match="holds no attempt started '2026-01-02T00:00:00\\+00:00'"):
+        rep.main([str(paths["result"]), "--interim", str(paths["interim"])])
