@@ -43,9 +43,10 @@ RESULT_NAME = re.compile(r".+_seed\d+\.json")
 
 
 def _mean_std(mean: float | None, std: float | None, scale: float) -> str:
+    """``mean ± std`` scaled; the mean alone where there is no std (one seed: its spread is unknown, not 0)."""
     if mean is None:
         return "-"
-    return f"{mean * scale:.2f} ± {(std or 0.0) * scale:.2f}"
+    return f"{mean * scale:.2f}" if std is None else f"{mean * scale:.2f} ± {std * scale:.2f}"
 
 
 def load_groups(out_dir: Path) -> tuple[list[Group], list[str]]:
@@ -145,7 +146,7 @@ def gpu_table(finished: list[dict[str, Any]], failed: list[dict[str, Any]]) -> s
     ref_groups = {g.name: g for g in result_groups(finished, "reference")}
     fast_groups = {g.name: g for g in result_groups(finished, "fast")}
     header = ("| config | seeds | Dice % | Jaccard % | 95HD (vox) | ASD (vox) | fast-mode Dice % "
-              "| paper Dice % | s/it | train min | GPU |")
+              "| paper Dice % | s/it | train min | device |")
     lines = [header, "|" + "---|" * 11]
     for name, group in ref_groups.items():
         runs = [r for r in finished if r["config"] == name]
