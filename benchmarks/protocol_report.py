@@ -221,14 +221,18 @@ def interim_attempt(result: dict[str, Any], interim: dict[str, Any] | None) -> d
     return (interim.get("attempts") or {}).get(str(result.get("started")))
 
 
+def _mean_cells(mean: dict[str, Any]) -> list[str]:
+    """The four means of an evaluation as table cells: Dice and Jaccard in %, distances as stored, "-" if absent."""
+    return [("-" if mean.get(m) is None else f"{(100 if m in ('dice', 'jaccard') else 1) * mean[m]:.2f}")
+            for m in METRICS]
+
+
 def interim_rows(attempt: dict[str, Any]) -> str:
     """One row per interim evaluation of one attempt (iteration, mode, the four means)."""
     lines = ["| iteration | mode | Dice % | Jaccard % | 95HD | ASD |", "|---|---|---|---|---|---|"]
     for e in attempt.get("evaluations", []):
         mean = e.get("mean") or {}
-        cells = [("-" if mean.get(m) is None else f"{(100 if m in ('dice', 'jaccard') else 1) * mean[m]:.2f}")
-                 for m in METRICS]
-        lines.append(f"| {e['iteration']} | {e['mode']} | " + " | ".join(cells) + " |")
+        lines.append(f"| {e['iteration']} | {e['mode']} | " + " | ".join(_mean_cells(mean)) + " |")
     return "\n".join(lines) if len(lines) > 2 else ""
 
 
@@ -332,8 +336,7 @@ def interim_report(content: dict[str, Any]) -> str:
     for started, attempt in content.get("attempts", {}).items():
         for e in attempt.get("evaluations", []):
             mean = e.get("mean") or {}
-            cells = [("-" if mean.get(m) is None else f"{(100 if m in ('dice', 'jaccard') else 1) * mean[m]:.2f}")
-                     for m in METRICS]
+            cells = _mean_cells(mean)
             spv = e.get("seconds_per_volume")
             lines.append(f"| {started} | {attempt.get('cpu')} | {e['iteration']} | {e['mode']} | "
                          + " | ".join(cells) + f" | {'-' if spv is None else f'{spv:.1f}'} |")
@@ -351,6 +354,14 @@ def interim_report(content: dict[str, Any]) -> str:
     return "\n\n".join(parts) + "\n"
 
 
+def _read_json(path: Path) -> Any:
+    """``path``'s JSON; exits with one line where it is not JSON."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        sys.exit(f"error: {path} is not JSON ({exc.msg} at line {exc.lineno})")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("result", type=Path,
@@ -366,10 +377,7 @@ def main(argv: list[str] | None = None) -> int:
             sys.exit(f"error: {path} not found")
     if args.every < 1:
         sys.exit(f"error: --every must be >= 1, got {args.every}")
-    try:
-        result = json.loads(args.result.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        sys.exit(f"error: {args.result} is not JSON ({exc.msg} at line {exc.lineno})")
+    result = _read_json(args.result)
     if "attempts" in result:  # an interim file of `protocol_run.py interim`
         sys.stdout.write(interim_report(result))
         return 0
@@ -378,10 +386,7 @@ def main(argv: list[str] | None = None) -> int:
     metrics = read_metrics(args.metrics_csv) if args.metrics_csv else None
     interim = None
     if args.interim is not None:
-        try:
-            interim = json.loads(args.interim.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            sys.exit(f"error: {args.interim} is not JSON ({exc.msg} at line {exc.lineno})")
+        interim = _read_json(args.interim)
         if "attempts" not in interim:
             sys.exit(f"error: {args.interim} is not an interim file of protocol_run.py (no 'attempts')")
         if interim_attempt(result, interim) is None:

@@ -413,9 +413,10 @@ def _close_without_run_folder(previous: dict[str, Any], kept: bool) -> dict[str,
     """
     from canet.device import cpu_info
 
-    closed = {**previous, **fast_gap(previous["evaluations"]), "status": "done", "updated": _now(),
+    now = _now()
+    closed = {**previous, **fast_gap(previous["evaluations"]), "status": "done", "updated": now,
               "closed_without_run_folder": {
-                  "when": _now(), "cpu": cpu_info()["model"],
+                  "when": now, "cpu": cpu_info()["model"],
                   "why": "its run folder was not found after training had finished and every evaluation of "
                          "the last checkpoint had been written"}}
     if kept and "best_kept_on_test" not in previous:
