@@ -12,9 +12,14 @@ With ``--results DIR`` it reads the result files of ``benchmarks/protocol_run.py
 prints the GPU table of docs/RESULTS.md: per config the reference-mode metrics
 (mean ± std over seeds), the fast-mode Dice beside them, seconds per iteration,
 training minutes and the GPU, then the paired comparison and the runs that failed.
+``--results`` may be given more than once (runs made on the CPU and on a GPU are
+kept in separate folders); the same config and seed finished in two of them is
+refused, and a paired comparison of runs trained on different devices or
+profiles says so under its table.
 
 Usage: python benchmarks/aggregate_results.py OUT_DIR [--reference CONFIG] [--metric dice ...]
-       python benchmarks/aggregate_results.py --results benchmarks/results [--reference la_vnet_16]
+       python benchmarks/aggregate_results.py --results benchmarks/results [--results DIR ...]
+           [--reference la_vnet_16]
 """
 
 from __future__ import annotations
@@ -118,6 +123,54 @@ def read_results(results: Path) -> tuple[list[dict[str, Any]], list[dict[str, An
     return sorted(finished, key=key), sorted(failed, key=key)
 
 
+def read_result_folders(folders: list[Path]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """:func:`read_results` of several folders together.
+
+    Raises:
+        CanetError: a config and seed is finished in two of the folders (which one is meant
+            cannot be guessed; counting both would make one seed look like two).
+    """
+    finished: list[dict[str, Any]] = []
+    failed: list[dict[str, Any]] = []
+    seen: dict[tuple[str, int], str] = {}
+    for folder in folders:
+        done, other = read_results(folder)
+        for r in done:
+            key = (str(r.get("config")), int(r.get("seed", 0)))
+            if key in seen:
+                raise CanetError(f"{key[0]} seed {key[1]} is finished in two result folders ({seen[key]} and "
+                                 f"{r['_path']}); give one of them")
+            seen[key] = r["_path"]
+        finished += done
+        failed += other
+    key = lambda d: (str(d.get("config")), int(d.get("seed", 0)))  # noqa: E731
+    return sorted(finished, key=key), sorted(failed, key=key)
+
+
+def trained_on(result: dict[str, Any]) -> str:
+    """Where and how a run was trained, e.g. ``NVIDIA H200, fast profile`` or
+    ``cpu (Intel(R) Xeon(R) Processor), exact profile``."""
+    env = result.get("environment") or {}
+    device = env.get("device_name")
+    if not device:
+        model = (result.get("cpu") or {}).get("model")
+        device = f"{env.get('device') or 'cpu'} ({model})" if model else str(env.get("device") or "unknown device")
+    profile = (result.get("settings") or {}).get("profile") or result.get("profile") or "unknown"
+    return f"{device}, {profile} profile"
+
+
+def mixed_training_note(finished: list[dict[str, Any]]) -> str | None:
+    """A line saying that the compared configs were not trained alike, or None when they were."""
+    by_config: dict[str, set[str]] = {}
+    for r in finished:
+        by_config.setdefault(str(r["config"]), set()).add(trained_on(r))
+    if len({frozenset(v) for v in by_config.values()}) <= 1:
+        return None
+    parts = "; ".join(f"{cfg}: {', '.join(sorted(v))}" for cfg, v in sorted(by_config.items()))
+    return (f"Not like for like: the configs were trained on different devices or profiles ({parts}); "
+            "a difference above may come from that as well as from the method.")
+
+
 def _evaluation(result: dict[str, Any], mode: str) -> Evaluation:
     """A result file's evaluation in ``mode`` as a :class:`canet.comparison.Evaluation`."""
     ev = result["evaluations"][mode]
@@ -193,7 +246,8 @@ def paired(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out_dir", type=Path, nargs="?", help="protocol run folder (OUT/<config>/seed<S>/eval)")
-    parser.add_argument("--results", type=Path, help="read protocol_run.py result files from this folder instead")
+    parser.add_argument("--results", type=Path, action="append",
+                        help="read protocol_run.py result files from this folder instead (repeatable)")
     parser.add_argument("--reference", default=None, help="config the others are compared with (default the first)")
     parser.add_argument("--metric", nargs="+", default=["dice"], help="metrics of the paired table (default dice)")
     parser.add_argument("--resamples", type=int, default=10_000, help="bootstrap resamples (default 10000)")
@@ -201,13 +255,16 @@ def main() -> None:
     args = parser.parse_args()
     if args.results is not None:
         try:
-            finished, failed = read_results(args.results)
+            finished, failed = read_result_folders(args.results)
             text = gpu_table(finished, failed)
             comparison = paired(result_groups(finished), args.reference, args.metric, args.resamples, args.seed)
         except CanetError as exc:
             sys.exit(f"error: {exc}")
         if comparison is not None:
             text += "\n\n" + comparison.markdown(kinds=("pairs",)).rstrip("\n")
+            note = mixed_training_note(finished)
+            if note is not None:
+                text += "\n\n" + note
         print(text)
         return
     if args.out_dir is None:

@@ -109,3 +109,38 @@ def test_gpu_table_from_result_files(tmp_path: Path, monkeypatch: pytest.MonkeyP
     pair = [line for line in out.splitlines() if "la_vnet_16" in line and "la_canet_16" in line]
     assert pair, out
     assert "-3.00" in pair[0]  # 73 - 76 points on every case
+
+
+def test_result_folders_of_two_devices(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """CPU and GPU runs in two folders: compared together, with a note that they were not trained alike."""
+    cpu, gpu = tmp_path / "results", tmp_path / "results" / "h200"
+    _result_file(gpu, "la_vnet_16", 1337, [0.88, 0.78, 0.68, 0.58], [0.88, 0.78, 0.68, 0.58], 0.02)
+    _result_file(gpu, "la_canet_16", 1337, [0.90, 0.80, 0.70, 0.60], [0.90, 0.80, 0.70, 0.60], 0.08)
+    argv = ["aggregate_results.py", "--results", str(gpu), "--reference", "la_vnet_16", "--resamples", "200"]
+    monkeypatch.setattr(sys, "argv", argv)
+    aggregate_results.main()
+    assert "Not like for like" not in capsys.readouterr().out  # both on the same GPU, same profile
+
+    (gpu / "la_canet_16_seed1337.json").unlink()
+    _result_file(cpu, "la_canet_16", 1337, [0.90, 0.80, 0.70, 0.60], [0.90, 0.80, 0.70, 0.60], 12.0)
+    data = json.loads((cpu / "la_canet_16_seed1337.json").read_text())
+    data["environment"] = {"device": "cpu", "device_name": None}
+    data["cpu"] = {"model": "AMD EPYC"}
+    data["settings"] = {"profile": "exact"}
+    (cpu / "la_canet_16_seed1337.json").write_text(json.dumps(data))
+    monkeypatch.setattr(sys, "argv", [*argv, "--results", str(cpu)])
+    aggregate_results.main()
+    out = capsys.readouterr().out
+    pair = [line for line in out.splitlines() if line.startswith("| la_vnet_16 | la_canet_16 |")]
+    assert pair and "+2.00" in pair[0], out  # 75 - 73 points on every case
+    note = [line for line in out.splitlines() if line.startswith("Not like for like")]
+    assert note and "la_canet_16: cpu (AMD EPYC), exact profile" in note[0], out
+    assert "la_vnet_16: NVIDIA H100 80GB HBM3, unknown profile" in note[0]
+
+    # The same config and seed finished in both folders: which one is meant cannot be guessed.
+    _result_file(cpu, "la_vnet_16", 1337, [0.88, 0.78, 0.68, 0.58], [0.88, 0.78, 0.68, 0.58], 7.0)
+    with pytest.raises(SystemExit) as exc:
+        aggregate_results.main()
+    message = str(exc.value.code)
+    assert message.startswith("error: la_vnet_16 seed 1337 is finished in two result folders") and "\n" not in message
