@@ -85,8 +85,7 @@ def summary_table(result: dict[str, Any]) -> str:
             continue
         cells = [_cell(mean_std(_column(ev, m)), 100.0 if m in ("dice", "jaccard") else 1.0) for m in METRICS]
         spv = ev.get("seconds_per_volume")
-        lines.append(f"| {label} | {len(ev['cases'])} | {' | '.join(cells)} | "
-                     f"{'-' if spv is None else f'{spv:.1f}'} |")
+        lines.append(f"| {label} | {len(ev['cases'])} | {' | '.join(cells)} | {seconds(spv, 1)} |")
     paper = PAPER_DICE.get(result.get("config", ""))
     if paper is not None:
         lines.append(f"| Zhao et al. (2023), as published | 20 | {paper} | | | | |")
@@ -236,16 +235,30 @@ def interim_rows(attempt: dict[str, Any]) -> str:
     return "\n".join(lines) if len(lines) > 2 else ""
 
 
+def seconds(value: float | None, places: int = 2) -> str:
+    """Seconds for a table: ``places`` decimals from 1 s up, three significant digits below
+    (a GPU's 0.0223 s/iteration is not shown as 0.02)."""
+    if value is None:
+        return "-"
+    return f"{value:.{places}f}" if abs(value) >= 1 else f"{value:.3g}"
+
+
+def trained_where(result: dict[str, Any]) -> str:
+    """The device a run trained on, e.g. ``cpu (AMD EPYC)`` or ``NVIDIA H200 (host CPU Intel Xeon)``."""
+    env = result.get("environment") or {}
+    cpu = (result.get("cpu") or {}).get("model", "?")
+    if env.get("device_name"):
+        return f"{env['device_name']} (host CPU {cpu})"
+    return f"{env.get('device') or result.get('device')} ({cpu})"
+
+
 def report(result: dict[str, Any], metrics: list[dict[str, float]] | None, every: int = 500,
            interim: dict[str, Any] | None = None) -> str:
-    cpu = (result.get("cpu") or {}).get("model", "?")
-    spi = result.get("sec_per_it")
-    med = result.get("sec_per_it_median")
     parts = [
         f"`{result.get('config')}`, seed {result.get('seed')}: {result.get('iterations')} iterations, "
-        f"profile {result.get('profile')}, on {result.get('device')} ({cpu}); "
-        f"steady state {'-' if spi is None else f'{spi:.2f}'} s/iteration (mean of the timed steps), "
-        f"{'-' if med is None else f'{med:.2f}'} s/iteration (median of the metrics.csv windows), "
+        f"profile {result.get('profile')}, on {trained_where(result)}; "
+        f"steady state {seconds(result.get('sec_per_it'))} s/iteration (mean of the timed steps), "
+        f"{seconds(result.get('sec_per_it_median'))} s/iteration (median of the metrics.csv windows), "
         f"{result.get('restarts', 0)} restart(s), {result.get('redone_iterations', 0)} iteration(s) redone, "
         f"{(result.get('progress') or {}).get('stalled_steps', 0)} stalled step(s) left out of the speed. "
         f"Last checkpoint SHA-256 `{result.get('checkpoint_sha256', '?')}`.",
@@ -339,7 +352,7 @@ def interim_report(content: dict[str, Any]) -> str:
             cells = _mean_cells(mean)
             spv = e.get("seconds_per_volume")
             lines.append(f"| {started} | {attempt.get('cpu')} | {e['iteration']} | {e['mode']} | "
-                         + " | ".join(cells) + f" | {'-' if spv is None else f'{spv:.1f}'} |")
+                         + " | ".join(cells) + f" | {seconds(spv, 1)} |")
     parts.append("\n".join(lines))
     gaps = interim_gaps_table(content)
     if gaps:

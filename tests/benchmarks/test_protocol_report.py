@@ -170,3 +170,16 @@ def test_report_of_a_run_closed_without_its_folder_uses_the_interim_file(
     paths["interim"].write_text(json.dumps(interim))
     with pytest.raises(SystemExit, match="holds no attempt started '2026-01-02T00:00:00\\+00:00'"):
         rep.main([str(paths["result"]), "--interim", str(paths["interim"])])
+
+
+def test_a_gpu_run_names_the_gpu_and_keeps_its_small_seconds() -> None:
+    """A GPU run: the device is the GPU (not "auto"), and 0.0223 s/it is not rounded to 0.02."""
+    result = {**_result(0.1), "device": "auto", "sec_per_it": 0.02226, "sec_per_it_median": 0.02242,
+              "environment": {"device": "cuda", "device_name": "NVIDIA H200"}}
+    result["evaluations"]["fast"]["seconds_per_volume"] = 0.2726
+    out = rep.report(result, None)
+    assert "on NVIDIA H200 (host CPU Some CPU);" in out and "on auto" not in out
+    assert "steady state 0.0223 s/iteration (mean of the timed steps), 0.0224 s/iteration (median" in out
+    fast_row = next(line for line in out.splitlines() if line.startswith("| canet, fast mode"))
+    assert fast_row.endswith("| 0.273 |")
+    assert rep.seconds(12.345) == "12.35" and rep.seconds(12.345, 1) == "12.3" and rep.seconds(None) == "-"
