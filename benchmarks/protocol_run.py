@@ -319,6 +319,8 @@ def run_one(
     Raises:
         canet.training.progress.RunLockedError: another process is running this
             config and seed in ``runs`` (the result file is left alone).
+        ProfileMismatchError: the run folder or the unfinished result file is of
+            the other profile (see :func:`profile_conflict`; nothing is written).
     """
     from canet.device import cpu_info
     from canet.training.progress import RunLock
@@ -336,6 +338,9 @@ def run_one(
         if out.is_file():
             with contextlib.suppress(OSError, json.JSONDecodeError):
                 previous = json.loads(out.read_text(encoding="utf-8"))
+        conflict = profile_conflict(previous, run_dir, exact)
+        if conflict is not None:
+            raise ProfileMismatchError(f"{config} seed {seed}: {conflict}")
         if not _has_started(run_dir) and _evaluated_before_it_was_lost(previous):
             closed = _close_without_run_folder(previous, kept)
             ResultFile(out, closed).write()
@@ -375,6 +380,44 @@ def run_one(
         return r
     finally:
         lock.release()
+
+
+class ProfileMismatchError(RuntimeError):
+    """The requested profile (``--exact`` or the fast default) is not that of the run it would continue."""
+
+
+def profile_conflict(previous: dict[str, Any], run_dir: Path, exact: bool) -> str | None:
+    """Why this invocation must not go on with ``run_dir`` / the result file ``previous``, or None.
+
+    A run folder is resumed with the profile it was started with, whatever the
+    invocation asks, so asking for another one would label the result wrongly.
+    A result file of an unfinished run in another profile (an exact CPU run, say,
+    met by a fast GPU run in the same ``--results`` folder) would be replaced by a
+    run that is not its continuation: the two belong in different folders.
+    """
+    import yaml
+
+    wanted = "exact" if exact else "fast"
+    config = run_dir / "config.yaml"
+    if config.is_file():
+        try:
+            train = (yaml.safe_load(config.read_text(encoding="utf-8")) or {}).get("train") or {}
+        except (OSError, yaml.YAMLError):
+            return None  # canet train --resume reports an unreadable run folder itself
+        started = train.get("profile", "exact")
+        if started != wanted:
+            flag = "add --exact" if started == "exact" else "leave out --exact"
+            return (f"its run folder {run_dir} was started with the {started} profile, not the {wanted} one; "
+                    f"{flag} to resume it, or give another --runs-dir")
+        return None
+    before = previous.get("profile")
+    if before and before != wanted and previous.get("iteration") is not None and not _has_started(run_dir):
+        cpu = previous.get("cpu")
+        where = cpu.get("model") if isinstance(cpu, dict) else None
+        return (f"its result file is of a run in the {before} profile ({previous.get('status')}, iteration "
+                f"{previous.get('iteration')}{f' on {where}' if where else ''}), not a {wanted} one; "
+                f"give another --results folder" + (" or add --exact" if before == "exact" else " or leave out --exact"))
+    return None
 
 
 def _has_started(run_dir: Path) -> bool:
@@ -811,7 +854,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "run":
         try:
             result = run_one(args.config, args.seed, **kw)
-        except RunLockedError as exc:
+        except (RunLockedError, ProfileMismatchError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
         print(_summary_line(result))
@@ -825,7 +868,7 @@ def main(argv: list[str] | None = None) -> int:
         for config, seed in todo:
             try:
                 result = run_one(config, seed, **kw)
-            except RunLockedError as exc:
+            except (RunLockedError, ProfileMismatchError) as exc:
                 print(f"error: {exc}", file=sys.stderr)
                 status = 2
                 continue

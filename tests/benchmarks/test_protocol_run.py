@@ -406,3 +406,40 @@ def test_a_lost_run_without_its_whole_result_is_not_closed(change: str) -> None:
     assert not pr._evaluated_before_it_was_lost(previous)
     # Such a file starts over, its attempt kept under lost_runs.
     assert pr._forget_lost_run(previous, Path("/no/such/run"))["lost_runs"][0]["iteration_reached"] == 6000
+
+
+def test_a_run_of_the_other_profile_is_neither_resumed_nor_replaced(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An exact CPU run's files met by a fast invocation (a GPU window's default): refused, nothing written."""
+    results, runs = tmp_path / "results", tmp_path / "runs"
+    results.mkdir()
+    cpu_run = {"config": "la_vnet_16", "seed": 1337, "status": "running", "profile": "exact", "iteration": 1409,
+               "cpu": {"model": "AMD EPYC"}, "started": "2026-12-04T09:50:24+00:00"}
+    path = results / "la_vnet_16_seed1337.json"
+    path.write_text(json.dumps(cpu_run))
+    code = pr.main(["run", "la_vnet_16", "--seed", "1337", "--data", str(tmp_path / "absent"),
+                    "--runs-dir", str(runs), "--results", str(results)])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1, err
+    assert err.startswith("error: la_vnet_16 seed 1337: its result file is of a run in the exact profile (running, iteration "
+                          "1409 on AMD EPYC), not a fast one; give another --results folder or add --exact")
+    assert json.loads(path.read_text()) == cpu_run  # left as it was: no lost_runs, no new start
+    # The same file with the profile it was made in goes on (here: its folder is gone, so it would start over).
+    assert pr.profile_conflict(cpu_run, runs / "la_vnet_16" / "seed1337", exact=True) is None
+    # Older files without a profile, and files of runs that never trained, are not in the way.
+    assert pr.profile_conflict({k: v for k, v in cpu_run.items() if k != "profile"}, runs / "x", exact=False) is None
+    assert pr.profile_conflict({**cpu_run, "iteration": None}, runs / "x", exact=False) is None
+    fast = pr.profile_conflict({**cpu_run, "profile": "fast"}, runs / "x", exact=True)
+    assert fast is not None and fast.endswith("or leave out --exact")
+
+    # A run folder is resumed in the profile it was started with, so asking for the other one is refused.
+    run_dir = runs / "la_vnet_16" / "seed1337"
+    run_dir.mkdir(parents=True)
+    (run_dir / "config.yaml").write_text("train: {profile: exact, amp: none}\n")
+    assert pr.profile_conflict({}, run_dir, exact=True) is None
+    message = pr.profile_conflict({}, run_dir, exact=False)
+    assert message is not None and "started with the exact profile, not the fast one; add --exact" in message
+    (run_dir / "config.yaml").write_text("train: {profile: fast, amp: bf16}\n")
+    assert pr.profile_conflict({}, run_dir, exact=False) is None
+    assert "leave out --exact" in str(pr.profile_conflict({}, run_dir, exact=True))
