@@ -103,6 +103,11 @@ def to_markdown(rows: list[dict[str, object]]) -> str:
     return "\n".join(lines)
 
 
+def _run_key(result: dict[str, Any]) -> tuple[str, int]:
+    """A result file's (config, seed): what names one run, and the order of the tables."""
+    return str(result.get("config")), int(result.get("seed", 0))
+
+
 def read_results(results: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """The finished and the unfinished (running or failed) result files under ``results``
     (sorted by config, seed)."""
@@ -119,8 +124,7 @@ def read_results(results: Path) -> tuple[list[dict[str, Any]], list[dict[str, An
         data["_path"] = str(path)
         # "finished": what result files said before protocol_run.py wrote running / done / failed.
         (finished if data.get("status") in ("done", "finished") else failed).append(data)
-    key = lambda d: (str(d.get("config")), int(d.get("seed", 0)))  # noqa: E731
-    return sorted(finished, key=key), sorted(failed, key=key)
+    return sorted(finished, key=_run_key), sorted(failed, key=_run_key)
 
 
 def read_result_folders(folders: list[Path]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -136,15 +140,14 @@ def read_result_folders(folders: list[Path]) -> tuple[list[dict[str, Any]], list
     for folder in folders:
         done, other = read_results(folder)
         for r in done:
-            key = (str(r.get("config")), int(r.get("seed", 0)))
+            key = _run_key(r)
             if key in seen:
                 raise CanetError(f"{key[0]} seed {key[1]} is finished in two result folders ({seen[key]} and "
                                  f"{r['_path']}); give one of them")
             seen[key] = r["_path"]
         finished += done
         failed += other
-    key = lambda d: (str(d.get("config")), int(d.get("seed", 0)))  # noqa: E731
-    return sorted(finished, key=key), sorted(failed, key=key)
+    return sorted(finished, key=_run_key), sorted(failed, key=_run_key)
 
 
 def trained_on(result: dict[str, Any]) -> str:
