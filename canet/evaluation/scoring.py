@@ -102,7 +102,7 @@ def _prediction_placement(
     gap = placement_gap(p_geo.affine, g_geo.affine, g_geo.shape)
     unlabelled_header = not p_geo.oriented or bool(np.allclose(p_geo.affine, np.eye(4)))
     message = (
-        f"case {case!r}: {pred_file.name} and {gt_file.name} lie on different grids in space (their affines "
+        f"case {case!r}: prediction {pred_file.name} and ground truth {gt_file.name} lie on different grids in space (their affines "
         f"put a corner {gap:.3g} {g_geo.unit} apart, in {p_geo.axcodes or 'unstated'} and "
         f"{g_geo.axcodes or 'unstated'} voxel order)"
     )

@@ -515,7 +515,7 @@ def test_score_reads_a_prediction_in_the_ground_truths_voxel_order(tmp_path, run
     _save_nifti(tmp_path / "p" / "a.nii.gz", gt, shifted)
     code, err, _ = scored()
     assert code == 2 and err.count("\n") == 1
-    assert "case 'a': a.nii.gz and a.nii.gz lie on different grids in space" in err
+    assert "case 'a': prediction a.nii.gz and ground truth a.nii.gz lie on different grids in space" in err
     assert "corner 2.4 mm apart" in err and "pass --ignore-affine" in err
     code, err, summary = scored("--ignore-affine")
     assert code == 0, err
