@@ -17,9 +17,14 @@ kept in separate folders); the same config and seed finished in two of them is
 refused, and a paired comparison of runs trained on different devices or
 profiles says so under its table.
 
+With ``--across FIRST SECOND`` it compares the runs finished in both result folders (the
+same config and seed trained twice, e.g. in the exact profile on the CPU and in the fast
+profile on a GPU), per config, SECOND's per-case values against FIRST's.
+
 Usage: python benchmarks/aggregate_results.py OUT_DIR [--reference CONFIG] [--metric dice ...]
        python benchmarks/aggregate_results.py --results benchmarks/results [--results DIR ...]
            [--reference la_vnet_16]
+       python benchmarks/aggregate_results.py --across benchmarks/results benchmarks/results/h200
 """
 
 from __future__ import annotations
@@ -181,7 +186,12 @@ def _evaluation(result: dict[str, Any], mode: str) -> Evaluation:
         case: {"case": case, **{m: "nan" if values.get(m) is None else repr(float(values[m])) for m in METRICS}}
         for case, values in ev["cases"].items()
     }
-    summary = {"cases": len(rows), "distance_unit": ev.get("settings", {}).get("distance_unit")}
+    settings = ev.get("settings") or {}
+    summary: dict[str, Any] = {"cases": len(rows), "distance_unit": settings.get("distance_unit")}
+    summary.update({k: settings[k] for k in ("mode", "tta", "lcc") if k in settings})
+    if result.get("checkpoint_sha256"):
+        # What compare's notes name as the scored checkpoint (the data path differs between machines).
+        summary["checkpoint"] = f"last.pt of {Path(result['_path']).name} (sha256 {result['checkpoint_sha256'][:12]})"
     return Evaluation(path=Path(result["_path"]), columns=["case", *METRICS], rows=rows, summary=summary)
 
 
@@ -235,6 +245,58 @@ def gpu_table(finished: list[dict[str, Any]], failed: list[dict[str, Any]]) -> s
     return "\n".join(lines)
 
 
+ACROSS_NOTE = (
+    "The same config and seed trained twice: the runs drift apart from the first iterations (other "
+    "rounding, other random streams), so the difference mixes what the device and profile change with "
+    "run-to-run variation; one seed cannot tell the two apart, several seeds per side can."
+)
+
+
+def across_groups(first: Path, second: Path) -> list[tuple[Group, Group]]:
+    """Per config, the runs finished in both result folders (same config and seed), as two groups.
+
+    Each pair of groups holds the seeds finished in both folders, in the same order, evaluated
+    in reference mode; the first group comes from ``first``. A group is named by config and by
+    how its runs were trained (:func:`trained_on`), or by its folder where both were trained alike.
+
+    Raises:
+        CanetError: a folder is missing or unreadable, or no config and seed is finished in both.
+    """
+    done_first, _ = read_results(first)
+    done_second = {_run_key(r): r for r in read_results(second)[0]}
+    by_config: dict[str, list[tuple[dict[str, Any], dict[str, Any]]]] = {}
+    for r in done_first:
+        other = done_second.get(_run_key(r))
+        if other is not None:
+            by_config.setdefault(str(r["config"]), []).append((r, other))
+    if not by_config:
+        raise CanetError(f"no config and seed is finished in both {first} and {second}")
+    out = []
+    for cfg, runs in sorted(by_config.items()):
+        labels = [", ".join(sorted({trained_on(pair[i]) for pair in runs})) for i in (0, 1)]
+        if labels[0] == labels[1]:
+            labels = [str(first), str(second)]
+        groups = tuple(
+            Group(name=f"{cfg} ({labels[i]})", path=folder,
+                  members=[_evaluation(pair[i], "reference") for pair in runs],
+                  member_names=[f"seed{pair[i]['seed']}" for pair in runs])
+            for i, folder in enumerate((first, second))
+        )
+        out.append((groups[0], groups[1]))
+    return out
+
+
+def across(first: Path, second: Path, metrics: list[str], resamples: int, seed: int) -> str:
+    """Markdown: per config finished in both folders, the paired comparison of ``second``'s
+    runs against ``first``'s (reference mode), with :data:`ACROSS_NOTE` under it."""
+    tables = [
+        compare_groups(pair, metrics=metrics, reference=0, resamples=resamples, seed=seed)
+        .markdown(kinds=("pairs",)).rstrip("\n")
+        for pair in across_groups(first, second)
+    ]
+    return "\n\n".join([*tables, ACROSS_NOTE])
+
+
 def paired(
     groups: list[Group], reference: str | None, metrics: list[str], resamples: int, seed: int
 ) -> Comparison | None:
@@ -251,11 +313,20 @@ def main() -> None:
     parser.add_argument("out_dir", type=Path, nargs="?", help="protocol run folder (OUT/<config>/seed<S>/eval)")
     parser.add_argument("--results", type=Path, action="append",
                         help="read protocol_run.py result files from this folder instead (repeatable)")
+    parser.add_argument("--across", type=Path, nargs=2, metavar=("FIRST", "SECOND"),
+                        help="compare the runs finished in both result folders (same config and seed, "
+                             "e.g. exact CPU and fast GPU runs): SECOND's against FIRST's")
     parser.add_argument("--reference", default=None, help="config the others are compared with (default the first)")
     parser.add_argument("--metric", nargs="+", default=["dice"], help="metrics of the paired table (default dice)")
     parser.add_argument("--resamples", type=int, default=10_000, help="bootstrap resamples (default 10000)")
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     args = parser.parse_args()
+    if args.across is not None:
+        try:
+            print(across(*args.across, args.metric, args.resamples, args.seed))
+        except CanetError as exc:
+            sys.exit(f"error: {exc}")
+        return
     if args.results is not None:
         try:
             finished, failed = read_result_folders(args.results)

@@ -144,3 +144,50 @@ def test_result_folders_of_two_devices(tmp_path: Path, monkeypatch: pytest.Monke
         aggregate_results.main()
     message = str(exc.value.code)
     assert message.startswith("error: la_vnet_16 seed 1337 is finished in two result folders") and "\n" not in message
+
+
+def test_the_same_runs_compared_across_two_folders(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """--across pairs the runs finished in both folders (same config and seed), second against first."""
+    cpu, gpu = tmp_path / "results", tmp_path / "results" / "h200"
+    _result_file(cpu, "la_vnet_16", 1337, [0.90, 0.80, 0.66, 0.60], [0.90, 0.80, 0.66, 0.60], 7.8)
+    _result_file(cpu, "la_canet_16", 1337, [0.90, 0.80, 0.70, 0.60], [0.90, 0.80, 0.70, 0.60], 7.9)  # CPU only
+    _result_file(gpu, "la_vnet_16", 1337, [0.88, 0.78, 0.68, 0.58], [0.88, 0.78, 0.68, 0.58], 0.02)
+    _result_file(gpu, "la_vnet_16", 1338, [0.10, 0.10, 0.10, 0.10], [0.10, 0.10, 0.10, 0.10], 0.02)  # GPU only
+    data = json.loads((cpu / "la_vnet_16_seed1337.json").read_text())
+    data["environment"] = {"device": "cpu", "device_name": None}
+    data["cpu"] = {"model": "AMD EPYC"}
+    data["settings"] = {"profile": "exact"}
+    data["checkpoint_sha256"] = "ab" * 32
+    (cpu / "la_vnet_16_seed1337.json").write_text(json.dumps(data))
+    argv = ["aggregate_results.py", "--across", str(cpu), str(gpu), "--resamples", "200"]
+    monkeypatch.setattr(sys, "argv", argv)
+    aggregate_results.main()
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line.startswith("| la_vnet_16 (")]
+    # One pair: the GPU seed-1337 run against the CPU one. Per case -2, -2, +2, -2 points: mean -1.00,
+    # 1 better and 3 worse; la_canet_16 (CPU only) and seed 1338 (GPU only) are left out.
+    assert len(rows) == 1, out
+    cells = [c.strip() for c in rows[0].split("|")[1:-1]]
+    assert cells[0] == "la_vnet_16 (cpu (AMD EPYC), exact profile)"
+    assert cells[1] == "la_vnet_16 (NVIDIA H100 80GB HBM3, unknown profile)"
+    assert "| 4 | " in rows[0] and "| -1.00 | [" in rows[0] and "| 1 / 3 / 0 |" in rows[0], out
+    assert "la_canet_16" not in out
+    # compare's notes name the scored checkpoint by its SHA-256 where the result file records it.
+    assert ("- la_vnet_16 (cpu (AMD EPYC), exact profile) scored: checkpoint last.pt of la_vnet_16_seed1337.json "
+            "(sha256 abababababab)") in out
+    assert "- la_vnet_16 (NVIDIA H100 80GB HBM3, unknown profile) scored: no data, ground truth or checkpoint" in out
+    assert out.rstrip().endswith("several seeds per side can.")
+
+    # Trained alike (the CPU file as written by _result_file): the folders name the groups.
+    _result_file(cpu, "la_vnet_16", 1337, [0.90, 0.80, 0.66, 0.60], [0.90, 0.80, 0.66, 0.60], 7.8)
+    aggregate_results.main()
+    out = capsys.readouterr().out
+    assert f"| la_vnet_16 ({cpu}) | la_vnet_16 ({gpu}) |" in out, out
+
+    # Nothing in common: one line, non-zero exit.
+    (gpu / "la_vnet_16_seed1337.json").unlink()
+    with pytest.raises(SystemExit) as exc:
+        aggregate_results.main()
+    message = str(exc.value.code)
+    assert message == f"error: no config and seed is finished in both {cpu} and {gpu}"
