@@ -178,7 +178,7 @@ def worker(
     return {
         "variant": variant,
         "patch": list(patch),
-        "median_s": times[len(times) // 2],
+        "median_s": times[len(times) // 2],  # the upper median: of 2 timed steps, the slower
         "min_s": times[0],
         "first_step_s": first,
         "peak_rss_mib": rss,
@@ -234,7 +234,7 @@ def main() -> None:
           f"{torch.get_num_threads()} threads")
     print(f"# fp32 matmul peak (4096^3 torch.mm, best of 5): {peak:.1f} GFLOP/s")
     print(f"# batch 2 labeled + 2 unlabeled from {args.data or 'synthetic volumes'}; {args.warmup} warm-up + "
-          f"{args.iters} timed iterations (median)\n")
+          f"{args.iters} timed iterations (median; of an even count, the upper one)\n")
     variants = ["plain", *(["loader-sdm", "loader-sdm+channels-last"] if args.each else []), "optimized"]
     variants += ["optimized+eager-d"] if args.eager_d else []
     variants += ["optimized+reuse"] if args.reuse else []
