@@ -336,11 +336,16 @@ def read_array(
 
 
 def _nifti_geometry(img: Any, shape: tuple[int, ...]) -> Geometry:
+    """A NIfTI file's geometry; the voxel size is that of the affine that places its voxels.
+
+    The header's ``pixdim`` is used only where the affine gives no usable size: a file
+    whose sform scales its axes otherwise than its ``pixdim`` says (a stale ``pixdim``)
+    is placed by the sform, so its distances are measured with the sform's sizes too.
+    """
     affine = np.asarray(img.affine, dtype=np.float64)
-    zooms = img.header.get_zooms()
-    spacing = tuple(float(z) for z in zooms[:3])
-    if len(spacing) != 3 or not all(np.isfinite(spacing)) or min(spacing) <= 0:
-        spacing = spacing_of(affine)
+    spacing = spacing_of(affine)
+    if not all(np.isfinite(spacing)) or min(spacing) <= 0:
+        spacing = tuple(float(z) for z in img.header.get_zooms()[:3])
     oriented = int(img.header["sform_code"]) > 0 or int(img.header["qform_code"]) > 0
     return Geometry(tuple(shape[:3]), affine, spacing, "mm", oriented)  # type: ignore[arg-type]
 

@@ -608,3 +608,31 @@ def test_nrrd_without_space_directions_is_scored_in_voxels(tmp_path, run_cli) ->
     assert code == 2 and "states no voxel size" in err and "--voxels" in err and err.count("\n") == 1
     code, _, err = run_cli("score", tmp_path / "p", tmp_path / "g", "--out", tmp_path / "o2", "--quiet", "--voxels")
     assert code == 0, err
+
+
+def test_score_measures_distances_with_the_affine_that_places_the_voxels(tmp_path, run_cli) -> None:
+    """A stale pixdim (1 mm) beside an sform of 2 mm along x: the sform places the voxels, so it sizes them.
+
+    Worked out by hand: two 6x6x6 cubes, the prediction 2 voxels further along x. Every surface voxel of
+    either cube is at most 2 voxels = 4 mm from the other's surface along x, so HD95 is 4 mm (2 "mm" if
+    the pixdim were used). Dice = 2 * 4/6 = 0.667 whatever the size.
+    """
+    gt = np.zeros((20, 16, 16), np.uint8)
+    gt[4:10, 5:11, 5:11] = 1
+    pred = np.roll(gt, 2, axis=0)
+    for d, arr in (("p", pred), ("g", gt)):
+        (tmp_path / d).mkdir()
+        img = nib.Nifti1Image(arr, np.eye(4))
+        img.set_sform(np.diag([2.0, 1.0, 1.0, 1.0]), code=1)
+        img.set_qform(None, code=0)
+        img.header.set_zooms((1.0, 1.0, 1.0))  # stale: not what the sform says
+        nib.save(img, str(tmp_path / d / "a.nii.gz"))
+    assert nib.load(str(tmp_path / "g" / "a.nii.gz")).header.get_zooms() == (1.0, 1.0, 1.0)
+    code, _, err = run_cli("score", tmp_path / "p", tmp_path / "g", "--out", tmp_path / "o", "--quiet")
+    assert code == 0, err
+    summary = json.loads((tmp_path / "o" / "summary.json").read_text())
+    assert summary["dice"]["mean"] == pytest.approx(2 * 4 / 12, abs=1e-9)
+    assert summary["hd95"]["mean"] == pytest.approx(4.0, abs=1e-9)
+    assert summary["hd95"]["mean"] == pytest.approx(
+        mb.hd95(pred.astype(bool), gt.astype(bool), voxelspacing=(2.0, 1.0, 1.0)), abs=1e-9
+    )
