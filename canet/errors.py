@@ -29,6 +29,11 @@ class DiskFullError(CanetError, OSError):
     """
 
 
+class OutputPathError(CanetError, OSError):
+    """An output file cannot be created where it was asked for: a folder stands under its
+    name, a file stands where one of its folders should be, or the folder is not writable."""
+
+
 class CheckpointError(CanetError):
     """A checkpoint file is missing, unreadable or of a foreign format."""
 

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from canet.errors import DiskFullError
+from canet.errors import DiskFullError, OutputPathError
 
 #: A writer that fails while its disk has less than this free is taken to have
 #: failed for want of space. ``torch.save`` reports a full disk as a bare
@@ -62,6 +62,40 @@ def writing_to(path: str | os.PathLike[str]) -> Iterator[None]:
         raise DiskFullError(f"cannot write {path}: no space left on its disk") from exc
 
 
+def _unwritable(target: Path, exc: OSError) -> OutputPathError:
+    """Why ``target`` cannot be created, in one line (the error raised while trying: ``exc``)."""
+    if target.is_dir():
+        return OutputPathError(f"cannot write {target}: a folder of that name is there")
+    for folder in target.parents:
+        if folder.exists():
+            if not folder.is_dir():
+                return OutputPathError(f"cannot write {target}: {folder} is a file, not a folder")
+            break
+    return OutputPathError(f"cannot write {target}: {exc.strerror or exc}")
+
+
+def make_folder(folder: str | os.PathLike[str]) -> Path:
+    """Create ``folder`` and its parents where missing, like ``mkdir -p``.
+
+    Raises:
+        OutputPathError: a file stands under its name or under the name of one of its
+            parents, or it cannot be created (no permission, read-only file system).
+    """
+    path = Path(folder)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        if path.exists() and not path.is_dir():
+            raise OutputPathError(f"cannot create the folder {path}: a file of that name is there") from exc
+        for parent in path.parents:
+            if parent.exists():
+                if not parent.is_dir():
+                    raise OutputPathError(f"cannot create the folder {path}: {parent} is a file, not a folder") from exc
+                break
+        raise OutputPathError(f"cannot create the folder {path}: {exc.strerror or exc}") from exc
+    return path
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str], suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it replaces ``path``.
@@ -75,11 +109,21 @@ def atomic_path(path: str | os.PathLike[str], suffix: str = "") -> Iterator[Path
         DiskFullError: the write failed because the disk is full (errno ENOSPC or
             EDQUOT, or any write error while less than :data:`LOW_SPACE_BYTES` are
             free); the original error is its ``__cause__``.
+        OutputPathError: ``path`` cannot be created: it is a folder, one of its
+            folders is a file, or the folder is not writable (checked before anything
+            is written).
     """
     target = Path(path)
-    with writing_to(target):
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".tmp{suffix}", dir=target.parent)
+    if target.is_dir():
+        raise _unwritable(target, IsADirectoryError(errno.EISDIR, "is a folder"))
+    try:
+        with writing_to(target):
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".tmp{suffix}", dir=target.parent)
+    except DiskFullError:
+        raise
+    except OSError as exc:
+        raise _unwritable(target, exc) from exc
     os.close(fd)
     tmp_path = Path(tmp)
     try:

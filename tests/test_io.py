@@ -138,3 +138,32 @@ def test_the_cli_ends_any_other_full_disk_write_in_one_line(
     monkeypatch.setattr(cli, "build_parser", lambda: parser_with(not_a_disk_problem))
     with pytest.raises(PermissionError):  # only a full disk is turned into a line here
         cli.main([])
+
+
+def test_an_output_path_blocked_by_a_file_or_a_folder_is_one_line(tmp_path: Path) -> None:
+    """A folder under the file's name, or a file where a folder should be: OutputPathError, nothing written."""
+    from canet.errors import OutputPathError
+    from canet.io import make_folder
+
+    (tmp_path / "a_folder").mkdir()
+    (tmp_path / "a_file").write_text("kept")
+    cases = {
+        tmp_path / "a_folder": f"cannot write {tmp_path / 'a_folder'}: a folder of that name is there",
+        tmp_path / "a_file" / "x.json": f"cannot write {tmp_path / 'a_file' / 'x.json'}: "
+        f"{tmp_path / 'a_file'} is a file, not a folder",
+        tmp_path / "a_file" / "sub" / "x.json": f"cannot write {tmp_path / 'a_file' / 'sub' / 'x.json'}: "
+        f"{tmp_path / 'a_file'} is a file, not a folder",
+    }
+    for target, message in cases.items():
+        with pytest.raises(OutputPathError) as info:
+            atomic_write_text(target, "new")
+        assert str(info.value) == message and isinstance(info.value, CanetError)
+    assert (tmp_path / "a_file").read_text() == "kept" and list((tmp_path / "a_folder").iterdir()) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file", "a_folder"]  # no temporary file left
+
+    with pytest.raises(OutputPathError, match="^cannot create the folder .*a_file: a file of that name is there$"):
+        make_folder(tmp_path / "a_file")
+    with pytest.raises(OutputPathError, match=r"a_file/run: .*a_file is a file, not a folder$"):
+        make_folder(tmp_path / "a_file" / "run")
+    assert make_folder(tmp_path / "a_folder" / "new" / "deeper").is_dir()
+    assert make_folder(tmp_path / "a_folder").is_dir()  # already there: fine

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from canet.errors import ConfigError
-from canet.io import atomic_write_text
+from canet.io import atomic_write_text, make_folder
 
 LOCK_FILE = ".lock"
 HEARTBEAT_FILE = "reached"
@@ -75,7 +75,7 @@ class RunLock:
             return self
         if self._fh is not None:
             return self
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        make_folder(self.path.parent)
         fh = open(self.path, "a+", encoding="utf-8")  # noqa: SIM115 - kept open while held
         try:
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)

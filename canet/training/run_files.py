@@ -25,7 +25,7 @@ import torch
 
 import canet
 from canet.errors import ConfigError
-from canet.io import atomic_write_text
+from canet.io import atomic_write_text, make_folder
 from canet.training.config import Config, load_config, save_config
 from canet.training.distributed import DistInfo
 
@@ -89,7 +89,7 @@ def write_run_files(
     ``backend_flags``, the torch switches of its profile); the record an earlier
     session left there moves, with its own history, into the list ``"previous"``.
     """
-    run_dir.mkdir(parents=True, exist_ok=True)
+    make_folder(run_dir)
     save_config(cfg, run_dir / CONFIG_FILE)
     env_path = run_dir / ENVIRONMENT_FILE
     env = environment_info(device, dist_info)

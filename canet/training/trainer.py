@@ -48,6 +48,7 @@ from canet.checkpoint import load_checkpoint, save_checkpoint
 from canet.device import resolve_device, select_device
 from canet.errors import CanetError, ConfigError, DataError
 from canet.inferers.settings import InferenceSettings
+from canet.io import make_folder
 from canet.losses import SDMTargets
 from canet.models import SegOutput
 from canet.training.config import Config, config_from_dict, resolve
@@ -681,7 +682,7 @@ class Trainer:
             )
         self._run_log = None
         if self.is_main:
-            self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+            make_folder(self.ckpt_dir)
             write_run_files(
                 self.run_dir, cfg, self.device, self.dist, self.iteration,
                 extra={"batch": self.batch.to_dict(), "backend_flags": self.flags.to_dict()},

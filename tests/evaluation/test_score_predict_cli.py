@@ -636,3 +636,18 @@ def test_score_measures_distances_with_the_affine_that_places_the_voxels(tmp_pat
     assert summary["hd95"]["mean"] == pytest.approx(
         mb.hd95(pred.astype(bool), gt.astype(bool), voxelspacing=(2.0, 1.0, 1.0)), abs=1e-9
     )
+
+
+def test_an_output_folder_that_is_a_file_is_one_line(tmp_path, run_cli, checkpoint) -> None:
+    """score --out and predict -o naming an existing file: one error line naming it, exit 2."""
+    for d in ("p", "g"):
+        (tmp_path / d).mkdir()
+        _save_nifti(tmp_path / d / "a.nii.gz", _blob(), np.eye(4))
+    blocker = tmp_path / "notes.txt"
+    blocker.write_text("kept")
+    code, _, err = run_cli("score", tmp_path / "p", tmp_path / "g", "--out", blocker, "--quiet")
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
+    assert f"{blocker} is a file, not a folder" in err
+    code, _, err = run_cli("predict", checkpoint, tmp_path / "p" / "a.nii.gz", "-o", blocker, "--quiet")
+    assert code == 2 and "Traceback" not in err and f"{blocker} is a file, not a folder" in err, err
+    assert blocker.read_text() == "kept"
