@@ -28,6 +28,10 @@ Two kinds of dataset are understood by :func:`open_dataset`:
   ``postprocess: {lcc: true}`` keeps only the largest connected component of
   each predicted class when the dataset is evaluated (default false: right for
   structures in several parts; the LA layout always uses it, as the literature).
+  Other top-level keys are refused (:data:`DATALIST_KEYS`), except the
+  descriptive ones of the Decathlon's and nnU-Net's ``dataset.json``
+  (:data:`DESCRIPTIVE_KEYS`); an entry's own extra keys are read past unless they
+  look like a misspelt :data:`ENTRY_KEYS` key.
 
 Geometry convention: every :class:`Volume` carries a 4 x 4 voxel-to-world
 affine in **RAS+ millimetres**, the convention of NIfTI and nibabel. NIfTI
@@ -688,6 +692,39 @@ def _load_datalist_file(path: Path) -> Any:
         raise DataError(f"{path}: cannot parse datalist ({_reason(exc)})") from None
 
 
+#: What a datalist's top level may hold: canet's keys, then the descriptive keys of the
+#: Medical Segmentation Decathlon's and nnU-Net's ``dataset.json`` (read past, not used).
+DATALIST_KEYS: tuple[str, ...] = (
+    "training", "unlabeled", "validation", "test", "num_classes", "normalize", "postprocess",
+)
+DESCRIPTIVE_KEYS: frozenset[str] = frozenset({
+    "name", "description", "reference", "licence", "license", "release", "tensorImageSize", "modality",
+    "labels", "numTraining", "numTest", "channel_names", "file_ending", "overwrite_image_reader_writer",
+})
+#: What a datalist entry uses; other keys (a subject's age, a note) are read past, unless
+#: they look like a misspelling of one of these.
+ENTRY_KEYS: tuple[str, ...] = ("image", "label", "id", "case_id")
+
+
+def _misspelt(key: str, known: Sequence[str]) -> str | None:
+    """The known key that ``key`` looks like a misspelling of (``unlabelled`` -> ``unlabeled``), or None."""
+    import difflib
+
+    close = difflib.get_close_matches(key.lower(), known, n=1, cutoff=0.8)
+    return close[0] if close else None
+
+
+def _check_datalist_keys(data: dict[Any, Any], path: Path) -> None:
+    """Refuse a top-level key canet does not know: a misspelt ``unlabeled`` would drop every unlabeled case."""
+    for key in data:
+        name = str(key)
+        if name in DATALIST_KEYS or name in DESCRIPTIVE_KEYS:
+            continue
+        near = _misspelt(name, DATALIST_KEYS)
+        hint = f"did you mean {near!r}? " if near else ""
+        raise DataError(f"{path}: unknown datalist key {name!r} ({hint}known: {', '.join(DATALIST_KEYS)})")
+
+
 def _entry_paths(
     entry: Any, where: str, path: Path, need_label: bool
 ) -> tuple[str, str | None, str | None]:
@@ -696,6 +733,10 @@ def _entry_paths(
         entry = {"image": entry}
     if not isinstance(entry, dict):
         raise DataError(f"{path}: {where} must be a path or a mapping with 'image', got {entry!r}")
+    for key in entry:
+        near = _misspelt(str(key), ENTRY_KEYS) if key not in ENTRY_KEYS else None
+        if near is not None:
+            raise DataError(f"{path}: {where} has a key {str(key)!r}: did you mean {near!r}?")
     image = entry.get("image")
     if not isinstance(image, str) or not image:
         raise DataError(f"{path}: {where} has no 'image' path")
@@ -712,6 +753,7 @@ def _open_datalist(path: Path, labeled: int | None) -> DatasetSpec:
     data = _load_datalist_file(path)
     if not isinstance(data, dict):
         raise DataError(f"{path}: a datalist must be a mapping with a 'training' list")
+    _check_datalist_keys(data, path)
     if "training" not in data:
         raise DataError(f"{path}: no 'training' list")
     base = path.parent

@@ -204,6 +204,16 @@ def test_datalist_options_and_ids(datalist_dir: Path) -> None:
         (lambda d: d.update(postprocess={"lcc": "yes"}), "postprocess.lcc must be true or false, got 'yes'"),
         (lambda d: d.update(postprocess={"fill_holes": True}), "unknown postprocess key 'fill_holes'"),
         (lambda d: d.update(postprocess=True), "postprocess must be a mapping"),
+        # A misspelt top-level key would silently drop its cases (or its setting): refused, with the guess.
+        (lambda d: d.update(unlabelled=d.pop("unlabeled")),
+         r"unknown datalist key 'unlabelled' \(did you mean 'unlabeled'\? known: training, unlabeled, "),
+        (lambda d: d.update(tests=d.pop("test")), r"unknown datalist key 'tests' \(did you mean 'test'\?"),
+        (lambda d: d.update(tets=d.pop("test")), r"unknown datalist key 'tets' \(known: "),
+        (lambda d: d.update(num_clases=3), r"unknown datalist key 'num_clases' \(did you mean 'num_classes'\?"),
+        (lambda d: d.update(extra_cases=[]), r"unknown datalist key 'extra_cases' \(known: training, "),
+        (lambda d: d.update(traning=d.pop("training")), r"unknown datalist key 'traning' \(did you mean 'training'"),
+        (lambda d: d["training"][0].update(labl="x"), r"training\[0\] has a key 'labl': did you mean 'label'\?"),
+        (lambda d: d["unlabeled"][0].update(Image="x"), r"unlabeled\[0\] has a key 'Image': did you mean 'image'\?"),
     ],
 )
 def test_datalist_errors(datalist_dir: Path, mutate, message: str) -> None:
@@ -213,6 +223,18 @@ def test_datalist_errors(datalist_dir: Path, mutate, message: str) -> None:
     path.write_text(json.dumps(data))
     with pytest.raises(DataError, match=message):
         open_dataset(path)
+
+
+def test_datalist_reads_past_descriptive_keys(datalist_dir: Path) -> None:
+    """The Decathlon's and nnU-Net's descriptive keys, and an entry's own metadata, are not errors."""
+    data = _datalist()
+    data.update(description="toy", labels={"0": "background", "1": "atrium"}, modality={"0": "MRI"},
+                numTraining=2, tensorImageSize="3D", channel_names={"0": "MRI"}, file_ending=".nii.gz")
+    data["training"][0]["age"] = 61
+    path = datalist_dir / "described.json"
+    path.write_text(json.dumps(data))
+    spec = open_dataset(path)
+    assert [c.case_id for c in spec.labeled] == ["a", "b"] and [c.case_id for c in spec.unlabeled] == ["c"]
 
 
 def test_unparseable_datalist(tmp_path: Path) -> None:
