@@ -32,6 +32,12 @@ def _read_label(path: Path) -> tuple[np.ndarray, Any]:
     return as_label(array, path), geometry
 
 
+#: Object values of binary masks that a set may mix without a question: 0/1 and 0/255 masks
+#: from different tools are both binary. Other mixes (0/1 beside 0/2) may be the classes of
+#: one label map, one class a case, and are refused unless ``--num-classes`` says which.
+BINARY_CONVENTIONS: frozenset[int] = frozenset({1, 255})
+
+
 def _infer_num_classes(pairs: Sequence[tuple[str, Path, Path]]) -> int:
     """The number of classes of a set of ground truths, decided case by case.
 
@@ -42,7 +48,9 @@ def _infer_num_classes(pairs: Sequence[tuple[str, Path, Path]]) -> int:
 
     Raises:
         DataError: a binary mask whose object value is no class of the label
-            maps (0/255 beside 0/1/2): the set mixes binary and multi-class ground truths.
+            maps (0/255 beside 0/1/2): the set mixes binary and multi-class ground truths;
+            or all are binary but mark their object with different values beyond
+            :data:`BINARY_CONVENTIONS` (0/1 beside 0/2): which is meant cannot be told.
     """
     from canet.metrics import label_values
 
@@ -56,6 +64,13 @@ def _infer_num_classes(pairs: Sequence[tuple[str, Path, Path]]) -> int:
         elif values:
             binary.setdefault(values[0], case)
     if not multi:
+        if len(binary) > 1 and not set(binary) <= BINARY_CONVENTIONS:
+            (v1, c1), (v2, c2) = sorted(binary.items())[:2]
+            raise DataError(
+                f"the ground truths mark their object with different values ({v1} in case {c1!r}, {v2} in case "
+                f"{c2!r}): binary masks, or classes of one label map? pass --num-classes 2 to score them as "
+                f"binary masks, or --num-classes {max(binary) + 1} to score each value as its own class"
+            )
         return 2
     classes = max(max(v) for v in multi.values()) + 1
     for value, case in sorted(binary.items()):

@@ -155,6 +155,43 @@ def test_score_a_0_255_ground_truth_is_binary(tmp_path, run_cli) -> None:
         assert summary["num_classes"] == 2 and summary["dice"]["mean"] == pytest.approx(7 / 16)
 
 
+def test_score_asks_when_binary_ground_truths_use_different_small_values(tmp_path, run_cli) -> None:
+    """Case a marks its object 1, case b marks it 2: one structure a case of a 3-class map, or binary masks?
+
+    Scored as binary, a prediction that swaps the two classes in both cases would get Dice 1 (the wrong
+    answer if they are classes); so the set is refused until --num-classes says which. 0/1 beside 0/255
+    (two binary conventions) is not asked about.
+    """
+    gt = _blob()
+    for d in ("p", "g"):
+        (tmp_path / d).mkdir()
+    _save_nifti(tmp_path / "g" / "a.nii.gz", gt * 1, np.eye(4))
+    _save_nifti(tmp_path / "g" / "b.nii.gz", gt * 2, np.eye(4))
+    _save_nifti(tmp_path / "p" / "a.nii.gz", gt * 2, np.eye(4))  # the classes swapped
+    _save_nifti(tmp_path / "p" / "b.nii.gz", gt * 1, np.eye(4))
+    code, _, err = run_cli("score", tmp_path / "p", tmp_path / "g", "--out", tmp_path / "o", "--quiet")
+    assert code == 2 and err.count("\n") == 1, err
+    assert "different values (1 in case 'a', 2 in case 'b')" in err and "--num-classes 3" in err
+    assert not (tmp_path / "o" / "summary.json").exists()
+    # As 3 classes: each case's object is missed and a wrong class predicted; class Dice 0 in both cases.
+    code, _, err = run_cli("score", tmp_path / "p", tmp_path / "g", "--out", tmp_path / "o3", "--quiet",
+                           "--num-classes", "3")
+    assert code == 0, err
+    summary = json.loads((tmp_path / "o3" / "summary.json").read_text())
+    assert summary["num_classes"] == 3 and summary["dice"]["mean"] == 0.0
+    # As binary masks, on request: every object found, Dice 1.
+    code, _, err = run_cli("score", tmp_path / "p", tmp_path / "g", "--out", tmp_path / "o2", "--quiet",
+                           "--num-classes", "2")
+    assert code == 0, err
+    assert json.loads((tmp_path / "o2" / "summary.json").read_text())["dice"]["mean"] == 1.0
+    # 0/1 beside 0/255: two binary conventions, scored as binary without a question.
+    _save_nifti(tmp_path / "g" / "b.nii.gz", gt * 255, np.eye(4))
+    _save_nifti(tmp_path / "p" / "a.nii.gz", gt * 1, np.eye(4))
+    code, _, err = run_cli("score", tmp_path / "p", tmp_path / "g", "--out", tmp_path / "o4", "--quiet")
+    assert code == 0, err
+    assert json.loads((tmp_path / "o4" / "summary.json").read_text())["dice"]["mean"] == 1.0
+
+
 def test_score_refuses_masks_binary_scoring_would_merge(tmp_path, run_cli) -> None:
     multi = _blob()
     multi[14:18, 2:6, 2:6] = 2
