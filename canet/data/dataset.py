@@ -565,20 +565,28 @@ def zscore(image: np.ndarray) -> np.ndarray:
 
 
 def save_nifti(
-    path: str | os.PathLike[str], array: np.ndarray, affine: np.ndarray | None = None
+    path: str | os.PathLike[str], array: np.ndarray, affine: np.ndarray | None = None, oriented: bool = True
 ) -> Path:
     """Write ``array`` as NIfTI with ``affine`` (RAS+, as in :class:`Volume`) atomically.
 
     Both the sform and the qform are set (code 1, scanner) so every viewer
-    places it where the source scan is. Returns the path written.
+    places it where the source scan is. ``oriented=False`` (a source NIfTI
+    whose header states no orientation: sform and qform codes 0) writes codes 0
+    as well, with the affine's voxel sizes as ``pixdim``, so the output claims
+    no more than its source did and readers place the two alike. Returns the
+    path written.
     """
     import nibabel as nib
 
     target = Path(path)
     matrix = np.eye(4) if affine is None else np.asarray(affine, dtype=np.float64)
-    img = nib.Nifti1Image(np.asarray(array), matrix)
-    img.set_sform(matrix, code=1)
-    img.set_qform(matrix, code=1)
+    if oriented:
+        img = nib.Nifti1Image(np.asarray(array), matrix)
+        img.set_sform(matrix, code=1)
+        img.set_qform(matrix, code=1)
+    else:  # no affine in memory: nibabel would write it as an sform (code 2) on saving
+        img = nib.Nifti1Image(np.asarray(array), None)
+        img.header.set_zooms(spacing_of(matrix) + tuple(img.header.get_zooms()[3:]))
     suffix = ".nii.gz" if target.name.lower().endswith(".gz") else ".nii"
     with atomic_path(target, suffix=suffix) as tmp:
         nib.save(img, str(tmp))

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from canet.data.dataset import (
+    file_format,
     strip_suffix,
 )
 from canet.errors import DataError
@@ -98,9 +99,11 @@ def predict_files(
             message = spacing_mismatch(str(path), seen, recorded["spacing"])
             if message:
                 sink(message)
-        target = save_nifti(out / f"{stem}_pred.nii.gz", mask, geometry.affine)
+        # A NIfTI source without orientation (codes 0) gives outputs without it too.
+        oriented = geometry.oriented or file_format(path) != "nifti"
+        target = save_nifti(out / f"{stem}_pred.nii.gz", mask, geometry.affine, oriented=oriented)
         if probabilities:
             prob_out = probs if probs.ndim == 3 else np.moveaxis(probs, 0, -1)
-            save_nifti(out / f"{stem}_prob.nii.gz", prob_out.astype(np.float32), geometry.affine)
+            save_nifti(out / f"{stem}_prob.nii.gz", prob_out.astype(np.float32), geometry.affine, oriented=oriented)
         written.append(target)
     return written

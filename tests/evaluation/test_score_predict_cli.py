@@ -281,6 +281,28 @@ def test_predict_nifti_and_nrrd_keep_the_geometry(tmp_path, run_cli, checkpoint)
     )
 
 
+def test_predict_output_of_an_unoriented_nifti_claims_no_orientation(tmp_path, run_cli, checkpoint) -> None:
+    """A source whose sform and qform codes are 0: its outputs get codes 0 too, and read back placed alike."""
+    image = np.random.default_rng(1).standard_normal((36, 34, 18)).astype(np.float32)
+    src = nib.Nifti1Image(image, None)  # no affine: sform and qform codes 0
+    src.header.set_zooms((0.8, 0.7, 1.4))
+    (tmp_path / "in").mkdir()
+    nib.save(src, str(tmp_path / "in" / "bare.nii.gz"))
+    _save_nifti(tmp_path / "in" / "placed.nii.gz", image, AFFINE)  # an oriented one beside it keeps code 1
+    code, _, err = run_cli("predict", checkpoint, tmp_path / "in", "-o", tmp_path / "out", "--probabilities", "--quiet")
+    assert code == 0, err
+    source = nib.load(str(tmp_path / "in" / "bare.nii.gz"))
+    assert (int(source.header["sform_code"]), int(source.header["qform_code"])) == (0, 0)
+    for name in ("bare_pred.nii.gz", "bare_prob.nii.gz"):
+        out = nib.load(str(tmp_path / "out" / name))
+        assert (int(out.header["sform_code"]), int(out.header["qform_code"])) == (0, 0), name
+        np.testing.assert_allclose(out.header.get_zooms()[:3], (0.8, 0.7, 1.4), atol=1e-6)
+        np.testing.assert_allclose(out.affine, source.affine, atol=1e-6)
+    placed = nib.load(str(tmp_path / "out" / "placed_pred.nii.gz"))
+    assert (int(placed.header["sform_code"]), int(placed.header["qform_code"])) == (1, 1)
+    np.testing.assert_allclose(placed.affine, AFFINE, atol=1e-5)
+
+
 def test_predict_bad_inputs_end_in_one_line(tmp_path, run_cli, checkpoint) -> None:
     _save_nifti(tmp_path / "flat.nii.gz", np.zeros((10, 12), np.float32), np.eye(4))
     code, _, err = run_cli("predict", checkpoint, tmp_path / "flat.nii.gz", "-o", tmp_path / "o")
