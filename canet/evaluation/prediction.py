@@ -87,6 +87,9 @@ def predict_files(
         filled, nonfinite = fill_nonfinite(array, path)
         if nonfinite:
             sink(nonfinite_warning(str(path), nonfinite))
+        if filled.size and float(filled.min()) == float(filled.max()):
+            sink(f"{path}: the image is constant (every voxel is {float(filled.min()):.6g}): "
+                 "it holds nothing to segment; the mask written says only what the network makes of a blank")
         image = zscore(filled) if normalize else filled
         if recorded["orientation"] is not None and not geometry.oriented:
             sink(f"{path}: the file states no orientation; predicted in its stored voxel order")

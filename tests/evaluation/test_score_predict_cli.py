@@ -530,6 +530,15 @@ def test_predict_fills_nan_voxels_and_says_how_many(tmp_path, run_cli) -> None:
     _save_nifti(tmp_path / "all" / "void.nii.gz", np.full((8, 8, 8), np.nan, np.float32), np.eye(4))
     code, _, err = run_cli("predict", tmp_path / "ras.pt", tmp_path / "all", "-o", tmp_path / "out", "--quiet")
     assert code == 2 and err.count("\n") == 1 and "every voxel of the image is NaN or infinite" in err
+    # A constant scan (blank, or a failed export) is predicted, with one line saying it holds nothing.
+    _save_nifti(tmp_path / "blank.nii.gz", np.full((36, 34, 18), 5, np.int16), np.diag([0.8, 0.9, 1.5, 1.0]))
+    code, _, err = run_cli("predict", tmp_path / "ras.pt", tmp_path / "blank.nii.gz", "-o", tmp_path / "out", "--quiet")
+    assert code == 0, err
+    assert err.strip().splitlines() == [
+        f"warning: {tmp_path / 'blank.nii.gz'}: the image is constant (every voxel is 5): it holds nothing to "
+        "segment; the mask written says only what the network makes of a blank"
+    ]
+    assert (tmp_path / "out" / "blank_pred.nii.gz").is_file()
 
 
 def test_score_reads_a_prediction_in_the_ground_truths_voxel_order(tmp_path, run_cli) -> None:
