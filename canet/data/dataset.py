@@ -773,6 +773,8 @@ def _open_datalist(path: Path, labeled: int | None) -> DatasetSpec:
     num_classes = data.get("num_classes", 2)
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
         raise DataError(f"{path}: num_classes must be an integer >= 2, got {num_classes!r}")
+    if num_classes > 256:
+        raise DataError(f"{path}: num_classes must be at most 256 (labels are read as values 0..255), got {num_classes}")
     normalize = data.get("normalize", True)
     if not isinstance(normalize, bool):
         raise DataError(f"{path}: normalize must be true or false, got {normalize!r}")

@@ -199,6 +199,7 @@ def test_datalist_options_and_ids(datalist_dir: Path) -> None:
         (lambda d: d["training"][1].pop("image"), r"training\[1\] has no 'image' path"),
         (lambda d: d.pop("training"), "no 'training' list"),
         (lambda d: d.update(num_classes=1), "num_classes must be an integer >= 2, got 1"),
+        (lambda d: d.update(num_classes=400), r"num_classes must be at most 256 \(labels are read as values 0..255\), got 400"),
         (lambda d: d.update(normalize="yes"), "normalize must be true or false, got 'yes'"),
         (lambda d: d.update(unlabeled={"image": "x"}), "'unlabeled' must be a list"),
         (lambda d: d.update(postprocess={"lcc": "yes"}), "postprocess.lcc must be true or false, got 'yes'"),
