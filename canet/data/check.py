@@ -263,6 +263,12 @@ def _check_case(
         except DataError as exc:
             report.problems.append(str(exc))
             return
+        if label_geometry.oriented != geometry.oriented:
+            stated, bare = ("image", "label") if geometry.oriented else ("label", "image")
+            report.warnings.append(
+                f"{case.label}: its {stated} states an orientation and its {bare} does not, so the label is "
+                "taken in the image's stored voxel order: check that they overlay"
+            )
     if label.size == 0:
         report.problems.append(f"{case.label}: label is empty (shape {tuple(label.shape)})")
         return

@@ -106,6 +106,21 @@ def test_unoriented_files_are_compared_in_stored_order(tmp_path: Path) -> None:
     assert int(img.header["sform_code"]) == 0 and int(img.header["qform_code"]) == 0
     with pytest.raises(DataError, match=r"label shape \(14, 12, 7\) differs from image shape \(14, 12, 8\)"):
         load_case(Case("a", tmp_path / "img.nii.gz", tmp_path / "short.nii.gz"))
+    # check-data says that such a pair is taken on trust; a pair that both state, or neither, is not named
+    nib.save(nib.Nifti1Image(image, None), str(tmp_path / "bare_img.nii.gz"))
+    nib.save(nib.Nifti1Image(label, AFFINE), str(tmp_path / "lab.nii.gz"))
+    datalist = tmp_path / "data.json"
+    datalist.write_text(json.dumps({"training": [
+        {"image": "img.nii.gz", "label": "bare.nii.gz", "id": "one_sided"},
+        {"image": "img.nii.gz", "label": "lab.nii.gz", "id": "both"},
+        {"image": "bare_img.nii.gz", "label": "bare.nii.gz", "id": "neither"},
+    ]}))
+    report = check_dataset(datalist)
+    assert report.problems == []
+    assert [w for w in report.warnings if "orientation" in w] == [
+        f"{tmp_path / 'bare.nii.gz'}: its image states an orientation and its label does not, so the label is "
+        "taken in the image's stored voxel order: check that they overlay"
+    ]
 
 
 def test_nan_voxels_are_set_to_the_scans_minimum_and_counted(tmp_path: Path) -> None:
