@@ -62,15 +62,21 @@ def writing_to(path: str | os.PathLike[str]) -> Iterator[None]:
         raise DiskFullError(f"cannot write {path}: no space left on its disk") from exc
 
 
+def _file_in_the_way(path: Path) -> Path | None:
+    """The file that stands where one of ``path``'s folders should be (its nearest existing parent), or None."""
+    for folder in path.parents:
+        if folder.exists():
+            return None if folder.is_dir() else folder
+    return None
+
+
 def _unwritable(target: Path, exc: OSError) -> OutputPathError:
     """Why ``target`` cannot be created, in one line (the error raised while trying: ``exc``)."""
     if target.is_dir():
         return OutputPathError(f"cannot write {target}: a folder of that name is there")
-    for folder in target.parents:
-        if folder.exists():
-            if not folder.is_dir():
-                return OutputPathError(f"cannot write {target}: {folder} is a file, not a folder")
-            break
+    blocker = _file_in_the_way(target)
+    if blocker is not None:
+        return OutputPathError(f"cannot write {target}: {blocker} is a file, not a folder")
     return OutputPathError(f"cannot write {target}: {exc.strerror or exc}")
 
 
@@ -85,14 +91,14 @@ def make_folder(folder: str | os.PathLike[str]) -> Path:
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
+        blocker = _file_in_the_way(path)
         if path.exists() and not path.is_dir():
-            raise OutputPathError(f"cannot create the folder {path}: a file of that name is there") from exc
-        for parent in path.parents:
-            if parent.exists():
-                if not parent.is_dir():
-                    raise OutputPathError(f"cannot create the folder {path}: {parent} is a file, not a folder") from exc
-                break
-        raise OutputPathError(f"cannot create the folder {path}: {exc.strerror or exc}") from exc
+            why = "a file of that name is there"
+        elif blocker is not None:
+            why = f"{blocker} is a file, not a folder"
+        else:
+            why = str(exc.strerror or exc)
+        raise OutputPathError(f"cannot create the folder {path}: {why}") from exc
     return path
 
 
