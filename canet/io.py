@@ -25,6 +25,17 @@ LOW_SPACE_BYTES = 64 * 2**20
 NO_SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
+def file_sha256(path: str | os.PathLike[str], chunk: int = 2**22) -> str:
+    """The SHA-256 of a file's bytes, as 64 hex digits (read in ``chunk``-byte pieces)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def free_bytes(folder: str | os.PathLike[str]) -> int | None:
     """Bytes free for this user on the file system that holds ``folder`` (None if unknown)."""
     try:

@@ -31,6 +31,7 @@ from canet.evaluation.notes import nonfinite_warning, print_warning, spacing_mis
 from canet.evaluation.oriented import predict_oriented
 from canet.inferers.predict import model_device
 from canet.inferers.settings import InferenceSettings
+from canet.io import file_sha256
 from canet.metrics.journal import CaseJournal
 from canet.metrics.summary import MetricAccumulator
 from canet.patch_size import check_patch_size
@@ -288,6 +289,9 @@ def evaluate(
     if max_cases is not None and max_cases < 1:
         raise CanetError(f"max_cases must be at least 1, got {max_cases}")
     device = s.run_device()
+    # What the scores belong to: a resumed evaluation refuses cases scored with other weights
+    # under the same path (a run that went on training rewrites its last.pt).
+    weights = file_sha256(checkpoint) if Path(checkpoint).is_file() else None
     model, payload = load_for_inference(checkpoint, device)
     recorded = checkpoint_settings(payload)
     from canet.data import load_case, open_dataset
@@ -340,7 +344,8 @@ def evaluate(
         report=report, progress=progress, orientation=recorded["orientation"], train_spacing=recorded["spacing"],
         warn=warn, resume=resume,
         extra_summary={
-            "checkpoint": os.path.abspath(checkpoint), "data": os.path.abspath(data), "split": split,
+            "checkpoint": os.path.abspath(checkpoint), "checkpoint_sha256": weights,
+            "data": os.path.abspath(data), "split": split,
             "lcc_from": "dataset" if s.lcc is None else "option", "normalize": applied,
             "preprocessing_from": recorded["source"], "preprocessing_note": note,
             **selection,

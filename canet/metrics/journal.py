@@ -22,6 +22,20 @@ from canet.io import atomic_write_text, writing_to
 JOURNAL_FILE = "cases.jsonl"
 
 
+def _differences(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    """The keys whose values differ, one level into nested mappings (``extra.checkpoint_sha256``)."""
+    out = []
+    for key in sorted(set(saved) | set(now)):
+        a, b = saved.get(key), now.get(key)
+        if a == b:
+            continue
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += [f"{key}.{k}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+        else:
+            out.append(key)
+    return out
+
+
 class CaseJournal:
     """The journal of one evaluation folder.
 
@@ -49,7 +63,7 @@ class CaseJournal:
             except json.JSONDecodeError:
                 saved = None
             if saved is not None and saved != self.header:
-                changed = sorted(k for k in set(saved) | set(self.header) if saved.get(k) != self.header.get(k))
+                changed = _differences(saved, self.header)
                 raise CanetError(
                     f"{self.path} is from an evaluation with other settings ({', '.join(changed)} differ); "
                     "delete it or evaluate into another --out"

@@ -140,3 +140,54 @@ def test_cli_refuses_the_relu_rule_outside_reference_mode(tmp_path, run_cli) -> 
     assert code != 0
     lines = err.strip().splitlines()
     assert len(lines) == 1 and "reference" in lines[0] and "Traceback" not in err
+
+
+def test_resume_refuses_cases_scored_with_other_weights_under_the_same_path(tmp_path, monkeypatch) -> None:
+    """A run that trains on rewrites its last.pt: the cases scored before belong to the old weights."""
+    import nibabel as nib
+
+    from canet.checkpoint import make_checkpoint, save_checkpoint
+    from canet.evaluation import evaluate
+    from canet.models import create_model
+
+    entries = []
+    for i in range(3):
+        label = np.zeros((32, 32, 16), np.uint8)
+        label[8:22, 9:24, 4:12] = 1
+        image = label + np.random.default_rng(i).normal(0, 0.3, label.shape).astype(np.float32)
+        for name, arr in ((f"img{i}.nii.gz", image), (f"lab{i}.nii.gz", label)):
+            nib.save(nib.Nifti1Image(arr, np.diag([0.8, 0.8, 1.5, 1.0])), str(tmp_path / name))
+        entries.append({"image": f"img{i}.nii.gz", "label": f"lab{i}.nii.gz"})
+    data = tmp_path / "dataset.json"
+    data.write_text(json.dumps({"training": entries, "test": entries}))
+
+    def weights(seed: int) -> dict:
+        torch.manual_seed(seed)
+        return make_checkpoint(create_model("vnet", n_filters=2), "tests", config={"patch_size": [32, 32, 16]})
+
+    ckpt, out = tmp_path / "last.pt", tmp_path / "eval"
+    save_checkpoint(weights(0), ckpt)
+    first = ckpt.read_bytes()
+    real = evaluation.predict_oriented
+    calls: list[int] = []
+
+    def dies_on_the_second(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise Killed
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(evaluation, "predict_oriented", dies_on_the_second)
+    with pytest.raises(Killed):
+        evaluate(ckpt, data, out_dir=out, progress=False)
+    monkeypatch.setattr(evaluation, "predict_oriented", real)
+    assert len((out / JOURNAL_FILE).read_text().splitlines()) == 2  # header + case img0
+
+    save_checkpoint(weights(1), ckpt)  # training went on: other weights, same path
+    with pytest.raises(CanetError) as info:
+        evaluate(ckpt, data, out_dir=out, progress=False, resume=True)
+    assert "other settings (extra.checkpoint_sha256 differ)" in str(info.value) and "\n" not in str(info.value)
+
+    ckpt.write_bytes(first)  # the file the journal was written with: resumed
+    summary = evaluate(ckpt, data, out_dir=out, progress=False, resume=True)
+    assert summary["cases"] == 3 and len(summary["checkpoint_sha256"]) == 64
