@@ -166,16 +166,20 @@ def apply_overrides(data: Mapping[str, Any], overrides: Mapping[str, Any]) -> di
             tp = hints[part]
             last = i == len(parts) - 1
             if dataclasses.is_dataclass(tp):
+                section = ".".join(parts[: i + 1])
+                child = node.get(part)
+                if child is not None and not isinstance(child, Mapping):
+                    # Checked here, before an override replaces it with a mapping of its own.
+                    raise ConfigError(f"config key {section!r} is a section and must be a mapping, got {child!r}")
                 if last:
                     if isinstance(value, Mapping):
-                        node[part] = {**(node.get(part) or {}), **value}
+                        node[part] = {**(child or {}), **value}
                         break
                     first = dataclasses.fields(tp)[0].name
                     raise ConfigError(
                         f"config key {dotted!r} is a section; set one of its keys, e.g. '{dotted}.{first}'"
                     )
-                child = node.get(part)
-                if not isinstance(child, dict):
+                if child is None:
                     child = {}
                     node[part] = child
                 node, cls = child, tp
@@ -196,7 +200,13 @@ def read_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
     if not p.is_file():
         raise ConfigError(f"config file not found: {p}")
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"cannot read {p}: it is not UTF-8 text") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {p}: {exc.strerror or exc}") from None
+    try:
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark is not None else ""

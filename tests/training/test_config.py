@@ -69,6 +69,17 @@ def test_yaml_file_errors(tmp_path: Path) -> None:
         load_config(write(tmp_path, "- 1\n- 2\n"))
     with pytest.raises(ConfigError, match="unknown config key 'optimiser.lr'"):
         load_config(write(tmp_path, "method: canet\n"), ["optimiser.lr=0.1"])
+    (tmp_path / "latin1.yaml").write_bytes(b"\xff\xfe method: canet\n")
+    with pytest.raises(ConfigError, match=r"^cannot read .*latin1.yaml: it is not UTF-8 text$"):
+        load_config(tmp_path / "latin1.yaml")
+    # A section written as a list (or a number) is refused also when an override touches it; the
+    # override used to replace it by a mapping of its own, dropping the file's keys without a word.
+    listed = write(tmp_path, "method: vnet\ndata:\n- labeled: 2\n- num_workers: 0\n")
+    for overrides in ([], ["data.root=/x"], ["data.labeled_bs=4"], ["data={root: /x}"]):
+        with pytest.raises(ConfigError, match=r"config key 'data' is a section and must be a mapping, got \[\{"):
+            load_config(listed, overrides)
+    with pytest.raises(ConfigError, match="config key 'train' is a section and must be a mapping, got 5"):
+        load_config(write(tmp_path, "train: 5\n"), ["train.device=cpu"])
 
 
 def test_overrides() -> None:
