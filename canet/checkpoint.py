@@ -161,4 +161,9 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str = "cpu") -> 
         raise CheckpointError(
             f"{p} has checkpoint version {payload.get('version')!r}, this canet reads {VERSION}"
         )
+    spec = payload.get("model")
+    if not (isinstance(spec, dict) and isinstance(spec.get("name"), str) and isinstance(spec.get("kwargs"), dict)):
+        raise CheckpointError(f"{p} is an incomplete canet checkpoint: it records no model (name and arguments)")
+    if not isinstance(payload.get("generator"), dict):
+        raise CheckpointError(f"{p} is an incomplete canet checkpoint: it holds no generator weights")
     return payload

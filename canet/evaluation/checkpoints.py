@@ -185,7 +185,7 @@ def load_for_inference(checkpoint: str | os.PathLike[str], device: torch.device)
     from canet.models import build_generator
 
     payload = load_checkpoint(checkpoint, map_location="cpu")
-    model = build_generator(payload)
+    model = build_generator(payload, source=checkpoint)
     try:
         select_device(device)  # cuda:N becomes the current device: no context on GPU 0
         model = model.to(device)

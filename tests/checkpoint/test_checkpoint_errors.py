@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import zipfile
@@ -81,6 +82,33 @@ def test_every_command_that_reads_a_checkpoint_says_so_in_one_line(tmp_path: Pat
         captured = capsys.readouterr()
         assert captured.err == expected, argv
     assert not (tmp_path / "imported.pt").exists()
+
+
+def test_a_discriminator_or_an_incomplete_checkpoint_is_one_line(tmp_path: Path, scan: Path, capsys) -> None:
+    """canet checkpoints that hold no segmentation network: predict and evaluate say so, no traceback."""
+    from canet.models import load_model
+
+    dam = tmp_path / "dam.pt"
+    save_checkpoint(make_checkpoint(create_model("dam"), "tests"), dam)
+    whole = make_checkpoint(create_model("vnet", n_filters=2), "tests", config={"patch_size": [16, 16, 16]})
+    no_weights, no_model = tmp_path / "no_weights.pt", tmp_path / "no_model.pt"
+    save_checkpoint({k: v for k, v in whole.items() if k != "generator"}, no_weights)
+    save_checkpoint({**whole, "model": "vnet"}, no_model)
+    expected = {
+        dam: f"{dam} holds the discriminator 'dam', not a segmentation network",
+        no_weights: f"{no_weights} is an incomplete canet checkpoint: it holds no generator weights",
+        no_model: f"{no_model} is an incomplete canet checkpoint: it records no model (name and arguments)",
+    }
+    for path, message in expected.items():
+        for argv in (
+            ["predict", str(path), str(scan), "-o", str(tmp_path / "pred"), "--quiet"],
+            ["evaluate", str(path), "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "eval"), "--quiet"],
+        ):
+            assert main(argv) == 2, argv
+            assert capsys.readouterr().err == f"error: {message}\n", argv
+        with pytest.raises(CheckpointError, match="^" + re.escape(message) + "$"):
+            load_model(path)
+    assert not (tmp_path / "pred").exists()
 
 
 def test_the_message_reaches_the_terminal_without_a_traceback(tmp_path: Path, scan: Path) -> None:
