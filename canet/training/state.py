@@ -127,6 +127,36 @@ def _weights(module: nn.Module | None) -> dict[str, Tensor] | None:
     return {k: v.detach().cpu() for k, v in unwrap(module).state_dict().items()}
 
 
+def _load_network(
+    net: nn.Module, state: dict[str, Any], what: str, saved: dict[str, Any] | None, now: dict[str, Any] | None
+) -> None:
+    """``net.load_state_dict(state)``; weights that do not fit are one line naming what differs.
+
+    Raises:
+        CheckpointError: the checkpoint's ``what`` weights do not fit the network the run's
+            config builds (its ``config.yaml`` was edited, or the file is another run's).
+    """
+    try:
+        net.load_state_dict(state)
+    except RuntimeError as exc:
+        differ = ""
+        if saved and now:
+            a, b = saved.get("kwargs") or {}, now.get("kwargs") or {}
+            keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+            if saved.get("name") != now.get("name"):
+                keys.insert(0, "name")
+                a, b = {**a, "name": saved.get("name")}, {**b, "name": now.get("name")}
+            if keys:
+                differ = " (" + ", ".join(f"{k}: {a.get(k)!r} in the checkpoint, {b.get(k)!r} now" for k in keys) + ")"
+        # torch's first line only names the class; the next one names a key that does not fit.
+        lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+        detail = (lines[1] if len(lines) > 1 else lines[0] if lines else type(exc).__name__)[:160]
+        raise CheckpointError(
+            f"the checkpoint's {what} weights do not fit the network of the run's config{differ}; "
+            f"was its config.yaml edited? ({detail})"
+        ) from None
+
+
 @dataclass
 class TrainingState:
     """The networks, optimizers and gradient scalers of a run (the trainer's own objects).
@@ -221,11 +251,12 @@ class TrainingState:
             raise CheckpointError(
                 f"checkpoint was written by method {saved_cfg.get('method')!r}, this run is {method!r}"
             )
-        self.generator.load_state_dict(payload["generator"])
+        saved_spec = payload.get("model") or {}
+        _load_network(self.generator, payload["generator"], "generator", saved_spec, model_spec(self.generator))
         if self.discriminator is not None:
-            self.discriminator.load_state_dict(payload["discriminator"])
+            _load_network(self.discriminator, payload["discriminator"], "discriminator", None, None)
         if self.teacher is not None:
-            self.teacher.load_state_dict(payload["teacher"])
+            _load_network(self.teacher, payload["teacher"], "teacher", saved_spec, model_spec(self.generator))
         opts = payload["optimizers"]
         self.opt_g.load_state_dict(opts["generator"])
         if self.opt_d is not None:

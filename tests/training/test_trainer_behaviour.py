@@ -271,6 +271,23 @@ def test_resume_before_the_first_checkpoint_starts_over(make_config, tmp_path: P
         assert [r["iteration"] for r in csv.DictReader(fh)] == ["1", "2", "3"]
 
 
+def test_resume_after_the_run_config_was_edited_is_one_line(make_config, tmp_path: Path, capsys) -> None:
+    """config.yaml edited by hand (n_filters 4 -> 2): resume names what differs instead of a traceback."""
+    cfg = make_config("vnet", iterations=2, train__checkpoint_every=2)
+    run = tmp_path / "run"
+    Trainer(cfg, run, **QUIET).run()
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    saved["model"]["n_filters"] = 2
+    (run / "config.yaml").write_text(yaml.safe_dump(saved))
+    assert main(["train", "--resume", str(run), "--iterations", "3", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(
+        "error: the checkpoint's generator weights do not fit the network of the run's config "
+        "(n_filters: 4 in the checkpoint, 2 now); was its config.yaml edited? (size mismatch for "
+    ), err
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["iteration"] == 2  # left as it was
+
+
 def test_training_starts_with_the_dataset_check(tiny_data: Path, make_config, tmp_path: Path, capsys) -> None:
     """The checks of `canet check-data` run when training starts; --skip-data-check skips them."""
     import shutil
