@@ -303,8 +303,10 @@ def write_report(
         CanetError: the folder is missing or holds neither an evaluation nor training metrics.
     """
     root = Path(path)
-    if not root.is_dir():
+    if not root.exists():
         raise CanetError(f"report folder not found: {root}")
+    if not root.is_dir():
+        raise CanetError(f"{root} is a file; give a run folder or an evaluation folder")
     eval_dir: Path | None = None
     for cand in (root, root / "eval"):
         if (cand / "summary.json").is_file():

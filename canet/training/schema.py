@@ -378,7 +378,7 @@ def check_values(cfg: Config) -> None:
 
     o = cfg.optimizer
     _check(o.lr > 0, f"optimizer.lr must be > 0, got {o.lr}")
-    _check(o.momentum >= 0, f"optimizer.momentum must be >= 0, got {o.momentum}")
+    _check(0 <= o.momentum < 1, f"optimizer.momentum must be in [0, 1), got {o.momentum}")
     _check(o.weight_decay >= 0, f"optimizer.weight_decay must be >= 0, got {o.weight_decay}")
     _check(o.gamma > 0, f"optimizer.gamma must be > 0, got {o.gamma}")
     ms = list(o.milestones)

@@ -138,6 +138,8 @@ def test_run_folder_report_with_training_curves(tmp_path, run_cli) -> None:
     (tmp_path / "nothing").mkdir()
     code, _, err = run_cli("report", tmp_path / "nothing")
     assert code == 2 and "neither an evaluation" in err and err.count("\n") == 1
+    code, _, err = run_cli("report", run / "eval" / "summary.json")  # a file of the folder, not the folder
+    assert code == 2 and err == f"error: {run / 'eval' / 'summary.json'} is a file; give a run folder or an evaluation folder\n"
 
 
 def _write_la_root(root, ids, shape=(40, 36, 20)) -> None:

@@ -42,6 +42,7 @@ def write(tmp_path: Path, text: str) -> Path:
         ({"seed": 1.5}, "seed must be an integer, got 1.5"),
         ({"model": {"transformer": "yes please"}}, "model.transformer must be true/false or null"),
         ({"optimizer": {"lr": -1}}, "optimizer.lr must be > 0, got -1.0"),
+        ({"optimizer": {"momentum": 5}}, r"optimizer.momentum must be in \[0, 1\), got 5.0"),
         ({"optimizer": {"milestones": [3800, 2500]}}, "optimizer.milestones must be increasing"),
         ({"data": {"labeled_bs": 4, "batch_size": 4}}, "method 'canet' needs unlabeled cases in every batch"),
         ({"method": "vnet"}, r"method 'vnet' trains on labeled cases only: data.labeled_bs must equal data.batch_size \(4\), got 2"),
