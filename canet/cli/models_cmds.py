@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 
@@ -45,6 +46,8 @@ def _import_checkpoint(args: argparse.Namespace) -> int:
     from canet.models.original import import_checkpoint
 
     spec = import_checkpoint(args.src, args.dst, patch_size=args.patch_size)
+    for line in spec["warnings"]:
+        print(f"warning: {line}", file=sys.stderr)
     kwargs = ", ".join(f"{k}={v}" for k, v in spec["kwargs"].items())
     print(f"wrote {args.dst}: model {spec['name']}({kwargs}), {spec['parameters']:,} parameters")
     return 0

@@ -391,7 +391,9 @@ def import_checkpoint(
 
     Returns:
         The model spec written (``{"name": "canet", "kwargs": {...}}``) plus
-        ``"parameters"`` (parameter count).
+        ``"parameters"`` (parameter count) and ``"warnings"`` (lines for the user: a
+        ``patch_size`` that permutes the original 112x112x80, whose token count
+        fits but whose layout of the position embedding is another).
 
     Raises:
         CheckpointError: ``src`` is missing, unreadable or not such a state dict,
@@ -407,4 +409,14 @@ def import_checkpoint(
         model, created_by="canet import-checkpoint", config=None, source=str(src_path)
     )
     save_checkpoint(payload, dst_path)
-    return {**payload["model"], "parameters": sum(p.numel() for p in model.parameters())}
+    patch = tuple(payload["model"]["kwargs"]["patch_size"])
+    warnings = []
+    if patch != ORIGINAL_PATCH and sorted(patch) == sorted(ORIGINAL_PATCH):
+        # Same token count, other layout: the position embedding is read in another order.
+        grid = "x".join(str(s // DOWNSAMPLE_FACTOR) for s in patch)
+        warnings.append(
+            f"--patch-size {' '.join(map(str, patch))} lays the {ORIGINAL_TOKENS} position-embedding tokens out as a "
+            f"{grid} grid, the original 112x112x80 patch as 7x7x5; if the model was trained at 112x112x80, "
+            "import it again without --patch-size"
+        )
+    return {**payload["model"], "parameters": sum(p.numel() for p in model.parameters()), "warnings": warnings}

@@ -336,3 +336,19 @@ def test_multiclass_original_head(original_ref):
     torch.testing.assert_close(out.seg, seg_ref, rtol=0, atol=TOL)
     torch.testing.assert_close(out.sdf, tanh_ref, rtol=0, atol=TOL)
     assert math.isfinite(float(out.seg.sum()))
+
+
+def test_a_patch_size_that_permutes_the_original_is_warned_about(tmp_path, capsys, original_ref):
+    """80x112x112 has the original's 245 tokens, laid out 5x7x7 instead of 7x7x5: imported, with a warning."""
+    src = tmp_path / "orig.pth"
+    torch.save(original_ref.OriginalGenerator(grid=(7, 7, 5)).state_dict(), src)
+    assert main(["import-checkpoint", str(src), str(tmp_path / "a.pt"), "--patch-size", "80", "112", "112"]) == 0
+    err = capsys.readouterr().err
+    assert err == (
+        "warning: --patch-size 80 112 112 lays the 245 position-embedding tokens out as a 5x7x7 grid, the "
+        "original 112x112x80 patch as 7x7x5; if the model was trained at 112x112x80, import it again without "
+        "--patch-size\n"
+    )
+    for extra in ([], ["--patch-size", "112", "112", "80"]):
+        assert main(["import-checkpoint", str(src), str(tmp_path / "b.pt"), *extra]) == 0
+        assert capsys.readouterr().err == ""
