@@ -134,8 +134,10 @@ def bootstrap_mean_ci(
 def wilcoxon_p(differences: Sequence[float] | np.ndarray) -> float:
     """Two-sided Wilcoxon signed-rank p-value of paired ``differences``.
 
-    ``scipy.stats.wilcoxon(d)`` with scipy's defaults (zero differences dropped,
-    exact distribution for small samples without ties); ``d`` is rounded to
+    ``scipy.stats.wilcoxon(d)`` with scipy's defaults, whose method depends on
+    the scipy version: scipy 1.17 takes the exact distribution for up to 50
+    differences without ties or zeros, a permutation test for up to 13 with ties
+    or zeros, and the normal approximation otherwise; ``d`` is rounded to
     :data:`TIE_DECIMALS` decimals first. When every difference is zero there is no
     evidence of a difference and the p-value is 1 (scipy would warn or raise).
     """
