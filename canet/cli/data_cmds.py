@@ -94,6 +94,9 @@ def _prepare_la(args: argparse.Namespace) -> int:
     )
     n = len(record["cases"])
     print(f"wrote {n} case(s) to {args.out_dir} (record: prepare_la.json, seed {args.seed})")
+    if args.train_list is None:
+        print("no train.list written: canet opens the folder once it has one (--train-list and --test-list "
+              "write the split, e.g. the literature's lists of 80 training and 20 test ids)")
     return 0
 
 

@@ -22,6 +22,15 @@ value is taken as atrium). Each case is converted as the published
 source shape and spacing, the atrium box, the margins drawn, the crop box and
 the padding, so the conversion can be audited and repeated; the same seed
 gives the same files.
+
+The mask is read from its own header: one stored in another voxel order than
+its scan (flipped or permuted, with a header that says so) is brought into the
+scan's order, and one on another grid is refused, as everywhere in canet. NaN or
+infinite scan voxels are set to the scan's smallest finite value before the
+z-score (with a warning; counted in the record as ``nonfinite_voxels``).
+``OUT_DIR`` must be new or empty. The cases are written into
+``OUT_DIR/.prepare-la.partial`` and moved into place once every case is
+converted, so a failed or killed conversion leaves no half-made LA folder.
 """
 
 from __future__ import annotations
@@ -29,7 +38,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterable, Sequence
+import shutil
+import sys
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,17 +50,25 @@ from canet.data.dataset import (
     LA_CASES_DIR,
     LA_FILE_NAME,
     _read_list,
-    read_array,
+    fill_nonfinite,
+    label_on_image_grid,
+    read_volume,
     write_case_h5,
     write_list,
     zscore,
 )
 from canet.errors import DataError
-from canet.io import atomic_write_text
+from canet.io import atomic_write_text, make_folder
 from canet.patch_size import check_patch_size
 
 RAW_IMAGE = "lgemri.nrrd"
 RAW_LABEL = "laendo.nrrd"
+#: Where the cases are written until every one is converted (inside ``OUT_DIR``).
+STAGING = ".prepare-la.partial"
+
+
+def _print_warning(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr, flush=True)
 
 
 def _stable_hash(text: str) -> int:
@@ -145,6 +164,7 @@ def prepare_la(
     train_list: str | os.PathLike[str] | None = None,
     test_list: str | os.PathLike[str] | None = None,
     progress: bool = True,
+    warn: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Convert raw challenge cases to the LA h5 layout (see the module docstring).
 
@@ -158,14 +178,17 @@ def prepare_la(
             are converted and they are written as ``train.list`` / ``test.list``.
             Otherwise every case of ``raw_dir`` is converted and no list is written.
         progress: tqdm bar over the cases.
+        warn: where warnings go (NaN voxels); default one ``warning:`` line on stderr.
 
     Returns:
         The record written to ``OUT_DIR/prepare_la.json``.
 
     Raises:
-        DataError: missing folders or files, unreadable NRRD, image/mask shape
-            mismatch, an empty mask, bad settings.
+        DataError: missing folders or files, unreadable NRRD, a mask not on its
+            scan's grid, an empty mask, a scan without finite voxels, an ``OUT_DIR``
+            that is not empty, bad settings.
     """
+    warn = warn or _print_warning
     raw = Path(raw_dir)
     out = Path(out_dir)
     if not raw.is_dir():
@@ -194,6 +217,7 @@ def prepare_la(
             if not (raw / case_id / name).is_file():
                 raise DataError(f"{raw / case_id / name}: file not found")
 
+    staging = _staging_folder(out)
     record: dict[str, Any] = {
         "seed": int(seed), "patch_size": list(patch), "margin": [int(margin[0]), int(margin[1])],
         "source": str(raw), "cases": {},
@@ -203,34 +227,62 @@ def prepare_la(
         from tqdm import tqdm
 
         items = tqdm(ids, desc="prepare-la", unit="case")
-    for case_id in items:
-        image_path, label_path = raw / case_id / RAW_IMAGE, raw / case_id / RAW_LABEL
-        image, _, spacing = read_array(image_path)
-        mask, _, _ = read_array(label_path)
-        if mask.shape != image.shape:
-            raise DataError(
-                f"{label_path}: mask shape {tuple(mask.shape)} differs from image shape {tuple(image.shape)}"
-            )
-        label = (np.asarray(mask) > 0).astype(np.uint8)
-        stats = np.asarray(image, dtype=np.float64)
-        mean, std = float(stats.mean()), float(stats.std())
-        del stats
-        rng = np.random.default_rng([int(seed), _stable_hash(case_id)])
-        try:
-            img, lab, crop = crop_case(zscore(image), label, rng, patch, margin)
-        except DataError as exc:
-            raise DataError(f"{label_path}: {exc}") from None
-        write_case_h5(out / LA_CASES_DIR / case_id / LA_FILE_NAME, img, lab)
-        record["cases"][case_id] = {
-            "source_shape": [int(v) for v in image.shape],
-            "spacing": [float(v) for v in spacing],
-            "intensity_mean": mean,
-            "intensity_std": std,
-            **crop,
-            "shape": [int(v) for v in img.shape],
-        }
-    for name in ("train", "test"):
-        if lists[name] is not None:
-            write_list(out / f"{name}.list", lists[name] or [])
-    atomic_write_text(out / "prepare_la.json", json.dumps(record, indent=2) + "\n")
+    try:
+        for case_id in items:
+            image_path, label_path = raw / case_id / RAW_IMAGE, raw / case_id / RAW_LABEL
+            image, geometry = read_volume(image_path, "image")
+            mask, mask_geometry = read_volume(label_path, "label")
+            mask = label_on_image_grid(mask, mask_geometry, geometry, label_path, image_path)
+            image, nonfinite = fill_nonfinite(image, image_path)
+            if nonfinite:
+                warn(f"{image_path}: {nonfinite} NaN or infinite voxel(s) set to the scan's smallest finite "
+                     "value before the z-score")
+            label = (np.asarray(mask) != 0).astype(np.uint8)
+            stats = np.asarray(image, dtype=np.float64)
+            mean, std = float(stats.mean()), float(stats.std())
+            del stats
+            rng = np.random.default_rng([int(seed), _stable_hash(case_id)])
+            try:
+                img, lab, crop = crop_case(zscore(image), label, rng, patch, margin)
+            except DataError as exc:
+                raise DataError(f"{label_path}: {exc}") from None
+            write_case_h5(staging / LA_CASES_DIR / case_id / LA_FILE_NAME, img, lab)
+            record["cases"][case_id] = {
+                "source_shape": [int(v) for v in image.shape],
+                "spacing": [float(v) for v in geometry.spacing],
+                "intensity_mean": mean,
+                "intensity_std": std,
+                "nonfinite_voxels": int(nonfinite),
+                **crop,
+                "shape": [int(v) for v in img.shape],
+            }
+        for name in ("train", "test"):
+            if lists[name] is not None:
+                write_list(staging / f"{name}.list", lists[name] or [])
+        atomic_write_text(staging / "prepare_la.json", json.dumps(record, indent=2) + "\n")
+        for entry in sorted(staging.iterdir()):
+            os.replace(entry, out / entry.name)
+        staging.rmdir()
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     return record
+
+
+def _staging_folder(out: Path) -> Path:
+    """``OUT_DIR``'s staging folder, made empty; ``OUT_DIR`` itself must be new or empty.
+
+    A staging folder left by a killed conversion is removed (it never held a finished LA folder).
+
+    Raises:
+        DataError: ``OUT_DIR`` holds anything else.
+        OutputPathError: ``OUT_DIR`` cannot be created (a file stands in its way).
+    """
+    make_folder(out)
+    staging = out / STAGING
+    held = sorted(p.name for p in out.iterdir() if p.name != STAGING)
+    if held:
+        more = f" and {len(held) - 1} more" if len(held) > 1 else ""
+        raise DataError(f"{out} is not empty (it holds {held[0]}{more}); give a new or empty folder")
+    shutil.rmtree(staging, ignore_errors=True)
+    return make_folder(staging)

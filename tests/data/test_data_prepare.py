@@ -145,3 +145,65 @@ def test_prepare_la_command_and_errors(raw_dir: Path, tmp_path: Path, capsys: py
     nrrd.write(str(empty / "laendo.nrrd"), np.zeros((8, 8, 8), np.uint8))
     with pytest.raises(DataError, match="laendo.nrrd: the atrium mask is empty"):
         prepare_la(empty.parent, tmp_path / "o", progress=False)
+
+
+def _fake_raw(root: Path, cases: dict[str, dict]) -> Path:
+    """Small raw cases: a bright 8x8x6 atrium in a 40x40x20 scan; ``flip_label`` stores the mask mirrored in x
+    with a header that says so; ``nan`` puts NaN voxels in the scan; ``empty`` writes an empty mask."""
+    raw = root / "raw"
+    step = 0.625
+    for case_id, how in cases.items():
+        mask = np.zeros((40, 40, 20), np.uint8)
+        mask[2:10, 20:28, 7:13] = 255  # near x = 0: a mirrored reading would put it near x = 39
+        scan = np.where(mask > 0, 200.0, 50.0).astype(np.float32)
+        if how.get("nan"):
+            scan[39, 39, :5] = np.nan
+        if how.get("empty"):
+            mask[:] = 0
+        header = {"space": "left-posterior-superior", "space directions": np.diag([step] * 3),
+                  "space origin": np.zeros(3)}
+        (raw / case_id).mkdir(parents=True)
+        nrrd.write(str(raw / case_id / "lgemri.nrrd"), scan, header)
+        if how.get("flip_label"):
+            flipped = {**header, "space directions": np.diag([-step, step, step]),
+                       "space origin": np.array([39 * step, 0.0, 0.0])}
+            nrrd.write(str(raw / case_id / "laendo.nrrd"), mask[::-1].copy(), flipped)
+        else:
+            nrrd.write(str(raw / case_id / "laendo.nrrd"), mask, header)
+    return raw
+
+
+def test_prepare_la_reads_the_mask_by_its_header_and_fills_nan(tmp_path: Path) -> None:
+    """A mask stored mirrored (header says so) lands on the atrium; NaN scan voxels are filled, with a warning."""
+    raw = _fake_raw(tmp_path, {"a": {"flip_label": True, "nan": True}})
+    warnings: list[str] = []
+    record = prepare_la(raw, tmp_path / "LA", patch_size=(16, 16, 16), progress=False, warn=warnings.append)
+    with h5py.File(tmp_path / "LA" / LA_CASES_DIR / "a" / LA_FILE_NAME, "r") as fh:
+        image, label = fh["image"][()], fh["label"][()]
+    assert record["cases"]["a"]["bbox"] == [[2, 10], [20, 28], [7, 13]]  # the scan's own atrium box
+    assert np.isfinite(image).all() and label.sum() == 8 * 8 * 6
+    assert image[label == 1].min() > image[label == 0].max()  # every atrium voxel is a bright one
+    assert warnings == [f"{raw / 'a' / 'lgemri.nrrd'}: 5 NaN or infinite voxel(s) set to the scan's smallest "
+                        "finite value before the z-score"]
+    assert record["cases"]["a"]["nonfinite_voxels"] == 5
+    json.loads((tmp_path / "LA" / "prepare_la.json").read_text(), parse_constant=pytest.fail)  # strict JSON
+
+
+def test_prepare_la_writes_all_or_nothing_into_a_new_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    raw = _fake_raw(tmp_path, {"a": {}, "b": {"empty": True}})
+    out = tmp_path / "LA"
+    with pytest.raises(DataError, match="b/laendo.nrrd: the atrium mask is empty"):
+        prepare_la(raw, out, patch_size=(16, 16, 16), progress=False)
+    assert list(out.iterdir()) == []  # case a was converted, but nothing half-made is left
+    (raw / "b" / "laendo.nrrd").unlink()
+    (raw / "b" / "lgemri.nrrd").unlink()
+    (raw / "b").rmdir()
+    (out / ".prepare-la.partial" / "junk").mkdir(parents=True)  # left by a killed conversion: removed
+    assert main(["prepare-la", str(raw), str(out), "--patch-size", "16", "16", "16", "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "wrote 1 case(s)" in printed and "no train.list written" in printed
+    assert sorted(p.name for p in out.iterdir()) == [LA_CASES_DIR, "prepare_la.json"]
+    # Not empty any more: refused in one line, nothing touched.
+    assert main(["prepare-la", str(raw), str(out), "--patch-size", "16", "16", "16", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: {out} is not empty (it holds {LA_CASES_DIR} and 1 more); give a new or empty folder\n"
