@@ -143,6 +143,9 @@ def crop_case(
 def _case_ids(raw: Path, train_ids: list[str] | None, test_ids: list[str] | None) -> list[str]:
     if train_ids is None and test_ids is None:
         ids = sorted(p.name for p in raw.iterdir() if (p / RAW_IMAGE).is_file())
+        scanless = sorted(p.name for p in raw.iterdir() if (p / RAW_LABEL).is_file() and p.name not in ids)
+        if scanless:
+            raise DataError(f"{raw / scanless[0] / RAW_IMAGE}: file not found (the case has a {RAW_LABEL})")
         if not ids:
             raise DataError(f"{raw}: no <id>/{RAW_IMAGE} found")
         return ids

@@ -195,8 +195,10 @@ def test_prepare_la_writes_all_or_nothing_into_a_new_folder(tmp_path: Path, caps
     with pytest.raises(DataError, match="b/laendo.nrrd: the atrium mask is empty"):
         prepare_la(raw, out, patch_size=(16, 16, 16), progress=False)
     assert list(out.iterdir()) == []  # case a was converted, but nothing half-made is left
+    (raw / "b" / "lgemri.nrrd").unlink()  # a mask without its scan: named, not skipped
+    with pytest.raises(DataError, match=r"b/lgemri.nrrd: file not found \(the case has a laendo.nrrd\)"):
+        prepare_la(raw, out, patch_size=(16, 16, 16), progress=False)
     (raw / "b" / "laendo.nrrd").unlink()
-    (raw / "b" / "lgemri.nrrd").unlink()
     (raw / "b").rmdir()
     (out / ".prepare-la.partial" / "junk").mkdir(parents=True)  # left by a killed conversion: removed
     assert main(["prepare-la", str(raw), str(out), "--patch-size", "16", "16", "16", "--no-progress"]) == 0
