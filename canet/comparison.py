@@ -131,9 +131,13 @@ class Evaluation:
                 ``"diagonal"`` for a ``metrics.csv`` without that column.
         """
         out = self._column(metric)
-        if penalty is None or not metric.startswith(DISTANCE_METRICS):
+        if not metric.startswith(DISTANCE_METRICS):
             return out
+        classes = self._class_columns(metric)
         missed = self.misses(metric)
+        if penalty is None:
+            # A class mean over the classes found would hide a missed class: the case is a miss.
+            return {c: math.nan if c in missed and classes else v for c, v in out.items()}
         if not missed:
             return out
         if penalty == "diagonal":
@@ -145,22 +149,44 @@ class Evaluation:
             fill = self._column("diagonal")
         else:
             fill = dict.fromkeys(out, float(penalty))
-        return {c: fill[c] if c in missed else v for c, v in out.items()}
+        if not classes:
+            return {c: fill[c] if c in missed else v for c, v in out.items()}
+        # Multi-class mean: each missed class at the penalty, then the mean over the classes
+        # that either mask holds (a class absent from both stays out, as in metrics.csv).
+        per_class = [(self.values(col), self.misses(col)) for col in classes]
+        result = dict(out)
+        for case in missed:
+            parts = [fill[case] if case in miss else vals[case] for vals, miss in per_class
+                     if case in miss or not math.isnan(vals[case])]
+            result[case] = sum(parts) / len(parts)
+        return result
 
     def misses(self, metric: str) -> set[str]:
         """Cases whose ``metric`` (HD95/ASD, or a per-class column) is NaN because one mask was empty.
 
         That is a NaN distance where the Dice of the same class is 0: the
         structure was missed (or predicted where there is none); where both
-        masks are empty Dice is NaN too and the case is not a miss.
+        masks are empty Dice is NaN too and the case is not a miss. For the mean
+        column of a multi-class evaluation (``hd95`` beside ``hd95_1``, ``hd95_2``,
+        ...), a case is a miss where any class was missed, although the mean over
+        the classes found is a number: it would favour the method that lost a class.
         """
         if not metric.startswith(DISTANCE_METRICS):
             return set()
+        classes = self._class_columns(metric)
+        if classes:  # the mean of a multi-class evaluation: missed where any class was missed
+            return set().union(*(self.misses(col) for col in classes))
         dice_column = "dice" + metric[len(metric.split("_")[0]):]
         if dice_column not in self.columns:
             return set()
         values, dice = self._column(metric), self._column(dice_column)
         return {c for c, v in values.items() if math.isnan(v) and dice[c] == 0.0}
+
+    def _class_columns(self, metric: str) -> list[str]:
+        """The per-class columns (``hd95_1``, ``hd95_2``, ...) behind the mean column ``metric``, if any."""
+        if metric not in DISTANCE_METRICS:
+            return []
+        return [c for c in self.columns if c.startswith(metric + "_") and c[len(metric) + 1:].isdigit()]
 
     def _column(self, metric: str) -> dict[str, float]:
         if metric not in self.columns or metric == "case":

@@ -355,3 +355,49 @@ def test_a_missed_structure_is_counted_and_can_weigh_against_the_method(
     assert "has no 'diagonal' column" in err and "give --distance-penalty a number" in err
     code, _, err = run_cli([str(tmp_path / "a"), str(tmp_path / "b"), "--distance-penalty", "-3"], capsys)
     assert code == 2 and "distance penalty must be 'diagonal' or a positive number, got '-3'" in err
+
+
+def _write_multiclass(folder: Path, per_class: dict[str, list[tuple[float, float]]], diagonal: float) -> Path:
+    """A 3-class evaluation: ``per_class[case]`` = [(dice, hd95) of class 1, of class 2]; the mean columns
+    are the means over the classes with a finite value, as canet writes them."""
+    folder.mkdir(parents=True)
+    head = ["case", "dice", "jaccard", "hd95", "asd"]
+    for k in (1, 2):
+        head += [f"dice_{k}", f"jaccard_{k}", f"hd95_{k}", f"asd_{k}"]
+    lines = [",".join([*head, "seconds", "diagonal"])]
+    for case, classes in per_class.items():
+        def mean(values: list[float]) -> float:
+            finite = [v for v in values if not math.isnan(v)]
+            return sum(finite) / len(finite) if finite else math.nan
+
+        dice, hd = [d for d, _ in classes], [h for _, h in classes]
+        cells = [mean(dice), mean(dice), mean(hd), mean(hd)]
+        for d, h in classes:
+            cells += [d, d, h, h]
+        lines.append(",".join([case, *("nan" if math.isnan(v) else repr(v) for v in cells), "nan", repr(diagonal)]))
+    (folder / "metrics.csv").write_text("\n".join(lines) + "\n")
+    (folder / "summary.json").write_text(json.dumps({"cases": len(per_class), "spacing": "voxels", "num_classes": 3}))
+    return folder
+
+
+def test_a_class_missed_in_a_multiclass_mean_is_a_miss(tmp_path: Path) -> None:
+    """b loses class 1 of c3 entirely: its mean HD95 over the classes found (9) would make it look better."""
+    cases = ["c1", "c2", "c3", "c4"]
+    a = {c: [(0.8, 6.0), (0.8, 10.0)] for c in cases}  # mean HD95 8 everywhere
+    b = {c: [(0.85, 5.0), (0.85, 9.0)] for c in cases}  # mean HD95 7 ...
+    b["c3"] = [(0.0, math.nan), (0.85, 9.0)]  # ... but class 1 missed in c3: the mean column says 9
+    srcs = [_write_multiclass(tmp_path / "a", a, 100.0), _write_multiclass(tmp_path / "b", b, 100.0)]
+
+    plain = compare(srcs, resamples=200)
+    st = plain.pairs[0].metrics["hd95"]
+    # Left out and named as a missed structure, not scored as a 1-point loss on c3.
+    assert st.n == 3 and st.nan_in_other == ["c3"] and st.mean_difference == pytest.approx(-1.0)
+    assert plain.pairs[0].missed_other["hd95"] == ["c3"]
+    # With a penalty, the missed class counts at it inside the class mean: (50 + 9) / 2 against 8.
+    fixed = compare(srcs, resamples=200, distance_penalty=50.0)
+    st = fixed.pairs[0].metrics["hd95"]
+    assert st.n == 4 and st.mean_difference == pytest.approx((-1.0 * 3 + ((50.0 + 9.0) / 2 - 8.0)) / 4)
+    diag = compare(srcs, resamples=200, distance_penalty="diagonal").pairs[0].metrics["hd95"]
+    assert diag.mean_difference == pytest.approx((-1.0 * 3 + ((100.0 + 9.0) / 2 - 8.0)) / 4)
+    # Dice needs nothing of this: the missed class's 0 is in the mean already.
+    assert plain.pairs[0].metrics["dice"].n == 4
