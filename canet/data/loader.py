@@ -48,6 +48,26 @@ _RESERVED_KEYS = frozenset({"image", "label", "labeled", "case_id"})
 STATE_VERSION = 1
 
 
+def check_label_values(label: np.ndarray, num_classes: int, where: object) -> None:
+    """Refuse a label the losses would misread: with 2 classes more than one object value (they
+    would be merged into one), with more a value ``>= num_classes`` (silently no class, or an
+    index error in the cross-entropy).
+
+    Raises:
+        DataError: naming ``where`` and the values.
+    """
+    counts = np.bincount(np.asarray(label, dtype=np.uint8).ravel(), minlength=256)
+    objects = [int(v) for v in np.nonzero(counts[1:])[0] + 1]
+    if num_classes == 2:
+        if len(objects) > 1:
+            raise DataError(f"{where}: a binary label holds several object values {set(objects)}; "
+                            "give the dataset's num_classes")
+        return
+    bad = [v for v in objects if v >= num_classes]
+    if bad:
+        raise DataError(f"{where}: label values {set(bad)} outside the {num_classes} classes (0..{num_classes - 1})")
+
+
 class PatchSource(Dataset):
     """Decoded volumes (optionally cached) and the per-row augmentation.
 
@@ -63,6 +83,10 @@ class PatchSource(Dataset):
             run on labeled rows (in the DataLoader workers).
         cache: keep decoded volumes in memory after their first decode.
         normalize: override each case's z-scoring (``None``: the case's default).
+        num_classes: the task's classes (background included); each labeled
+            volume is checked against them when decoded (see :func:`check_label_values`),
+            so training never sees a label it would misread, also with
+            ``--skip-data-check``. ``None``: not checked.
     """
 
     def __init__(
@@ -75,8 +99,10 @@ class PatchSource(Dataset):
         extra_targets: ExtraTargets | None = None,
         cache: bool = True,
         normalize: bool | None = None,
+        num_classes: int | None = None,
     ) -> None:
         self.cases = list(cases)
+        self.num_classes = num_classes
         self.n_labeled = int(n_labeled)
         self.patch_size = check_patch_size(patch_size)
         self.seed = int(seed)
@@ -95,6 +121,8 @@ class PatchSource(Dataset):
         vol = load_case(case, with_label=labeled, normalize=self.normalize)
         if labeled and vol.label is None:
             raise DataError(f"{case.image}: labeled case {case.case_id!r} has no label file")
+        if labeled and self.num_classes is not None:
+            check_label_values(vol.label, self.num_classes, case.label or case.image)
         return vol.image, vol.label
 
     def volume(self, index: int) -> tuple[np.ndarray, np.ndarray | None]:
@@ -380,6 +408,7 @@ def build_train_loader(
     )
     cases = [*spec.labeled, *spec.unlabeled] if sampler.unlabeled_bs else list(spec.labeled)
     source = PatchSource(
-        cases, len(spec.labeled), patch, sampler.seed, sampler.rank, extra_targets, cache, normalize
+        cases, len(spec.labeled), patch, sampler.seed, sampler.rank, extra_targets, cache, normalize,
+        num_classes=int(spec.num_classes),
     )
     return TrainLoader(source, sampler, num_workers, pin_memory, prefetch_factor)

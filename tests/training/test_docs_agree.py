@@ -83,7 +83,8 @@ def test_readme_data_check_sentence_is_what_training_does(make_config, tiny_data
     assert said is not None
     flag = said.group(1)
     broken = Path(shutil.copytree(tiny_data, tmp_path / "data"))
-    first = (broken / "train.list").read_text().split()[0]
+    # A test case: a broken training label is refused by the loader as well, check or no check.
+    first = (broken / "test.list").read_text().split()[0]
     with h5py.File(broken / LA_CASES_DIR / first / LA_FILE_NAME, "r+") as fh:
         label = fh["label"][()]
         label[0, 0, 0] = 3  # a third class in a binary dataset

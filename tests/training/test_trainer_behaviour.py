@@ -317,6 +317,17 @@ def test_training_starts_with_the_dataset_check(tiny_data: Path, make_config, tm
     assert main(["train", "--config", str(cfg_path), "--out", str(tmp_path / "cli2"), "--skip-data-check",
                  "--quiet"]) == 0
     assert yaml.safe_load((tmp_path / "cli2" / "config.yaml").read_text())["data"]["check"] is False
+    # A training label the losses would misread is refused when the loader decodes it, check or no check.
+    train_case = (data / "train.list").read_text().split()[0]
+    with h5py.File(data / "2018LA_Seg_Training Set" / train_case / "mri_norm2.h5", "r+") as fh:
+        label = fh["label"][()]
+        label[1, 2, 3] = 3
+        fh["label"][...] = label
+    assert main(["train", "--config", str(cfg_path), "--out", str(tmp_path / "cli3"), "--skip-data-check",
+                 "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"error: {data / '2018LA_Seg_Training Set' / train_case}")
+    assert "a binary label holds several object values {1, 3}" in err, err
 
 
 def _nifti_datalist(root: Path, normalize: bool, lcc: bool | None = None, object_value: int = 1) -> Path:
