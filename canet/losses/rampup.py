@@ -50,6 +50,11 @@ def adversarial_weight(
     return rampup_weight(iteration, weight, length, interval)
 
 
-def uncertainty_threshold(iteration: int, max_iterations: int) -> float:
-    """UA-MT's entropy threshold ``(0.75 + 0.25 * sigmoid_rampup(iteration, max_iterations)) * ln 2``."""
-    return (0.75 + 0.25 * sigmoid_rampup(iteration, max_iterations)) * math.log(2.0)
+def uncertainty_threshold(iteration: int, max_iterations: int, num_classes: int = 2) -> float:
+    """UA-MT's entropy threshold ``(0.75 + 0.25 * sigmoid_rampup(iteration, max_iterations)) * ln K``.
+
+    ``ln K`` is the largest entropy of ``K = num_classes`` classes: UA-MT's ``ln 2`` for a
+    binary task (default), so that with more classes the threshold is the same fraction
+    of the entropy's range rather than a stricter one.
+    """
+    return (0.75 + 0.25 * sigmoid_rampup(iteration, max_iterations)) * math.log(float(max(num_classes, 2)))

@@ -150,7 +150,7 @@ def _load_network(
                 differ = " (" + ", ".join(f"{k}: {a.get(k)!r} in the checkpoint, {b.get(k)!r} now" for k in keys) + ")"
         # torch's first line only names the class; the next one names a key that does not fit.
         lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
-        detail = (lines[1] if len(lines) > 1 else lines[0] if lines else type(exc).__name__)[:160]
+        detail = lines[1] if len(lines) > 1 else lines[0] if lines else type(exc).__name__
         raise CheckpointError(
             f"the checkpoint's {what} weights do not fit the network of the run's config{differ}; "
             f"was its config.yaml edited? ({detail})"

@@ -66,6 +66,9 @@ def test_rampups() -> None:
     assert weights == sorted(weights)
     assert uncertainty_threshold(0, 6000) == pytest.approx((0.75 + 0.25 * math.exp(-5)) * math.log(2))
     assert uncertainty_threshold(6000, 6000) == pytest.approx(math.log(2))
+    # K classes: the same fraction of the largest entropy, ln K.
+    assert uncertainty_threshold(6000, 6000, num_classes=3) == pytest.approx(math.log(3))
+    assert uncertainty_threshold(0, 6000, 4) == pytest.approx((0.75 + 0.25 * math.exp(-5)) * math.log(4))
 
 
 def test_consistency_losses() -> None:

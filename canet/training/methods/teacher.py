@@ -8,7 +8,8 @@ training mode (dropout on, batch statistics) without gradients. The student is
 pulled towards the teacher's probabilities on the unlabeled cases by an MSE
 consistency loss weighted ``consistency * sigmoid_rampup(iteration // 150, 40)``;
 UA-MT keeps only the voxels where the entropy of the mean of T noisy teacher
-predictions is below ``(0.75 + 0.25 * sigmoid_rampup(iteration, iterations)) * ln 2``.
+predictions is below ``(0.75 + 0.25 * sigmoid_rampup(iteration, iterations)) * ln K``
+(``ln 2`` for a binary task, as UA-MT; ``K`` classes otherwise).
 """
 
 from __future__ import annotations
@@ -146,7 +147,8 @@ class UAMTMethod(MeanTeacherMethod):
     def consistency_loss(self, ctx: StepContext, student_logits: Tensor, unlabeled: Tensor) -> Tensor:
         teacher_logits = self.teacher_logits(ctx, unlabeled)
         unc = self.uncertainty(ctx, unlabeled)
-        threshold = uncertainty_threshold(ctx.iteration, self.cfg.iterations)
+        classes = max(2, int(student_logits.shape[1]))  # one sigmoid channel: 2 classes
+        threshold = uncertainty_threshold(ctx.iteration, self.cfg.iterations, classes)
         ctx.logs["threshold"] = threshold
         ctx.logs["kept"] = (unc < threshold).float().mean().detach()
         return masked_consistency(student_logits, teacher_logits, unc, threshold)
