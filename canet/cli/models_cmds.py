@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import Any
 
 
@@ -43,11 +42,12 @@ def _list_models(args: argparse.Namespace) -> int:
 
 
 def _import_checkpoint(args: argparse.Namespace) -> int:
+    from canet.evaluation.notes import print_warning
     from canet.models.original import import_checkpoint
 
     spec = import_checkpoint(args.src, args.dst, patch_size=args.patch_size)
     for line in spec["warnings"]:
-        print(f"warning: {line}", file=sys.stderr)
+        print_warning(line)
     kwargs = ", ".join(f"{k}={v}" for k, v in spec["kwargs"].items())
     print(f"wrote {args.dst}: model {spec['name']}({kwargs}), {spec['parameters']:,} parameters")
     return 0
