@@ -9,9 +9,10 @@ with the file it is in:
 * a label that is not on its image's grid in world space (another shape, or
   shifted or resampled; a label stored in another voxel order than its image,
   with an affine that says so, is fine: it is read in the image's order);
-* label values outside ``0..num_classes-1`` (or not whole numbers); a binary
-  dataset's label may instead hold one other object value (0/255 masks), as
-  the trainer and the metrics take any non-zero voxel as object there;
+* label values that :mod:`canet.labels` refuses (the rule the trainer and
+  the metrics apply: outside ``0..num_classes-1``, or in a binary dataset
+  more than one object value; 0/255 masks are fine), above 255, or not whole
+  numbers;
 * an image without any finite value (NaN or inf everywhere); an image with
   some NaN or inf voxels is a warning: they are set to the scan's smallest
   finite value when it is read (:func:`canet.data.dataset.fill_nonfinite`);
@@ -46,6 +47,7 @@ from canet.data.dataset import (
     read_volume,
 )
 from canet.errors import DataError
+from canet.labels import label_value_problem, label_values
 
 
 @dataclass
@@ -288,16 +290,12 @@ def _check_case(
                 f"{case.label}: label values must be whole numbers, got {float(label[fractional].ravel()[0])}"
             )
             return
-    values = np.unique(label)
-    objects = [v for v in values.tolist() if v != 0]
-    one_object = num_classes == 2 and len(objects) == 1 and 0 < objects[0] <= 255
-    bad = [] if one_object else [v for v in values.tolist() if v < 0 or v >= num_classes]
-    if bad:
-        shown = ", ".join(str(int(v)) for v in bad[:5]) + (", ..." if len(bad) > 5 else "")
-        hint = "; a binary label may hold one other object value instead of 1, such as 255" if num_classes == 2 else ""
-        report.problems.append(
-            f"{case.label}: label values {{{shown}}} outside the {num_classes} classes (0..{num_classes - 1}{hint})"
-        )
+    objects = label_values(label)
+    problem = label_value_problem(objects, num_classes)
+    if problem is None and objects and objects[-1] > 255:
+        problem = f"holds value {objects[-1]}, above 255 (labels are stored as bytes)"
+    if problem is not None:
+        report.problems.append(f"{case.label}: label {problem}")
         return
     fraction = float(np.count_nonzero(label)) / label.size
     stats.fg.append(fraction)

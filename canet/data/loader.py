@@ -40,32 +40,13 @@ from canet.data.augment import augment_pair
 from canet.data.dataset import Case, DatasetSpec, load_case
 from canet.data.sampler import TwoStreamBatchSampler, _whole
 from canet.errors import CanetError, ConfigError, DataError
+from canet.labels import check_label_values, label_values
 from canet.patch_size import check_patch_size
 
 ExtraTargets = Callable[[np.ndarray], Mapping[str, Any]]
 _AUGMENT_STREAM = 2
 _RESERVED_KEYS = frozenset({"image", "label", "labeled", "case_id"})
 STATE_VERSION = 1
-
-
-def check_label_values(label: np.ndarray, num_classes: int, where: object) -> None:
-    """Refuse a label the losses would misread: with 2 classes more than one object value (they
-    would be merged into one), with more a value ``>= num_classes`` (silently no class, or an
-    index error in the cross-entropy).
-
-    Raises:
-        DataError: naming ``where`` and the values.
-    """
-    counts = np.bincount(np.asarray(label, dtype=np.uint8).ravel(), minlength=256)
-    objects = [int(v) for v in np.nonzero(counts[1:])[0] + 1]
-    if num_classes == 2:
-        if len(objects) > 1:
-            raise DataError(f"{where}: a binary label holds several object values {set(objects)}; "
-                            "give the dataset's num_classes")
-        return
-    bad = [v for v in objects if v >= num_classes]
-    if bad:
-        raise DataError(f"{where}: label values {set(bad)} outside the {num_classes} classes (0..{num_classes - 1})")
 
 
 class PatchSource(Dataset):
@@ -84,7 +65,7 @@ class PatchSource(Dataset):
         cache: keep decoded volumes in memory after their first decode.
         normalize: override each case's z-scoring (``None``: the case's default).
         num_classes: the task's classes (background included); each labeled
-            volume is checked against them when decoded (see :func:`check_label_values`),
+            volume is checked against them when decoded (:func:`canet.labels.check_label_values`),
             so training never sees a label it would misread, also with
             ``--skip-data-check``. ``None``: not checked.
     """
@@ -122,7 +103,7 @@ class PatchSource(Dataset):
         if labeled and vol.label is None:
             raise DataError(f"{case.image}: labeled case {case.case_id!r} has no label file")
         if labeled and self.num_classes is not None:
-            check_label_values(vol.label, self.num_classes, case.label or case.image)
+            check_label_values(label_values(vol.label), self.num_classes, f"{case.label or case.image}: label")
         return vol.image, vol.label
 
     def volume(self, index: int) -> tuple[np.ndarray, np.ndarray | None]:

@@ -17,11 +17,12 @@ finite values only; ``n`` says how many there were and ``nan`` how many were
 left out (cases where a mask was empty, see :mod:`canet.metrics.binary`). A
 statistic of no values is ``None`` (JSON ``null``), never 0.
 
-Labels: with ``num_classes=2`` a mask is binary whatever its object value
-(0/1, 0/255, ...: any non-zero voxel is object); a mask holding two or more
-non-zero values is refused (:class:`~canet.errors.DataError`), because scoring
-it as binary would merge its classes. With ``num_classes > 2`` every label
-must be below ``num_classes``. A class absent from both the prediction and the
+Labels follow :mod:`canet.labels` (the rule training and ``check-data`` use too): with
+``num_classes=2`` a mask is binary whatever its object value (0/1, 0/255, ...:
+any non-zero voxel is object), and a mask holding two or more non-zero values
+is refused (:class:`~canet.errors.DataError`), because scoring it as binary
+would merge its classes. With ``num_classes > 2`` every label must be below
+``num_classes``. A class absent from both the prediction and the
 ground truth of a case has no score there: its four metrics are NaN, and
 ``absent_classes`` counts such cases per class.
 """
@@ -37,8 +38,9 @@ from typing import Any
 
 import numpy as np
 
-from canet.errors import CanetError, DataError
+from canet.errors import CanetError
 from canet.io import atomic_open, atomic_write_text
+from canet.labels import check_label_values, label_values
 from canet.metrics.binary import Spacing, binary_metrics
 
 METRICS: tuple[str, ...] = ("dice", "jaccard", "hd95", "asd")
@@ -72,42 +74,6 @@ def multiclass_metrics(
     if num_classes < 2:
         raise CanetError(f"num_classes must be at least 2, got {num_classes}")
     return {c: binary_metrics(pred == c, gt == c, spacing) for c in range(1, num_classes)}
-
-
-def label_values(mask: np.ndarray) -> list[int]:
-    """The distinct non-zero values of an integer (or bool) mask, ascending."""
-    arr = np.asarray(mask)
-    if arr.dtype == np.bool_:
-        return [1] if arr.any() else []
-    if arr.dtype == np.uint8:
-        counts = np.bincount(arr.ravel(), minlength=256)
-        return [int(v) for v in np.flatnonzero(counts[1:]) + 1]
-    return [int(v) for v in np.unique(arr) if v != 0]
-
-
-def check_label_values(values: Sequence[int], num_classes: int, what: str) -> None:
-    """Refuse label values that ``num_classes`` cannot score (see the module docstring).
-
-    Args:
-        values: distinct non-zero values of a mask (:func:`label_values`).
-        num_classes: classes including the background.
-        what: how the message names the mask, e.g. ``"case 'a': ground truth"``.
-
-    Raises:
-        DataError: two or more object values in a binary mask, or a label
-            outside ``1 .. num_classes - 1`` in a multi-class one.
-    """
-    if num_classes == 2:
-        if len(values) > 1:
-            shown = ", ".join(str(v) for v in values[:6]) + (", ..." if len(values) > 6 else "")
-            raise DataError(
-                f"{what} holds labels {{{shown}}}, but the scoring is binary (num_classes 2: one "
-                f"non-zero value marks the object); give the number of classes it has"
-            )
-        return
-    bad = [v for v in values if v < 0 or v >= num_classes]
-    if bad:
-        raise DataError(f"{what} holds label {bad[0]} but num_classes is {num_classes}")
 
 
 def stats(values: Iterable[float]) -> dict[str, Any]:

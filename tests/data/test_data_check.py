@@ -59,8 +59,8 @@ BREAKS: dict[str, tuple[Callable[[Path], None], str]] = {
     "missing image": (lambda p: _delete_dataset(p, "image"), "no 'image' dataset"),
     "missing label": (lambda p: _delete_dataset(p, "label"), "no 'label' dataset"),
     "shape mismatch": (lambda p: _edit(p, "label", lambda a: a[:, :, :-1]), "label shape .* differs from image shape"),
-    "label outside classes": (lambda p: _edit(p, "label", lambda a: _set(a, 3)), r"label values \{3\} outside the 2 classes"),
-    "negative label": (lambda p: _edit(p, "label", lambda a: _set(a.astype(np.int16), -1)), r"label values \{-1\} outside"),
+    "label outside classes": (lambda p: _edit(p, "label", lambda a: _set(a, 3)), r"label holds values \{1, 3\}, but the task is binary"),
+    "negative label": (lambda p: _edit(p, "label", lambda a: _set(a.astype(np.int16), -1)), r"label holds negative values \{-1\}"),
     "fractional label": (lambda p: _edit(p, "label", lambda a: _set(a.astype(np.float32), 0.5)), "label values must be whole numbers, got 0.5"),
     "all nan": (lambda p: _edit(p, "image", lambda a: np.full_like(a, np.nan)), "every voxel of the image is NaN or infinite"),
     "constant image": (lambda p: _edit(p, "image", np.zeros_like), r"image is empty \(every voxel is 0\)"),
@@ -177,8 +177,8 @@ def test_datalist_problems(tmp_path: Path) -> None:
     report = check_dataset(path)
     assert report.problems[0] == f"{tmp_path / 'b_seg.nii.gz'}: file not found"
     assert report.problems[1] == (
-        f"{tmp_path / 'e_seg.nii.gz'}: label values {{2, 4}} outside the 2 classes (0..1; "
-        "a binary label may hold one other object value instead of 1, such as 255)"
+        f"{tmp_path / 'e_seg.nii.gz'}: label holds values {{1, 2, 4}}, but the task is binary (num_classes 2: "
+        "one non-zero value, such as 1 or 255, marks the object); give the number of classes it has"
     )
     assert report.problems[2].startswith(f"{tmp_path / 'c.nii.gz'}: cannot read NIfTI file (")
     assert len(report.problems) == 3

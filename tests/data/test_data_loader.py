@@ -220,19 +220,3 @@ def test_real_la_batch(la_small: Path) -> None:
     # the image is z-scored data, not padding: LA volumes are larger than the patch in every axis
     assert (batch["image"] == 0).float().mean() < 0.01
     assert loader.source.cached_bytes > 3 * 148 * 132 * 88 * 4
-
-
-def test_check_label_values_refuses_what_the_losses_would_misread() -> None:
-    from canet.data.loader import check_label_values
-
-    label = np.zeros((4, 4, 4), np.uint8)
-    label[0, 0, :2] = 1
-    check_label_values(label, 2, "a.nii.gz")  # 0/1
-    check_label_values(label * 255, 2, "a.nii.gz")  # 0/255: binary, one object value
-    label[1, 1, 1] = 2
-    check_label_values(label, 3, "a.nii.gz")
-    with pytest.raises(DataError, match=r"^a.nii.gz: a binary label holds several object values \{1, 2\}"):
-        check_label_values(label, 2, "a.nii.gz")
-    label[2, 2, 2] = 3
-    with pytest.raises(DataError, match=r"^a.nii.gz: label values \{3\} outside the 3 classes \(0..2\)$"):
-        check_label_values(label, 3, "a.nii.gz")

@@ -324,7 +324,7 @@ def test_evaluate_datalist_lcc_default_and_label_values(tmp_path, run_cli) -> No
     datalist = _datalist(tmp_path / "d", {"a": (image, two, affine)})
     code, _, err = run_cli("evaluate", ckpt, "--data", datalist, "--out", tmp_path / "o4", "--quiet")
     assert code == 2 and err.count("\n") == 1
-    assert "case 'a': ground truth holds labels {1, 2}, but the scoring is binary" in err
+    assert "case 'a': ground truth holds values {1, 2}, but the task is binary" in err
 
 
 def test_evaluate_nrrd_without_space_directions_reports_voxels(tmp_path, run_cli) -> None:

@@ -202,13 +202,13 @@ def test_score_refuses_masks_binary_scoring_would_merge(tmp_path, run_cli) -> No
     code, _, err = run_cli("score", tmp_path / "p", tmp_path / "g", "--out", tmp_path / "o", "--quiet",
                            "--num-classes", "2")
     assert code == 2 and err.count("\n") == 1
-    assert "a.nii.gz holds labels {1, 2}, but the scoring is binary" in err
+    assert "a.nii.gz holds values {1, 2}, but the task is binary" in err
     # ground truths with one object value (255), predictions with two labels: refused, not guessed
     _save_nifti(tmp_path / "g2" / "a.nii.gz", _blob() * 255, np.eye(4))
     _save_nifti(tmp_path / "p2" / "a.nii.gz", multi, np.eye(4))
     code, _, err = run_cli("score", tmp_path / "p2", tmp_path / "g2", "--out", tmp_path / "o2", "--quiet")
     assert code == 2 and err.count("\n") == 1
-    assert "a.nii.gz holds labels {1, 2}, but the scoring is binary" in err
+    assert "a.nii.gz holds values {1, 2}, but the task is binary" in err
 
 
 def test_score_bad_inputs_end_in_one_line(tmp_path, run_cli) -> None:

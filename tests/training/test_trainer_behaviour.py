@@ -302,7 +302,7 @@ def test_training_starts_with_the_dataset_check(tiny_data: Path, make_config, tm
         label[1, 2, 3] = 3
         fh["label"][...] = label
     cfg = make_config("vnet", data__root=str(data))
-    with pytest.raises(DataError, match=r"the dataset has 1 problem\(s\), training not started: .*label values \{3\}"):
+    with pytest.raises(DataError, match=r"the dataset has 1 problem\(s\), training not started: .*label holds values \{1, 3\}, but the task is binary"):
         Trainer(cfg, tmp_path / "run", **QUIET).run()
     assert not (tmp_path / "run" / "checkpoints" / "last.pt").exists()
 
@@ -327,7 +327,7 @@ def test_training_starts_with_the_dataset_check(tiny_data: Path, make_config, tm
                  "--quiet"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith(f"error: {data / '2018LA_Seg_Training Set' / train_case}")
-    assert "a binary label holds several object values {1, 3}" in err, err
+    assert "label holds values {1, 3}, but the task is binary" in err, err
 
 
 def _nifti_datalist(root: Path, normalize: bool, lcc: bool | None = None, object_value: int = 1) -> Path:

@@ -1,0 +1,88 @@
+"""Label values: the one rule for which values a mask of ``num_classes`` classes may hold.
+
+Training (the loader), ``canet check-data`` and scoring (``canet score``,
+``evaluate``) all read masks with the same convention, so they apply the same
+rule, with the same words:
+
+* ``num_classes == 2`` (binary): at most one non-zero value, which marks the
+  object. It may be 1 or another value (0/255 masks are common); every
+  non-zero voxel is object. Two or more non-zero values are refused, since
+  reading them as one object would merge classes silently.
+* ``num_classes > 2``: every value lies in ``0 .. num_classes - 1``.
+* Negative values are refused in both cases.
+
+The byte range (values up to 255, whole numbers) is the data layer's concern
+(:func:`canet.data.dataset.as_label`), not this rule's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from canet.errors import DataError
+
+__all__ = ["check_label_values", "label_value_problem", "label_values"]
+
+_SHOWN = 6
+
+
+def label_values(mask: np.ndarray) -> list[int]:
+    """The distinct non-zero values of an integer (or bool) mask, ascending."""
+    arr = np.asarray(mask)
+    if arr.dtype == np.bool_:
+        return [1] if arr.any() else []
+    if arr.dtype == np.uint8:
+        counts = np.bincount(arr.ravel(), minlength=256)
+        return [int(v) for v in np.flatnonzero(counts[1:]) + 1]
+    return [int(v) for v in np.unique(arr) if v != 0]
+
+
+def _shown(values: Sequence[int]) -> str:
+    return "{" + ", ".join(str(v) for v in values[:_SHOWN]) + (", ..." if len(values) > _SHOWN else "") + "}"
+
+
+def label_value_problem(values: Sequence[int], num_classes: int) -> str | None:
+    """Why a mask with these non-zero values cannot be read as ``num_classes`` classes.
+
+    Args:
+        values: the distinct non-zero values of the mask, ascending (:func:`label_values`).
+        num_classes: classes including the background (>= 2).
+
+    Returns:
+        ``None`` when the mask is fine, otherwise the reason, worded to follow
+        the mask's name (``"holds values {1, 2}, but ..."``).
+    """
+    values = [int(v) for v in values]
+    negative = [v for v in values if v < 0]
+    if negative:
+        return f"holds negative values {_shown(negative)}; labels are 0 (background) and positive class values"
+    if num_classes == 2:
+        if len(values) > 1:
+            return (
+                f"holds values {_shown(values)}, but the task is binary (num_classes 2: one non-zero value, "
+                "such as 1 or 255, marks the object); give the number of classes it has"
+            )
+        return None
+    bad = [v for v in values if v >= num_classes]
+    if bad:
+        return f"holds values {_shown(bad)} outside the {num_classes} classes (0..{num_classes - 1})"
+    return None
+
+
+def check_label_values(values: Sequence[int], num_classes: int, what: str) -> None:
+    """Refuse a mask whose values ``num_classes`` cannot read (see the module docstring).
+
+    Args:
+        values: the distinct non-zero values of the mask (:func:`label_values`).
+        num_classes: classes including the background.
+        what: how the message names the mask, e.g. ``"case 'a': ground truth"``
+            or ``"a_seg.nii.gz: label"``.
+
+    Raises:
+        DataError: ``<what> holds values {...} ...`` (see :func:`label_value_problem`).
+    """
+    problem = label_value_problem(values, num_classes)
+    if problem is not None:
+        raise DataError(f"{what} {problem}")
