@@ -23,7 +23,8 @@ with the file it is in:
 Labels are read for labeled, validation and test cases; unlabeled cases only
 need an image. Conditions that do not stop training (a label without any
 foreground, a case both in training and test, training images stored in more
-than one orientation, NaN or inf image voxels) are *warnings*.
+than one orientation, NaN or inf image voxels, a class of a multi-class
+dataset that no labeled training label holds) are *warnings*.
 It never raises for a problem of the data; :func:`ensure_clean` turns a report
 with problems into a :class:`~canet.errors.DataError`.
 """
@@ -168,6 +169,8 @@ class _Stats:
         self.files = 0
         self.units: set[str] = set()
         self.orientations: dict[str, int] = {}
+        self.labeled_read = 0  # labeled training labels whose values passed the rule
+        self.labeled_classes: dict[int, int] = {}  # class -> how many of them hold it
 
     def summary(self) -> dict[str, Any]:
         out: dict[str, Any] = {"files_read": self.files}
@@ -297,6 +300,10 @@ def _check_case(
     if problem is not None:
         report.problems.append(f"{case.label}: label {problem}")
         return
+    if training and need_label:
+        stats.labeled_read += 1
+        for value in objects:
+            stats.labeled_classes[value] = stats.labeled_classes.get(value, 0) + 1
     fraction = float(np.count_nonzero(label)) / label.size
     stats.fg.append(fraction)
     if fraction == 0.0:
@@ -381,5 +388,15 @@ def check_dataset(
             f"{where}: training images come in {len(stats.orientations)} orientations ({counts}); the network "
             "sees each in its stored voxel order, so reorient them to one orientation first"
         )
+    if spec.num_classes > 2 and spec.labeled and stats.labeled_read == len(spec.labeled):
+        absent = [c for c in range(1, spec.num_classes) if c not in stats.labeled_classes]
+        if absent:
+            where = spec.datalist if spec.datalist is not None else spec.root
+            shown = ", ".join(str(c) for c in absent)
+            report.warnings.append(
+                f"{where}: class(es) {shown} of the {spec.num_classes} classes appear in none of the "
+                f"{len(spec.labeled)} labeled training labels, so the network never learns them; check "
+                "num_classes and which cases are labeled"
+            )
     report.summary.update(stats.summary())
     return report

@@ -242,3 +242,43 @@ def test_some_nonfinite_voxels_are_a_warning_naming_the_count(synth_copy: Path, 
     assert report.warnings == [
         f"{target}: image holds {said} values (set to the scan's smallest finite value when it is read)"
     ]
+
+
+def test_class_absent_from_the_labeled_training_labels_is_a_warning(tmp_path: Path) -> None:
+    img = np.random.default_rng(1).normal(size=(12, 12, 8)).astype(np.float32)
+    nib.save(nib.Nifti1Image(img, np.eye(4)), str(tmp_path / "a.nii.gz"))
+
+    def label(name: str, values: list[int]) -> str:
+        lab = np.zeros(img.shape, np.uint8)
+        for i, v in enumerate(values):
+            lab[1 + 3 * i : 3 + 3 * i, 2:5, 2:5] = v
+        nib.save(nib.Nifti1Image(lab, np.eye(4)), str(tmp_path / name))
+        return name
+
+    datalist = {
+        "num_classes": 4,
+        "training": [{"image": "a.nii.gz", "label": label("a_seg.nii.gz", [1, 2]), "id": "a"},
+                     {"image": "a.nii.gz", "label": label("b_seg.nii.gz", [2]), "id": "b"}],
+        "test": [{"image": "a.nii.gz", "label": label("t_seg.nii.gz", [1, 2, 3]), "id": "t"}],
+    }
+    path = tmp_path / "dataset.json"
+    path.write_text(json.dumps(datalist))
+    report = check_dataset(path)
+    assert report.problems == []
+    absent = [w for w in report.warnings if "labeled training labels" in w]
+    # class 3 is only in the test label; classes 1 and 2 are in a labeled one
+    assert absent == [f"{path}: class(es) 3 of the 4 classes appear in none of the 2 labeled training labels, so "
+                      "the network never learns them; check num_classes and which cases are labeled"]
+    # labeled=1 keeps case a labeled only: class 3 still absent, 1 and 2 present
+    assert [w for w in check_dataset(path, labeled=1).warnings if "class(es) 3 of" in w]
+
+    datalist["training"][1]["label"] = label("b_seg.nii.gz", [3])
+    path.write_text(json.dumps(datalist))
+    assert not [w for w in check_dataset(path).warnings if "labeled training labels" in w]
+    # binary data: no such warning (an empty label has its own)
+    datalist["num_classes"] = 2
+    datalist["training"] = [{"image": "a.nii.gz", "label": label("c_seg.nii.gz", []), "id": "c"}]
+    path.write_text(json.dumps(datalist))
+    warnings = check_dataset(path).warnings
+    assert not [w for w in warnings if "labeled training labels" in w]
+    assert f"{tmp_path / 'c_seg.nii.gz'}: label has no foreground" in warnings
