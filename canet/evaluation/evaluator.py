@@ -103,9 +103,10 @@ def evaluate_model(
             a volume more than 20 % off on an axis gets a warning.
         warn: where warnings go (default: ``warning: ...`` on stderr); they are
             also listed in the summary's ``"warnings"``.
-        resume: keep the cases that a killed evaluation into ``out_dir``
-            already scored (its ``cases.jsonl``, see :mod:`canet.metrics.journal`;
-            refused if it was made with other settings) and predict the rest.
+        resume: keep the cases that a killed (or finished) evaluation into
+            ``out_dir`` already scored (its ``cases.jsonl``, see
+            :mod:`canet.metrics.journal`; refused if it was made with other
+            settings) and predict the rest.
 
     Returns:
         The summary dict (also written to ``summary.json``), with ``"rows"``
@@ -225,7 +226,7 @@ def evaluate_model(
 
             write_report(out)
         if journal is not None:
-            journal.close(remove=True)
+            journal.close()
     else:
         summary = acc.summary(**extra)
     summary["rows"] = acc.rows

@@ -6,7 +6,9 @@ split: everything but the device); each further line is one scored case, an
 disk as soon as the case is done. Resuming with the same settings counts those
 cases again without predicting them; resuming with other settings is refused in
 one line. A line cut short by a kill is ignored (that case is done again). The
-journal is removed once ``metrics.csv`` and ``summary.json`` are written.
+journal stays beside ``metrics.csv`` and ``summary.json`` when the evaluation
+is done, so resuming a finished evaluation predicts nothing and writes the same
+results again.
 """
 
 from __future__ import annotations
@@ -91,10 +93,8 @@ class CaseJournal:
             self._fh.flush()
             os.fsync(self._fh.fileno())
 
-    def close(self, remove: bool) -> None:
-        """Close the file; ``remove`` it once the evaluation's results are written."""
+    def close(self) -> None:
+        """Close the file (it stays on disk: a finished evaluation resumes without predicting)."""
         if self._fh is not None:
             self._fh.close()
             self._fh = None
-        if remove:
-            self.path.unlink(missing_ok=True)

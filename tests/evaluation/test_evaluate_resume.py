@@ -79,7 +79,7 @@ def _evaluate(vols, out, **kw):
 def test_resume_keeps_scored_cases_and_gives_the_uninterrupted_results(tmp_path, counted) -> None:
     vols = _volumes()
     whole = _evaluate(vols, tmp_path / "whole")
-    assert not (tmp_path / "whole" / JOURNAL_FILE).exists()  # removed once the results are written
+    assert len((tmp_path / "whole" / JOURNAL_FILE).read_text().splitlines()) == 1 + 4  # kept when done
     counted.clear()
 
     out = tmp_path / "killed"
@@ -96,7 +96,15 @@ def test_resume_keeps_scored_cases_and_gives_the_uninterrupted_results(tmp_path,
         assert resumed[key] == whole[key]
     assert resumed["empty_gt"] == whole["empty_gt"] == 1
     assert resumed["absent_classes"] == whole["absent_classes"]
-    assert not (out / JOURNAL_FILE).exists()
+
+    # resuming a finished evaluation predicts nothing and writes the same results
+    counted.clear()
+    (out / "metrics.csv").unlink()
+    again = _evaluate(vols, out, resume=True)
+    assert counted == []
+    assert _rows(out / "metrics.csv") == _rows(tmp_path / "whole" / "metrics.csv")
+    for key in ("dice", "jaccard", "hd95", "asd", "empty_gt", "absent_classes"):
+        assert again[key] == whole[key]
 
 
 def test_a_line_cut_short_by_the_kill_is_predicted_again(tmp_path, counted) -> None:
