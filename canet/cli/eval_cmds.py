@@ -142,7 +142,7 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("checkpoint", help="canet checkpoint (.pt)")
     p.add_argument("inputs", nargs="+", help="NIfTI/NRRD/HDF5 files or folders of them")
     p.add_argument("-o", "--output", required=True, help="output folder")
-    p.add_argument("--probabilities", action="store_true", help="also write <name>_prob.nii.gz")
+    p.add_argument("--probabilities", action="store_true", help="also write <name>_prob.nii.gz: the foreground probability (K-channel map for multi-class; with --decision relu the mean ReLU(logit) that rule thresholds at 0.5)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_inference_options(p)
     p.set_defaults(func=_run_predict)

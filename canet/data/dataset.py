@@ -35,7 +35,8 @@ Two kinds of dataset are understood by :func:`open_dataset`:
 
 Geometry convention: every :class:`Volume` carries a 4 x 4 voxel-to-world
 affine in **RAS+ millimetres**, the convention of NIfTI and nibabel. NIfTI
-files give it directly (``img.affine``). NRRD files state their frame in the
+files give it directly (the sform, else the qform, converted to mm from the
+header's spatial unit). NRRD files state their frame in the
 ``space`` field, usually ``left-posterior-superior`` (LPS, the DICOM / ITK /
 Slicer convention); their ``space directions`` (one row per voxel axis) and
 ``space origin`` are converted to RAS by negating the first two world
@@ -48,7 +49,9 @@ without ``space directions`` (and without ``spacings``) have no voxel size, so
 their distances are in **voxels** (:attr:`Geometry.unit` / ``Volume.spacing_unit``
 is ``"voxels"``); they, and NRRD files with only ``spacings``, also have no
 orientation (:attr:`Geometry.oriented` is False) and are always used in stored
-voxel order. NIfTI files are oriented when their sform or qform code is set.
+voxel order; so are NRRD files whose ``space`` is not anatomical
+(``scanner-xyz``, ``3D-right-handed``, ...). NIfTI files are oriented when their
+sform or qform code is set and that matrix places voxels (not singular).
 """
 
 from __future__ import annotations
@@ -250,8 +253,20 @@ def _to_3d(array: np.ndarray, path: Path, what: str) -> np.ndarray:
     return array
 
 
+def _nrrd_space(header: dict[str, Any]) -> str:
+    """The header's ``space``, lower case, without the ``-time`` of a 4D frame."""
+    space = str(header.get("space", "")).strip().lower()
+    return space[: -len("-time")] if space.endswith("-time") else space
+
+
 def _nrrd_states(header: dict[str, Any]) -> tuple[bool, bool]:
-    """``(has voxel size, has orientation)`` of an NRRD header."""
+    """``(has voxel size, has orientation)`` of an NRRD header.
+
+    Oriented means ``space directions`` in an anatomical ``space`` (RAS, LAS, LPS,
+    also their ``-time`` forms); a frame without anatomical meaning
+    (``scanner-xyz``, ``3D-right-handed``, ``3D-left-handed``, or only ``space
+    dimension``) gives voxel sizes but no orientation.
+    """
     directions = header.get("space directions")
     rows = 0
     if directions is not None:
@@ -261,7 +276,7 @@ def _nrrd_states(header: dict[str, Any]) -> tuple[bool, bool]:
             vec = np.asarray(row, dtype=np.float64).ravel()
             rows += int(vec.size >= 3 and bool(np.all(np.isfinite(vec[:3]))))
     if rows >= 3:
-        return True, True
+        return True, _nrrd_space(header) in _SPACE_TO_RAS
     spacings = header.get("spacings")
     if spacings is not None:
         steps = np.asarray(spacings, dtype=np.float64).ravel()[:3]
@@ -304,7 +319,7 @@ def nrrd_affine(header: dict[str, Any]) -> np.ndarray:
         vec = np.asarray(origin, dtype=np.float64).ravel()
         if vec.size >= 3 and np.all(np.isfinite(vec[:3])):
             affine[:3, 3] = vec[:3]
-    flips = _SPACE_TO_RAS.get(str(header.get("space", "")).strip().lower())
+    flips = _SPACE_TO_RAS.get(_nrrd_space(header))
     if flips is not None:
         affine = np.diag([*flips, 1.0]) @ affine
     return affine
@@ -339,18 +354,46 @@ def read_array(
     return array, geometry.affine, geometry.spacing
 
 
-def _nifti_geometry(img: Any, shape: tuple[int, ...]) -> Geometry:
-    """A NIfTI file's geometry; the voxel size is that of the affine that places its voxels.
+#: Millimetres per unit of a NIfTI header's spatial ``xyzt_units`` ("unknown" is taken as mm).
+_NIFTI_MM: dict[str, float] = {"unknown": 1.0, "mm": 1.0, "meter": 1000.0, "micron": 0.001}
 
-    The header's ``pixdim`` is used only where the affine gives no usable size: a file
-    whose sform scales its axes otherwise than its ``pixdim`` says (a stale ``pixdim``)
-    is placed by the sform, so its distances are measured with the sform's sizes too.
+
+def _usable(affine: np.ndarray | None) -> bool:
+    """A voxel-to-world matrix that places voxels: finite, with a non-singular 3 x 3 part."""
+    if affine is None or not np.all(np.isfinite(affine)):
+        return False
+    return abs(float(np.linalg.det(affine[:3, :3]))) > 1e-12
+
+
+def _nifti_geometry(img: Any, shape: tuple[int, ...]) -> Geometry:
+    """A NIfTI file's geometry in mm; the voxel size is that of the affine that places its voxels.
+
+    The sform is used when its code is set and it is usable, else the qform
+    (the order nibabel and ITK use). A header whose coded matrices are both
+    degenerate (all zero, say) states no usable orientation: the file is then
+    unoriented, like one with both codes 0, and placed by its ``pixdim``.
+    Positions and sizes are converted to millimetres from the header's spatial
+    unit (``meter``, ``micron``; ``unknown`` is taken as mm). The header's
+    ``pixdim`` is used only where the affine gives no usable size: a file whose
+    sform scales its axes otherwise than its ``pixdim`` says (a stale
+    ``pixdim``) is placed by the sform, so its distances are measured with the
+    sform's sizes too.
     """
-    affine = np.asarray(img.affine, dtype=np.float64)
+    header = img.header
+    unit = header.get_xyzt_units()[0]
+    to_mm = _NIFTI_MM.get(unit, 1.0)
+    coded = [np.asarray(m, dtype=np.float64) for m, code in (header.get_sform(coded=True),
+                                                              header.get_qform(coded=True)) if code]
+    placed = [m for m in coded if _usable(m)]
+    zooms = tuple(abs(float(z)) for z in header.get_zooms()[:3])
+    if placed:
+        affine, oriented = placed[0].copy(), True
+    else:  # nibabel's fallback for a header without orientation: pixdim, centred
+        affine, oriented = np.asarray(header.get_base_affine(), dtype=np.float64), False
+    affine[:3, :] *= to_mm
     spacing = spacing_of(affine)
     if not all(np.isfinite(spacing)) or min(spacing) <= 0:
-        spacing = tuple(float(z) for z in img.header.get_zooms()[:3])
-    oriented = int(img.header["sform_code"]) > 0 or int(img.header["qform_code"]) > 0
+        spacing = tuple(z * to_mm for z in zooms)
     return Geometry(tuple(shape[:3]), affine, spacing, "mm", oriented)  # type: ignore[arg-type]
 
 
@@ -570,7 +613,7 @@ def save_nifti(
     """Write ``array`` as NIfTI with ``affine`` (RAS+, as in :class:`Volume`) atomically.
 
     Both the sform and the qform are set (code 1, scanner) so every viewer
-    places it where the source scan is. ``oriented=False`` (a source NIfTI
+    places it where the source scan is; the spatial unit is mm. ``oriented=False`` (a source NIfTI
     whose header states no orientation: sform and qform codes 0) writes codes 0
     as well, with the affine's voxel sizes as ``pixdim``, so the output claims
     no more than its source did and readers place the two alike. Returns the
@@ -587,6 +630,7 @@ def save_nifti(
     else:  # no affine in memory: nibabel would write it as an sform (code 2) on saving
         img = nib.Nifti1Image(np.asarray(array), None)
         img.header.set_zooms(spacing_of(matrix) + tuple(img.header.get_zooms()[3:]))
+    img.header.set_xyzt_units(xyz="mm")  # the affine is in mm (see _nifti_geometry)
     suffix = ".nii.gz" if target.name.lower().endswith(".gz") else ".nii"
     with atomic_path(target, suffix=suffix) as tmp:
         nib.save(img, str(tmp))

@@ -205,7 +205,7 @@ def evaluate_model(
         if save_predictions and out is not None:
             from canet.data import save_nifti
 
-            save_nifti(out / f"{name}_pred.nii.gz", mask.astype(np.uint8), vol.affine)
+            save_nifti(out / f"{name}_pred.nii.gz", mask.astype(np.uint8), vol.affine, oriented=oriented)
         if report and out is not None:
             from canet.report import save_case_slices
 

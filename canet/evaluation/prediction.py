@@ -10,7 +10,6 @@ from typing import Any
 import numpy as np
 
 from canet.data.dataset import (
-    file_format,
     strip_suffix,
 )
 from canet.errors import DataError
@@ -42,7 +41,9 @@ def predict_files(
     Each input ``<name>.<ext>`` gives ``<name>_pred.nii.gz`` (uint8 mask with the
     input's affine, in the input's voxel order) and, with ``probabilities``,
     ``<name>_prob.nii.gz`` (float32: the foreground probability, or a 4D
-    ``X x Y x Z x K`` map for multi-class). NaN and infinite voxels are set to
+    ``X x Y x Z x K`` map for multi-class; with ``decision="relu"`` the mean
+    ReLU(logit) the authors' rule thresholds at 0.5, not a probability). An
+    output name that is one of the inputs is refused before anything is written. NaN and infinite voxels are set to
     the scan's smallest finite value (with a warning naming their count).
     Images are z-scored over the whole volume when the network was trained on
     z-scored images, and predicted in the training orientation (see the module
@@ -61,6 +62,17 @@ def predict_files(
     dupes = sorted({s for s in stems if stems.count(s) > 1})
     if dupes:
         raise DataError(f"two inputs would write the same output name: {dupes[0]!r}")
+    out = Path(out_dir)
+    suffixes = ("_pred", "_prob") if probabilities else ("_pred",)
+    inputs_at = {f.resolve(): f for f in files}
+    for stem in stems:  # never write over a scan being segmented (out_dir may be the input folder)
+        for suffix in suffixes:
+            target = out / f"{stem}{suffix}.nii.gz"
+            if target.resolve() in inputs_at:
+                raise DataError(
+                    f"{target} is one of the inputs and would be overwritten by the {suffix[1:]} output of "
+                    f"{stem!r}; write to another folder (-o) or leave earlier outputs out of the inputs"
+                )
     for f in files:  # fail on a bad file before any long work starts
         image_file_shape(f)
     from canet.data import fill_nonfinite, read_volume, save_nifti, zscore
@@ -75,7 +87,6 @@ def predict_files(
     note = older_checkpoint_note(str(checkpoint), recorded, normalize, use_lcc)
     if note:
         sink(note)
-    out = Path(out_dir)
     written: list[Path] = []
     items: Iterable[tuple[Path, str]] = list(zip(files, stems))
     if progress:
@@ -102,11 +113,12 @@ def predict_files(
             message = spacing_mismatch(str(path), seen, recorded["spacing"])
             if message:
                 sink(message)
-        # A NIfTI source without orientation (codes 0) gives outputs without it too.
-        oriented = geometry.oriented or file_format(path) != "nifti"
-        target = save_nifti(out / f"{stem}_pred.nii.gz", mask, geometry.affine, oriented=oriented)
+        # A source that states no orientation (NIfTI codes 0, an NRRD without an anatomical
+        # space, HDF5) gives outputs without one too (codes 0, its voxel size as pixdim).
+        target = save_nifti(out / f"{stem}_pred.nii.gz", mask, geometry.affine, oriented=geometry.oriented)
         if probabilities:
             prob_out = probs if probs.ndim == 3 else np.moveaxis(probs, 0, -1)
-            save_nifti(out / f"{stem}_prob.nii.gz", prob_out.astype(np.float32), geometry.affine, oriented=oriented)
+            save_nifti(out / f"{stem}_prob.nii.gz", prob_out.astype(np.float32), geometry.affine,
+                       oriented=geometry.oriented)
         written.append(target)
     return written

@@ -1,0 +1,185 @@
+"""Headers a user's scans may carry, read and written right by `canet predict` and `evaluate`.
+
+Each expected affine is worked out from the header by hand (the NRRD and NIfTI
+rules), not by canet's reader: NRRD ``-time`` frames and non-anatomical
+spaces, NIfTI spatial units, degenerate sforms, sources without orientation,
+and an output folder that holds the inputs.
+"""
+
+from __future__ import annotations
+
+import json
+
+import nibabel as nib
+import nrrd
+import numpy as np
+import pytest
+import torch
+
+from canet.checkpoint import make_checkpoint, save_checkpoint
+from canet.data import read_volume
+from canet.models import create_model
+
+
+@pytest.fixture()
+def checkpoint(tmp_path):
+    torch.manual_seed(0)
+    model = create_model("vnet", n_filters=2)
+    path = tmp_path / "model.pt"
+    save_checkpoint(make_checkpoint(model, "tests", config={"patch_size": [32, 32, 16]}), path)
+    return path
+
+
+def _image(shape=(20, 24, 16)) -> np.ndarray:
+    return np.random.default_rng(3).standard_normal(shape).astype(np.float32)
+
+
+def _codes(img) -> tuple[int, int]:
+    return int(img.header["sform_code"]), int(img.header["qform_code"])
+
+
+def test_predict_never_writes_over_an_input(tmp_path, run_cli, checkpoint) -> None:
+    folder = tmp_path / "s"
+    folder.mkdir()
+    for name in ("b.nii.gz", "b_pred.nii.gz"):  # a scan whose name is b's output name
+        nib.save(nib.Nifti1Image(_image(), np.eye(4)), str(folder / name))
+    before = (folder / "b_pred.nii.gz").read_bytes()
+    code, _, err = run_cli("predict", checkpoint, folder, "-o", folder, "--quiet")
+    assert code == 2 and err.count("\n") == 1, err
+    assert f"{folder / 'b_pred.nii.gz'} is one of the inputs and would be overwritten by the pred output of 'b'" in err
+    assert (folder / "b_pred.nii.gz").read_bytes() == before
+    assert sorted(p.name for p in folder.iterdir()) == ["b.nii.gz", "b_pred.nii.gz"]  # nothing written
+
+    # the probability map's name too, but only when it is asked for
+    (folder / "b_pred.nii.gz").rename(folder / "b_prob.nii.gz")
+    code, _, err = run_cli("predict", checkpoint, folder, "-o", folder, "--quiet", "--probabilities")
+    assert code == 2 and "would be overwritten by the prob output of 'b'" in err
+    code, _, err = run_cli("predict", checkpoint, folder / "b.nii.gz", "-o", folder, "--quiet")
+    assert code == 0, err  # b_pred.nii.gz is not an input now
+    assert (folder / "b_pred.nii.gz").is_file()
+
+
+@pytest.mark.parametrize(
+    ("space", "flips", "oriented"),
+    [
+        ("left-posterior-superior-time", (-1, -1, 1), True),  # a 4D frame: the same as LPS
+        ("right-anterior-superior-time", (1, 1, 1), True),
+        ("scanner-xyz", (1, 1, 1), False),  # no anatomical meaning: stored voxel order
+        ("3D-left-handed", (1, 1, 1), False),
+        ("3D-right-handed", (1, 1, 1), False),
+    ],
+)
+def test_nrrd_spaces(tmp_path, space: str, flips: tuple[int, int, int], oriented: bool) -> None:
+    image = _image()
+    header = {"space": space, "space directions": np.diag([0.7, 1.3, 2.5]), "space origin": np.array([10.0, -20.0, 5.0])}
+    if space.endswith("-time"):  # a 4D frame: a fourth world axis and a non-spatial fourth voxel axis
+        image = image[..., None]
+        header = {"space": space, "kinds": ["domain", "domain", "domain", "list"],
+                  "space directions": np.diag([0.7, 1.3, 2.5, 1.0]),
+                  "space origin": np.array([10.0, -20.0, 5.0, 0.0])}
+    nrrd.write(str(tmp_path / "t.nrrd"), image, header)
+    _, geometry = read_volume(tmp_path / "t.nrrd")
+    expected = np.diag([0.7 * flips[0], 1.3 * flips[1], 2.5 * flips[2], 1.0])
+    expected[:3, 3] = np.array([10.0, -20.0, 5.0]) * flips
+    assert geometry.oriented is oriented
+    np.testing.assert_allclose(geometry.affine, expected, atol=1e-9)
+    assert geometry.spacing == pytest.approx((0.7, 1.3, 2.5)) and geometry.unit == "mm"
+
+
+def test_predict_a_4d_lps_time_nrrd_is_placed_in_lps(tmp_path, run_cli, checkpoint) -> None:
+    header = {"space": "left-posterior-superior-time", "kinds": ["domain", "domain", "domain", "list"],
+              "space directions": np.diag([0.7, 1.3, 2.5, 1.0]),
+              "space origin": np.array([10.0, -20.0, 5.0, 0.0])}
+    nrrd.write(str(tmp_path / "t.nrrd"), _image()[..., None], header)
+    code, _, err = run_cli("predict", checkpoint, tmp_path / "t.nrrd", "-o", tmp_path / "o", "--quiet")
+    assert code == 0, err
+    out = nib.load(str(tmp_path / "o" / "t_pred.nii.gz"))
+    expected = np.diag([-0.7, -1.3, 2.5, 1.0])  # LPS -> RAS: x and y negated
+    expected[:3, 3] = [-10.0, 20.0, 5.0]
+    np.testing.assert_allclose(out.affine, expected, atol=1e-5)
+    assert _codes(out) == (1, 1)
+
+
+def test_nifti_spatial_units_are_converted_to_mm(tmp_path, run_cli, checkpoint) -> None:
+    image = _image()
+    mm = np.diag([0.7, 1.3, 2.5, 1.0])
+    mm[:3, 3] = [3.0, -4.0, 6.0]
+    for name, unit, scale in (("mm", "mm", 1.0), ("um", "micron", 1000.0), ("m", "meter", 0.001)):
+        affine = mm.copy()
+        affine[:3, :] *= scale  # the same placement, written in another unit
+        img = nib.Nifti1Image(image, affine)
+        img.header.set_xyzt_units(xyz=unit)
+        (tmp_path / name).mkdir()
+        nib.save(img, str(tmp_path / name / "scan.nii.gz"))
+        _, geometry = read_volume(tmp_path / name / "scan.nii.gz")
+        np.testing.assert_allclose(geometry.affine, mm, atol=1e-9)
+        assert geometry.spacing == pytest.approx((0.7, 1.3, 2.5))
+    masks = []
+    for name in ("mm", "um", "m"):
+        code, _, err = run_cli("predict", checkpoint, tmp_path / name, "-o", tmp_path / f"o_{name}", "--quiet")
+        assert code == 0, err
+        out = nib.load(str(tmp_path / f"o_{name}" / "scan_pred.nii.gz"))
+        assert out.header.get_xyzt_units()[0] == "mm"  # the mask says its unit: readers place it with the scan
+        np.testing.assert_allclose(out.affine, mm, atol=1e-5)
+        masks.append(np.asarray(out.dataobj))
+    np.testing.assert_array_equal(masks[0], masks[1])
+    np.testing.assert_array_equal(masks[0], masks[2])
+
+
+def test_a_degenerate_sform_falls_back_to_the_qform_or_to_no_orientation(tmp_path, run_cli, checkpoint) -> None:
+    image = _image()
+    broken = nib.Nifti1Image(image, None)
+    broken.set_sform(np.zeros((4, 4)), code=1)  # all-zero matrix with a code that says "use me"
+    broken.header.set_zooms((0.9, 0.8, 1.1))
+    nib.save(broken, str(tmp_path / "zero.nii"))
+    assert _codes(nib.load(str(tmp_path / "zero.nii"))) == (1, 0)
+    _, geometry = read_volume(tmp_path / "zero.nii")
+    assert geometry.oriented is False and geometry.spacing == pytest.approx((0.9, 0.8, 1.1))
+
+    rescued = nib.Nifti1Image(image, None)
+    qform = np.diag([-0.9, 0.8, 1.1, 1.0])
+    rescued.set_qform(qform, code=1)
+    rescued.set_sform(np.zeros((4, 4)), code=1)
+    nib.save(rescued, str(tmp_path / "q.nii"))
+    _, geometry = read_volume(tmp_path / "q.nii")
+    assert geometry.oriented is True
+    np.testing.assert_allclose(geometry.affine, qform, atol=1e-6)
+
+    code, _, err = run_cli("predict", checkpoint, tmp_path / "zero.nii", "-o", tmp_path / "o", "--quiet")
+    assert code == 0, err  # it used to end in a traceback from the reorientation
+    out = nib.load(str(tmp_path / "o" / "zero_pred.nii.gz"))
+    assert _codes(out) == (0, 0) and out.shape == image.shape
+    np.testing.assert_allclose(out.header.get_zooms(), (0.9, 0.8, 1.1), atol=1e-6)
+
+
+def test_outputs_of_sources_without_orientation_claim_none(tmp_path, run_cli, checkpoint) -> None:
+    image = _image()
+    nrrd.write(str(tmp_path / "spacings.nrrd"), image, {"spacings": [0.7, 1.3, 2.5]})
+    nrrd.write(str(tmp_path / "scanner.nrrd"), image, {"space": "scanner-xyz", "space directions": np.diag([0.7, 1.3, 2.5])})
+    placed = {"space": "left-posterior-superior", "space directions": np.diag([0.7, 1.3, 2.5])}
+    nrrd.write(str(tmp_path / "placed.nrrd"), image, placed)
+    code, _, err = run_cli("predict", checkpoint, tmp_path / "spacings.nrrd", tmp_path / "scanner.nrrd",
+                           tmp_path / "placed.nrrd", "-o", tmp_path / "o", "--quiet")
+    assert code == 0, err
+    for name in ("spacings", "scanner"):
+        out = nib.load(str(tmp_path / "o" / f"{name}_pred.nii.gz"))
+        assert _codes(out) == (0, 0), name
+        np.testing.assert_allclose(out.header.get_zooms(), (0.7, 1.3, 2.5), atol=1e-6)
+    assert _codes(nib.load(str(tmp_path / "o" / "placed_pred.nii.gz"))) == (1, 1)
+
+
+def test_evaluate_saved_predictions_of_an_unoriented_scan_claim_no_orientation(tmp_path, run_cli, checkpoint) -> None:
+    image = _image()
+    label = (image > 1).astype(np.uint8)
+    for name, array in (("bare.nii.gz", image), ("bare_seg.nii.gz", label)):
+        img = nib.Nifti1Image(array, None)  # sform and qform codes 0
+        img.header.set_zooms((0.9, 0.8, 1.1))
+        nib.save(img, str(tmp_path / name))
+    entry = {"image": "bare.nii.gz", "label": "bare_seg.nii.gz"}
+    (tmp_path / "dataset.json").write_text(json.dumps({"training": [entry], "test": [entry]}))
+    code, _, err = run_cli("evaluate", checkpoint, "--data", tmp_path / "dataset.json", "--out", tmp_path / "e",
+                           "--quiet", "--save-predictions")
+    assert code == 0, err
+    out = nib.load(str(tmp_path / "e" / "bare_pred.nii.gz"))
+    assert _codes(out) == (0, 0)
+    np.testing.assert_allclose(out.header.get_zooms(), (0.9, 0.8, 1.1), atol=1e-6)
