@@ -269,9 +269,11 @@ def _run_config(evaluation: Evaluation) -> dict[str, Any] | None:
         return None
     import yaml
 
+    from canet.parsing import parse_yaml
+
     try:
-        data = yaml.safe_load(cfg.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError):
+        data = parse_yaml(cfg.read_text(encoding="utf-8"))
+    except (OSError, ValueError, yaml.YAMLError):
         return None
     return _flatten(data) if isinstance(data, dict) else None
 

@@ -56,7 +56,6 @@ sform or qform code is set and that matrix places voxels (not singular).
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -734,12 +733,12 @@ def _load_datalist_file(path: Path) -> Any:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise DataError(f"{path}: cannot read datalist ({_reason(exc)})") from None
-    try:
-        if path.suffix.lower() == ".json":
-            return json.loads(text)
-        import yaml
+    from canet.parsing import DuplicateKeyError, parse_json, parse_yaml
 
-        return yaml.safe_load(text)
+    try:
+        return parse_json(text) if path.suffix.lower() == ".json" else parse_yaml(text)
+    except DuplicateKeyError as exc:  # a second "training" list would drop the first one's cases
+        raise DataError(f"{path}: {exc}") from None
     except Exception as exc:
         raise DataError(f"{path}: cannot parse datalist ({_reason(exc)})") from None
 

@@ -56,6 +56,7 @@ import yaml
 from canet.configs import find_config
 from canet.errors import ConfigError
 from canet.io import atomic_write_text
+from canet.parsing import DuplicateKeyError, parse_yaml
 from canet.training.methods.registry import (
     METHOD_CLASSES,
     check_method_config,
@@ -142,7 +143,9 @@ def parse_override(item: str) -> tuple[str, Any]:
     if not key:
         raise ConfigError(f"--set expects key=value, got {item!r}")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
+        value = parse_yaml(raw) if raw.strip() else None
+    except DuplicateKeyError as exc:
+        raise ConfigError(f"the value of --set {item!r}: {exc}") from None
     except yaml.YAMLError:
         raise ConfigError(f"cannot parse the value of --set {item!r} as YAML") from None
     return key, value
@@ -195,7 +198,11 @@ def _deep_copy(data: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def read_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read a YAML config file into a mapping (empty file -> ``{}``)."""
+    """Read a YAML config file into a mapping (empty file -> ``{}``).
+
+    Read with :func:`canet.parsing.parse_yaml`: a key written twice is refused
+    (YAML would keep the last silently), and ``1e-3`` is a float.
+    """
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"config file not found: {p}")
@@ -206,7 +213,9 @@ def read_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
     except OSError as exc:
         raise ConfigError(f"cannot read {p}: {exc.strerror or exc}") from None
     try:
-        data = yaml.safe_load(text)
+        data = parse_yaml(text)
+    except DuplicateKeyError as exc:
+        raise ConfigError(f"{p}: {exc}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark is not None else ""

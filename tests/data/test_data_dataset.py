@@ -238,6 +238,23 @@ def test_datalist_reads_past_descriptive_keys(datalist_dir: Path) -> None:
     assert [c.case_id for c in spec.labeled] == ["a", "b"] and [c.case_id for c in spec.unlabeled] == ["c"]
 
 
+def test_a_split_written_twice_is_refused(datalist_dir: Path) -> None:
+    """JSON and YAML keep the last of two keys: a second 'training' list used to drop the first one's cases."""
+    data = _datalist()
+    first, second = json.dumps(data["training"][:1]), json.dumps(data["training"][1:])
+    text = json.dumps(data).replace('"training": ', f'"training": {first}, "training": ', 1)
+    path = datalist_dir / "twice.json"
+    path.write_text(text)
+    assert len(json.loads(text)["training"]) == 2  # what json.loads alone would keep, silently
+    with pytest.raises(DataError, match=r"twice.json: key 'training' appears twice in one object; keep one$"):
+        open_dataset(path)
+    lines = [f"training: {first}", f"unlabeled: {json.dumps(data['unlabeled'])}", f"training: {second}"]
+    path = datalist_dir / "twice.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError, match=r"twice.yaml: key 'training' appears twice \(lines 1 and 3\); keep one$"):
+        open_dataset(path)
+
+
 def test_unparseable_datalist(tmp_path: Path) -> None:
     path = tmp_path / "broken.json"
     path.write_text('{"training": [')

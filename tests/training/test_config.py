@@ -83,6 +83,27 @@ def test_yaml_file_errors(tmp_path: Path) -> None:
         load_config(write(tmp_path, "train: 5\n"), ["train.device=cpu"])
 
 
+def test_a_key_written_twice_is_refused_not_replaced(tmp_path: Path) -> None:
+    # YAML keeps the last of two keys: this ablation used to train the full method without a word.
+    twice = write(tmp_path, "method: canet\nloss: {sdf: false, adversarial: false}\nloss: {beta: 0.5}\n")
+    with pytest.raises(ConfigError, match=r"^.*\.yaml: key 'loss' appears twice \(lines 2 and 3\); keep one$"):
+        load_config(twice)
+    nested = write(tmp_path, "optimizer:\n  lr: 0.1\n  momentum: 0.5\n  lr: 0.01\n")
+    with pytest.raises(ConfigError, match=r"key 'lr' appears twice \(lines 2 and 4\)"):
+        load_config(nested)
+    with pytest.raises(ConfigError, match=r"the value of --set 'data=\{root: a, root: b\}': key 'root' appears twice"):
+        load_config(None, ["data={root: a, root: b}"])
+
+
+def test_exponent_floats_without_a_dot() -> None:
+    # PyYAML (YAML 1.1) reads 1e-3 as a string and the schema refused it; YAML 1.2 and Python read a float.
+    assert parse_override("optimizer.lr=1e-3") == ("optimizer.lr", 0.001)
+    assert parse_override("optimizer.weight_decay=5E-4") == ("optimizer.weight_decay", 0.0005)
+    assert parse_override("train.device='1e-3'") == ("train.device", "1e-3")  # quoted: still a string
+    assert load_config(None, ["optimizer.lr=1e-3"]).optimizer.lr == 0.001
+    assert yaml.safe_load("lr: 1e-3") == {"lr": "1e-3"}  # PyYAML's own loader is left as it is
+
+
 def test_overrides() -> None:
     assert parse_override("optimizer.lr=0.02") == ("optimizer.lr", 0.02)
     assert parse_override("data.patch_size=[96, 96, 64]") == ("data.patch_size", [96, 96, 64])

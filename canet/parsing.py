@@ -1,0 +1,84 @@
+"""YAML and JSON text as canet reads it (configs, ``--set`` values, datalists).
+
+Two departures from ``yaml.safe_load`` / ``json.loads``, both against silent
+surprises:
+
+* A key written twice in one mapping is refused (:class:`DuplicateKeyError`).
+  Both libraries keep the last one without a word, so a second ``loss:``
+  block would replace an ablation's settings and a second ``training:`` list
+  would drop the first one's cases.
+* YAML floats may be written as ``1e-3`` (YAML 1.2, JSON and Python spell them
+  so); PyYAML follows YAML 1.1, which needs a dot (``1.0e-3``) and reads
+  ``1e-3`` as a string.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import yaml
+
+__all__ = ["DuplicateKeyError", "parse_json", "parse_yaml"]
+
+
+class DuplicateKeyError(ValueError):
+    """A mapping holds the same key twice; the message names it (and its lines in YAML)."""
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that refuses repeated keys and reads ``1e-3`` as a float."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                first = seen.get(key)
+            except TypeError:  # an unhashable key: SafeConstructor says so itself
+                continue
+            line = key_node.start_mark.line + 1
+            if first is not None:
+                raise DuplicateKeyError(f"key {key!r} appears twice (lines {first} and {line}); keep one")
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+# Exponent floats without a dot, e.g. 1e-3, 5E4, -2e+1 (YAML 1.1 wants 1.0e-3).
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def parse_yaml(text: str) -> Any:
+    """``text`` as YAML (safe types only).
+
+    Raises:
+        DuplicateKeyError: a key repeated in one mapping.
+        yaml.YAMLError: text that is not YAML.
+    """
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
+
+
+def _refuse_repeats(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise DuplicateKeyError(f"key {key!r} appears twice in one object; keep one")
+        out[key] = value
+    return out
+
+
+def parse_json(text: str) -> Any:
+    """``text`` as JSON.
+
+    Raises:
+        DuplicateKeyError: a key repeated in one object.
+        json.JSONDecodeError: text that is not JSON.
+    """
+    return json.loads(text, object_pairs_hook=_refuse_repeats)
