@@ -22,8 +22,8 @@ with the file it is in:
 
 Labels are read for labeled, validation and test cases; unlabeled cases only
 need an image. Conditions that do not stop training (a label without any
-foreground, a case both in training and test, training images stored in more
-than one orientation, NaN or inf image voxels, a class of a multi-class
+foreground, a case both in training and test, a validation case also in
+training or test, training images stored in more than one orientation, NaN or inf image voxels, a class of a multi-class
 dataset that no labeled training label holds) are *warnings*.
 It never raises for a problem of the data; :func:`ensure_clean` turns a report
 with problems into a :class:`~canet.errors.DataError`.
@@ -320,9 +320,14 @@ def _duplicates(spec: DatasetSpec, report: CheckReport) -> None:
                 report.problems.append(f"{case.image}: case {case.case_id!r} is listed twice in {group}")
             seen[key] = split
     train_ids = {c.case_id for c in spec.train}
+    test_ids = {c.case_id for c in spec.test}
     for case in spec.test:
         if case.case_id in train_ids:
             report.warnings.append(f"{case.image}: case {case.case_id!r} is in both training and test")
+    for case in spec.validation:  # a checkpoint chosen on such a case is chosen partly on what it saw or is tested on
+        for ids, other in ((train_ids, "training"), (test_ids, "test")):
+            if case.case_id in ids:
+                report.warnings.append(f"{case.image}: case {case.case_id!r} is in both {other} and validation")
 
 
 def check_dataset(

@@ -132,6 +132,16 @@ def test_structural_problems(synth_copy: Path, tmp_path: Path, capsys: pytest.Ca
     report = check_dataset(synth_copy)
     assert report.ok and any("in both training and test" in w for w in report.warnings)
 
+    # a validation case that is also trained on (or tested on): a checkpoint chosen on it is chosen on seen data
+    (synth_copy / "train.list").write_text("\n".join(ids) + "\n")
+    (synth_copy / "val.list").write_text(f"{ids[1]}\n{test_ids[1]}\n")
+    leaks = [w for w in check_dataset(synth_copy).warnings if "and validation" in w]
+    assert leaks == [f"{_h5(synth_copy, 1)}: case {ids[1]!r} is in both training and validation",
+                     f"{synth_copy / '2018LA_Seg_Training Set' / test_ids[1] / 'mri_norm2.h5'}: case "
+                     f"{test_ids[1]!r} is in both test and validation"]
+    (synth_copy / "val.list").unlink()
+    (synth_copy / "train.list").write_text("\n".join([*ids, test_ids[0]]) + "\n")
+
     assert check_dataset(synth_copy, labeled=50).problems == [
         f"labeled=50 exceeds the 9 training cases of {synth_copy / 'train.list'}"
     ]
