@@ -22,6 +22,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from canet.configs import packaged_config
 from canet.errors import DataError
 from canet.training.config import Config, load_config
 
@@ -50,7 +51,8 @@ def demo_config(
     if iterations is not None:
         changes["iterations"] = iterations
     changes.update(overrides or {})
-    return load_config(DEMO_CONFIG_NAME, changes)
+    # the packaged file itself: a file called 'demo' in the working folder is not the demo's config
+    return load_config(packaged_config(DEMO_CONFIG_NAME), changes)
 
 
 def ensure_synthetic_data(folder: str | os.PathLike[str], **kwargs: Any) -> Path:

@@ -172,6 +172,13 @@ def test_shipped_configs(name: str, method: str, labeled: int | None, labeled_bs
         assert cfg == resolve(config_from_dict({"data": {"labeled": labeled, "num_workers": 4}}))
 
 
+def test_demo_config_is_not_a_file_called_demo_in_the_working_folder(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "demo").write_text("method: vnet\niterations: 3\n")  # a user's own file that happens to be called so
+    cfg = demo_config(tmp_path / "data")
+    assert (cfg.method, cfg.iterations) == ("canet", 150)
+
+
 def test_demo_config_is_the_packaged_demo_yaml() -> None:
     cfg = demo_config("/tmp/somewhere", iterations=7)
     assert cfg.iterations == 7 and cfg.data.root == str(Path("/tmp/somewhere").resolve())
