@@ -48,9 +48,9 @@ class TwoStreamBatchSampler:
         rank, world_size: this process's place under DistributedDataParallel.
 
     Raises:
-        DataError: sizes that cannot make a batch (e.g. fewer labeled cases
-            than ``labeled_bs * world_size``, or unlabeled rows requested from
-            an empty unlabeled set).
+        DataError: sizes that cannot make a batch of distinct cases (fewer
+            labeled cases than ``labeled_bs * world_size``, or fewer unlabeled
+            cases than ``(batch_size - labeled_bs) * world_size``).
     """
 
     def __init__(
@@ -84,6 +84,12 @@ class TwoStreamBatchSampler:
             raise DataError(
                 f"batch_size - labeled_bs = {self.unlabeled_bs} unlabeled rows requested but the "
                 "dataset has no unlabeled cases"
+            )
+        if self.unlabeled_bs * self.world_size > self.n_unlabeled > 0:
+            # a step would show the same unlabeled case in several rows (and to the discriminator)
+            raise DataError(
+                f"(batch_size - labeled_bs) * world_size = {self.unlabeled_bs * self.world_size} unlabeled rows "
+                f"per step exceed the {self.n_unlabeled} unlabeled cases; lower batch_size or data.labeled"
             )
         self.batches_per_epoch = self.n_labeled // group
         self._perm_cache: dict[tuple[int, int], np.ndarray] = {}

@@ -144,6 +144,17 @@ def test_supervised_only_and_size_errors(synth_root: Path) -> None:
         build_train_loader(spec, (24, 24), batch_size=2, labeled_bs=2, seed=0)
 
 
+def test_more_unlabeled_rows_than_unlabeled_cases_is_refused() -> None:
+    # 3 unlabeled rows from 1 unlabeled case: every step showed that one case three times
+    with pytest.raises(DataError, match=r"^\(batch_size - labeled_bs\) \* world_size = 3 unlabeled rows per step "
+                                        r"exceed the 1 unlabeled cases; lower batch_size or data.labeled$"):
+        TwoStreamBatchSampler(5, 1, 4, 1, seed=0)
+    with pytest.raises(DataError, match=r"world_size = 4 unlabeled rows per step exceed the 3 unlabeled cases"):
+        TwoStreamBatchSampler(4, 3, 3, 1, seed=0, rank=0, world_size=2)
+    sampler = TwoStreamBatchSampler(5, 3, 4, 1, seed=0)  # as many unlabeled rows as cases: fine
+    assert sorted(sampler.batch(0)[1]) == [0, 1, 2]
+
+
 def test_ranks_draw_disjoint_batches_from_one_order() -> None:
     world = 3
     samplers = [TwoStreamBatchSampler(12, 7, 3, 2, seed=4, rank=r, world_size=world) for r in range(world)]
@@ -208,14 +219,15 @@ def test_unlabeled_labels_are_never_read(synth_copy: Path, cache: bool) -> None:
 
 
 def test_real_la_batch(la_small: Path) -> None:
-    spec = open_dataset(la_small, labeled=2)
-    loader = build_train_loader(spec, (112, 112, 80), batch_size=4, labeled_bs=2, seed=1337,
+    spec = open_dataset(la_small, labeled=1)
+    loader = build_train_loader(spec, (112, 112, 80), batch_size=3, labeled_bs=1, seed=1337,
                                 extra_targets=_extra)
     batch = next(loader)
-    assert batch["image"].shape == (4, 1, 112, 112, 80) and batch["sdm"].shape == (2, 1, 112, 112, 80)
-    assert batch["labeled"].tolist() == [True, True, False, False]
-    assert batch["case_id"][2] == batch["case_id"][3] == spec.unlabeled[0].case_id
-    fractions = batch["label"][:2].float().mean(dim=(1, 2, 3))
+    assert batch["image"].shape == (3, 1, 112, 112, 80) and batch["sdm"].shape == (1, 1, 112, 112, 80)
+    assert batch["labeled"].tolist() == [True, False, False]
+    assert batch["case_id"][0] == spec.labeled[0].case_id
+    assert sorted(batch["case_id"][1:]) == sorted(c.case_id for c in spec.unlabeled)  # two distinct cases
+    fractions = batch["label"][:1].float().mean(dim=(1, 2, 3))
     assert torch.all(fractions > 0.01) and torch.all(fractions < 0.5)
     # the image is z-scored data, not padding: LA volumes are larger than the patch in every axis
     assert (batch["image"] == 0).float().mean() < 0.01
