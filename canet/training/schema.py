@@ -25,6 +25,8 @@ PROFILES: tuple[str, ...] = ("exact", "fast")
 VALIDATION_SPLITS: tuple[str, ...] = ("validation", "test", "labeled")
 INFERENCE_MODES: tuple[str, ...] = ("fast", "reference")
 PATCH_MULTIPLE = 16
+#: The largest seed a config may give (the trainer derives other seeds from it in 64 bits).
+MAX_SEED = 2**32 - 1
 
 
 @dataclass
@@ -349,7 +351,8 @@ def check_values(cfg: Config) -> None:
     Raises:
         ConfigError: the first bad value, named by its dotted key.
     """
-    _check(cfg.seed >= 0, f"seed must be >= 0, got {cfg.seed}")
+    # the trainer derives further seeds as seed * 1000 + ..., which torch keeps in 64 bits
+    _check(0 <= cfg.seed <= MAX_SEED, f"seed must be in 0..{MAX_SEED} (2**32 - 1), got {cfg.seed}")
     _check(cfg.iterations >= 1, f"iterations must be >= 1, got {cfg.iterations}")
 
     d = cfg.data

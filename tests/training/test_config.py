@@ -40,6 +40,8 @@ def write(tmp_path: Path, text: str) -> Path:
         ({"iterations": 0}, "iterations must be >= 1, got 0"),
         ({"iterations": "many"}, "iterations must be an integer, got 'many'"),
         ({"seed": 1.5}, "seed must be an integer, got 1.5"),
+        ({"seed": -1}, r"seed must be in 0..4294967295 \(2\*\*32 - 1\), got -1"),
+        ({"seed": 10**17}, r"seed must be in 0..4294967295 \(2\*\*32 - 1\), got 100000000000000000"),
         ({"model": {"transformer": "yes please"}}, "model.transformer must be true/false or null"),
         ({"optimizer": {"lr": -1}}, "optimizer.lr must be > 0, got -1.0"),
         ({"optimizer": {"momentum": 5}}, r"optimizer.momentum must be in \[0, 1\), got 5.0"),
