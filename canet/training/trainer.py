@@ -137,9 +137,11 @@ def step_lr(iteration: int, base_lr: float, milestones: Sequence[int], gamma: fl
 class Hook:
     """Callbacks of the loop; subclass and override what you need.
 
-    ``logs`` maps the method's scalar names (and ``lr``) to floats; it is given
-    on every iteration, converted from tensors only on logged iterations
-    (``logged=True``), so hooks that need values every iteration pay a sync.
+    ``logs`` maps the method's scalar names (and ``lr``) to their values. On
+    logged iterations (``logged=True``) they are floats, the row written to
+    ``metrics.csv`` (with ``sec_per_it``); on the others they are the step's
+    0-dim tensors, not yet read from the device, so a hook that needs values
+    on every iteration pays a sync (``float(v)``).
     """
 
     def on_start(self, trainer: Trainer) -> None:
@@ -754,7 +756,7 @@ class Trainer:
                     if self._run_log is not None:
                         self._run_log.row(it, values, val_dice, start_time, start_iter)
                 for hook in self.hooks:
-                    hook.on_step_end(self, i, logs, logged)
+                    hook.on_step_end(self, i, values if logged else logs, logged)
 
                 improved = False
                 if val_dice is not None and math.isfinite(val_dice):

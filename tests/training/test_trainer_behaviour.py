@@ -465,3 +465,29 @@ def test_uint8_labels_and_labeled_row_sdms_give_the_step_the_same_batch(make_con
         assert torch.equal(a, b), name
     new.loader.close()
     old.loader.close()
+
+
+class _RecordLogs(Hook):
+    """Keeps what on_step_end is given."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[int, bool, dict]] = []
+
+    def on_step_end(self, trainer, iteration, logs, logged):
+        self.seen.append((iteration, logged, dict(logs)))
+
+
+def test_hooks_get_the_logged_floats_on_logged_iterations(make_config, tmp_path: Path) -> None:
+    record = _RecordLogs()
+    cfg = make_config("vnet", iterations=3, train__log_every=2)
+    Trainer(cfg, tmp_path / "run", hooks=[record], **QUIET).run()
+    assert [(i, logged) for i, logged, _ in record.seen] == [(0, False), (1, True), (2, True)]
+    with open(tmp_path / "run" / "metrics.csv", newline="") as fh:
+        rows = {int(r["iteration"]): r for r in csv.DictReader(fh)}
+    for i, logged, logs in record.seen:
+        if logged:  # the metrics.csv row itself, as floats
+            assert all(type(v) is float for v in logs.values()), logs
+            assert logs["loss"] == pytest.approx(float(rows[i + 1]["loss"]), rel=1e-5)
+            assert "sec_per_it" in logs
+        else:  # not read from the device yet
+            assert isinstance(logs["loss"], torch.Tensor) and logs["loss"].ndim == 0
