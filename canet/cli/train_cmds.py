@@ -95,14 +95,14 @@ def _train(args: argparse.Namespace) -> int:
                 ("--patch-size", args.patch_size),
                 ("--labeled", args.labeled),
                 ("--seed", args.seed),
-                ("--set", args.overrides),
                 ("--fast", args.fast),
             )
             if value
         ]
         if clash:
             raise ConfigError(f"{', '.join(clash)} cannot be combined with --resume (the run keeps its config)")
-        overrides: dict[str, Any] = {}
+        # --set may change what resume() allows (logging and checkpoint cadence, ...); it refuses the rest
+        overrides: dict[str, Any] = dict(parse_override(item) for item in args.overrides)
         if args.data:
             overrides["data.root"] = args.data
         if args.device:

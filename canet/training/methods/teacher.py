@@ -9,7 +9,10 @@ pulled towards the teacher's probabilities on the unlabeled cases by an MSE
 consistency loss weighted ``consistency * sigmoid_rampup(iteration // 150, 40)``;
 UA-MT keeps only the voxels where the entropy of the mean of T noisy teacher
 predictions is below ``(0.75 + 0.25 * sigmoid_rampup(iteration, iterations)) * ln K``
-(``ln 2`` for a binary task, as UA-MT; ``K`` classes otherwise).
+(``ln 2`` for a binary task, as UA-MT; ``K`` classes otherwise). ``iterations``
+is the run's total, so a finished run extended with ``--resume --iterations``
+follows the longer ramp from then on and differs from a run trained to the new
+total from the start.
 """
 
 from __future__ import annotations
