@@ -68,7 +68,7 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument("--out", metavar="DIR", default="runs/demo", help="demo folder (default runs/demo)")
     p.add_argument("--iterations", type=int, metavar="N", help="training iterations (default: the demo config's)")
-    p.add_argument("--quick", action="store_true", help="a short smoke run (a fraction of the iterations)")
+    p.add_argument("--quick", action="store_true", help="a short smoke run: a fifth of the iterations, at least 10 (at most all of them)")
     p.add_argument("--device", default="cpu", metavar="DEVICE", help="cpu (default), cuda or auto")
     p.add_argument("--quiet", action="store_true", help="no progress bar; log lines only")
     p.set_defaults(func=_demo)

@@ -55,6 +55,11 @@ def demo_config(
     return load_config(packaged_config(DEMO_CONFIG_NAME), changes)
 
 
+def quick_iterations(iterations: int) -> int:
+    """``--quick``: a fifth of ``iterations``, at least 10, never more than ``iterations``."""
+    return min(iterations, max(10, iterations // 5))
+
+
 def ensure_synthetic_data(folder: str | os.PathLike[str], **kwargs: Any) -> Path:
     """Write the synthetic dataset into ``folder`` unless a ``train.list`` is already there."""
     from canet.data import write_synthetic_dataset
@@ -81,7 +86,7 @@ def run_demo(
     Args:
         out: demo folder: ``data/`` (the synthetic set, reused) and ``run_<time>/``.
         iterations: training iterations (default ``demo.yaml``'s).
-        quick: a fifth of the iterations (at least 10), for a smoke test.
+        quick: a fifth of the iterations (at least 10, at most all of them), for a smoke test.
         device: ``cpu``, ``cuda`` or ``auto``.
         quiet: log lines instead of a progress bar.
         overrides: dotted config keys (e.g. a smaller patch for tests).
@@ -102,7 +107,7 @@ def run_demo(
     data_root = ensure_synthetic_data(folder / "data", **(data_kwargs or {}))
     cfg = demo_config(data_root, iterations, device, overrides)
     if quick:
-        cfg = demo_config(data_root, max(10, cfg.iterations // 5), device, overrides)
+        cfg = demo_config(data_root, quick_iterations(cfg.iterations), device, overrides)
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     run_dir = folder / f"run_{stamp}"
     n = 1

@@ -174,6 +174,12 @@ def test_shipped_configs(name: str, method: str, labeled: int | None, labeled_bs
         assert cfg == resolve(config_from_dict({"data": {"labeled": labeled, "num_workers": 4}}))
 
 
+def test_quick_demo_never_trains_longer_than_asked() -> None:
+    from canet.training.demo import quick_iterations
+
+    assert [quick_iterations(n) for n in (150, 100, 49, 10, 4, 1)] == [30, 20, 10, 10, 4, 1]
+
+
 def test_demo_config_is_not_a_file_called_demo_in_the_working_folder(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
     (tmp_path / "demo").write_text("method: vnet\niterations: 3\n")  # a user's own file that happens to be called so
