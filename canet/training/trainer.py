@@ -231,16 +231,20 @@ class Trainer:
         """Process group, device, seeds, data, networks, optimizers; restore a checkpoint.
 
         A set-up that fails (a bad dataset, a checkpoint of another method, ...)
-        lets go of the run folder's lock, so the same process may use the folder again.
+        lets go of the run folder's lock, so the same process may use the folder again;
+        a new run's folder that set-up made and left empty is removed.
         """
         if self._ready:
             return
+        fresh = not self.resume and (self.run_dir_arg is None or not Path(self.run_dir_arg).exists())
         try:
             self._setup()
         except BaseException:
             if self._lock is not None:
                 self._lock.release()
                 self._lock = None
+                if fresh:  # a refused start leaves no run folder behind (only one it made itself, still empty)
+                    _remove_if_only_lock(self.run_dir)
             raise
 
     def _setup(self) -> None:
@@ -805,6 +809,17 @@ class Trainer:
 
 
 # --------------------------------------------------------------------------- entry points
+
+
+def _remove_if_only_lock(folder: Path) -> None:
+    """Remove ``folder`` when it holds nothing but the run lock (and empty ``checkpoints``)."""
+    with contextlib.suppress(OSError):
+        names = {p.name for p in folder.iterdir()}
+        if names <= {LOCK_FILE, "checkpoints"}:
+            if "checkpoints" in names:
+                (folder / "checkpoints").rmdir()  # fails, and keeps everything, unless it is empty
+            (folder / LOCK_FILE).unlink(missing_ok=True)
+            folder.rmdir()
 
 
 def train(

@@ -497,3 +497,15 @@ def test_hooks_get_the_logged_floats_on_logged_iterations(make_config, tmp_path:
             assert "sec_per_it" in logs
         else:  # not read from the device yet
             assert isinstance(logs["loss"], torch.Tensor) and logs["loss"].ndim == 0
+
+
+def test_a_refused_start_leaves_no_run_folder(make_config, tmp_path: Path) -> None:
+    cfg = make_config("vnet", data__root=None)
+    with pytest.raises(ConfigError, match="data.root is not set"):
+        Trainer(cfg, tmp_path / "runs" / "new", **QUIET).run()
+    assert not (tmp_path / "runs" / "new").exists()
+    mine = tmp_path / "mine"  # a folder the user made: kept, whatever the start did
+    mine.mkdir()
+    with pytest.raises(ConfigError, match="data.root is not set"):
+        Trainer(cfg, mine, **QUIET).run()
+    assert mine.is_dir()
