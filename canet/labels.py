@@ -9,7 +9,8 @@ rule, with the same words:
   non-zero voxel is object. Two or more non-zero values are refused, since
   reading them as one object would merge classes silently.
 * ``num_classes > 2``: every value lies in ``0 .. num_classes - 1``.
-* Negative values are refused in both cases.
+* Negative values, and values that are not whole numbers (2.4), are refused
+  in both cases.
 
 The byte range (values up to 255, whole numbers) is the data layer's concern
 (:func:`canet.data.dataset.as_label`), not this rule's.
@@ -28,22 +29,28 @@ __all__ = ["check_label_values", "label_value_problem", "label_values"]
 _SHOWN = 6
 
 
-def label_values(mask: np.ndarray) -> list[int]:
-    """The distinct non-zero values of an integer (or bool) mask, ascending."""
+def label_values(mask: np.ndarray) -> list[int | float]:
+    """The distinct non-zero values of a mask, ascending: ints, and floats for values that are not whole.
+
+    A float mask's values are not rounded or cut here (2.4 is not 2):
+    :func:`label_value_problem` refuses those that are not whole numbers.
+    """
     arr = np.asarray(mask)
     if arr.dtype == np.bool_:
         return [1] if arr.any() else []
     if arr.dtype == np.uint8:
         counts = np.bincount(arr.ravel(), minlength=256)
         return [int(v) for v in np.flatnonzero(counts[1:]) + 1]
-    return [int(v) for v in np.unique(arr) if v != 0]
+    values = [v for v in np.unique(arr).tolist() if v != 0]
+    return [int(v) if float(v).is_integer() else float(v) for v in values]
 
 
-def _shown(values: Sequence[int]) -> str:
-    return "{" + ", ".join(str(v) for v in values[:_SHOWN]) + (", ..." if len(values) > _SHOWN else "") + "}"
+def _shown(values: Sequence[int | float]) -> str:
+    shown = [str(v) if isinstance(v, int) else f"{v:.6g}" for v in values[:_SHOWN]]  # float32 2.4, not 2.4000000953
+    return "{" + ", ".join(shown) + (", ..." if len(values) > _SHOWN else "") + "}"
 
 
-def label_value_problem(values: Sequence[int], num_classes: int) -> str | None:
+def label_value_problem(values: Sequence[int | float], num_classes: int) -> str | None:
     """Why a mask with these non-zero values cannot be read as ``num_classes`` classes.
 
     Args:
@@ -54,6 +61,9 @@ def label_value_problem(values: Sequence[int], num_classes: int) -> str | None:
         ``None`` when the mask is fine, otherwise the reason, worded to follow
         the mask's name (``"holds values {1, 2}, but ..."``).
     """
+    fractional = [v for v in values if not float(v).is_integer()]
+    if fractional:
+        return f"holds values {_shown(fractional)} that are not whole numbers; a label map holds class numbers"
     values = [int(v) for v in values]
     negative = [v for v in values if v < 0]
     if negative:
@@ -71,7 +81,7 @@ def label_value_problem(values: Sequence[int], num_classes: int) -> str | None:
     return None
 
 
-def check_label_values(values: Sequence[int], num_classes: int, what: str) -> None:
+def check_label_values(values: Sequence[int | float], num_classes: int, what: str) -> None:
     """Refuse a mask whose values ``num_classes`` cannot read (see the module docstring).
 
     Args:

@@ -30,6 +30,7 @@ def test_label_values_of_each_dtype() -> None:
     assert label_values(np.array([0, -1, 2, 2], np.int16)) == [-1, 2]
     assert label_values(np.array([True, False])) == [1]
     assert label_values(np.array([0.0, 2.0, 1.0], np.float32)) == [1, 2]
+    assert label_values(np.array([0.0, 2.0, 2.5, -0.5], np.float64)) == [-0.5, 2, 2.5]  # not cut to whole numbers
 
 
 @pytest.mark.parametrize(
@@ -46,6 +47,8 @@ def test_label_values_of_each_dtype() -> None:
         ([3, 4, 5], 3, "holds values {3, 4, 5} outside the 3 classes (0..2)"),
         ([-1], 2, "holds negative values {-1}"),
         ([-2, 1], 3, "holds negative values {-2}"),
+        ([1, 2.4], 3, "holds values {2.4} that are not whole numbers"),
+        ([-0.5], 2, "holds values {-0.5} that are not whole numbers"),
     ],
 )
 def test_label_value_problem(values: list[int], num_classes: int, expected: str | None) -> None:
@@ -124,3 +127,16 @@ def test_check_data_refuses_a_single_object_value_above_a_byte(tmp_path: Path) -
     assert check_dataset(datalist).problems == [
         f"{tmp_path / 'a_seg.nii.gz'}: label holds value 300, above 255 (labels are stored as bytes)"
     ]
+
+
+def test_scoring_refuses_a_float_mask_that_is_not_whole_numbers() -> None:
+    # 2.4 used to be read as class 2 (cut), and -0.5 as one object value of a binary mask
+    gt = np.zeros((10, 10, 10), np.uint8)
+    gt[2:6, 2:6, 2:6] = 1
+    gt[6:9, 6:9, 6:9] = 2
+    pred = gt.astype(np.float32)
+    pred[pred == 2] = 2.4
+    with pytest.raises(DataError, match=r"^case 'a': prediction holds values \{2.4\} that are not whole numbers"):
+        MetricAccumulator(num_classes=3).add("a", pred, gt)
+    with pytest.raises(DataError, match=r"^case 'b': prediction holds values \{-0.5\} that are not whole numbers"):
+        MetricAccumulator(num_classes=2).add("b", (gt == 1) * -0.5, gt == 1)

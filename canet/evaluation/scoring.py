@@ -93,7 +93,7 @@ def _prediction_placement(
     Returns:
         The orientation transform for :func:`~canet.data.orientation.apply_transform`
         (also when it is the identity), or None: stored voxel order (``ignore_affine``
-        with grids that differ in space).
+        with grids that differ in space, or a file that states no orientation).
 
     Raises:
         DataError: the grids differ in space (unless ``ignore_affine``) or the shapes
@@ -103,10 +103,21 @@ def _prediction_placement(
     """
     from canet.data.orientation import grid_transform, placement_gap
 
+    same_shape = tuple(p_geo.shape) == tuple(g_geo.shape)
+    if not (p_geo.oriented and g_geo.oriented):
+        # A header that states no orientation cannot say that its voxels lie in another order
+        # (nibabel's fallback affine for it is LAS, centred, which may look like a flip of a centred
+        # oriented grid): stored order, as evaluate and training read such labels.
+        if same_shape:
+            return None
+        unstated = pred_file.name if not p_geo.oriented else gt_file.name
+        raise DataError(
+            f"case {case!r}: prediction shape {tuple(p_geo.shape)} differs from ground truth shape "
+            f"{tuple(g_geo.shape)}, and {unstated} states no orientation to put its voxels in the other's order"
+        )
     transform = grid_transform(p_geo.affine, p_geo.shape, g_geo.affine, g_geo.shape)
     if transform is not None:
         return transform
-    same_shape = tuple(p_geo.shape) == tuple(g_geo.shape)
     if ignore_affine and same_shape:
         return None
     if not same_shape:
@@ -165,6 +176,10 @@ def score(
             scored in the wrong place). A prediction on the ground truth's grid
             but stored in another voxel order (flipped or permuted, with an
             affine that says so) is always moved into the ground truth's order.
+            A pair where either file states no orientation (NIfTI codes 0, an
+            NRRD without an anatomical space, HDF5) is scored in stored voxel
+            order and needs the same shape (``summary.json``: ``"unoriented"``;
+            one warning line counts the pairs where only one file states one).
 
     Returns:
         The summary dict with ``"rows"`` and ``"table"`` added; it counts the
@@ -181,9 +196,12 @@ def score(
     pairs = find_score_pairs(pred, gt)
     units: dict[str, Path] = {}
     plans: dict[str, np.ndarray | None] = {}
+    unstated = one_sided = 0
     for case, pred_file, gt_file in pairs:  # fail on bad headers before any long work starts
         p_geo, g_geo = read_geometry(pred_file, "label"), read_geometry(gt_file, "label")
         plans[case] = _prediction_placement(case, pred_file, gt_file, p_geo, g_geo, ignore_affine)
+        unstated += int(not (p_geo.oriented and g_geo.oriented))
+        one_sided += int(p_geo.oriented != g_geo.oriented)
         source = g_geo if spacing_from == "gt" else p_geo
         units.setdefault("voxels" if voxels else source.unit, gt_file if spacing_from == "gt" else pred_file)
     if len(units) > 1:
@@ -191,6 +209,11 @@ def score(
             f"{units['voxels']} states no voxel size but {units['mm']} does; distances would mix voxels "
             "and mm: pass --voxels"
         )
+    if one_sided:
+        from canet.evaluation.notes import print_warning
+
+        print_warning(f"{one_sided} of {len(pairs)} case(s): only one of the prediction and the ground truth "
+                      "states an orientation, so the pair is scored in stored voxel order: check that they overlay")
     if num_classes is None:
         num_classes = _infer_num_classes(pairs)
     acc = MetricAccumulator(num_classes=num_classes)
@@ -227,7 +250,7 @@ def score(
     summary = acc.write_summary(
         out / "summary.json", pred=os.path.abspath(pred), gt=os.path.abspath(pred if gt is None else gt),
         spacing_from=None if acc.units == "voxels" else spacing_from, distance_unit=acc.units,
-        ignore_affine=ignore_affine, reoriented=reoriented,
+        ignore_affine=ignore_affine, reoriented=reoriented, unoriented=unstated,
     )
     summary["rows"] = acc.rows
     summary["table"] = acc.table()

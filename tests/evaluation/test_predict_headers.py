@@ -183,3 +183,37 @@ def test_evaluate_saved_predictions_of_an_unoriented_scan_claim_no_orientation(t
     out = nib.load(str(tmp_path / "e" / "bare_pred.nii.gz"))
     assert _codes(out) == (0, 0)
     np.testing.assert_allclose(out.header.get_zooms(), (0.9, 0.8, 1.1), atol=1e-6)
+
+
+def test_score_keeps_a_file_without_orientation_in_stored_order(tmp_path, run_cli) -> None:
+    """nibabel's stand-in affine for codes 0 is LAS and centred: it must not pass for a flip of a centred RAS grid."""
+    shape = (20, 16, 12)
+    gt = np.zeros(shape, np.uint8)
+    gt[2:8, 4:12, 3:9] = 1  # off-centre along x: a mirrored copy would overlap it nowhere
+    centred = np.eye(4)
+    centred[:3, 3] = -(np.array(shape) - 1) / 2
+    for d in ("p", "g", "p2", "g2"):
+        (tmp_path / d).mkdir()
+    nib.save(nib.Nifti1Image(gt, centred), str(tmp_path / "g" / "c.nii.gz"))
+    nib.save(nib.Nifti1Image(gt.copy(), None), str(tmp_path / "p" / "c.nii.gz"))  # codes 0, same voxels
+    for extra in ((), ("--ignore-affine",)):
+        out = tmp_path / f"o{len(extra)}"
+        code, _, err = run_cli("score", tmp_path / "p", tmp_path / "g", "--out", out, "--quiet", *extra)
+        assert code == 0, err
+        summary = json.loads((out / "summary.json").read_text())
+        assert summary["dice"]["mean"] == 1.0 and summary["hd95"]["mean"] == 0.0  # it was Dice 0 (mirrored)
+        assert summary["reoriented"] == 0 and summary["unoriented"] == 1
+        assert err == ("warning: 1 of 1 case(s): only one of the prediction and the ground truth states an "
+                       "orientation, so the pair is scored in stored voxel order: check that they overlay\n")
+    # the other way round: a ground truth without orientation, an oriented prediction
+    nib.save(nib.Nifti1Image(gt, None), str(tmp_path / "g2" / "c.nii.gz"))
+    nib.save(nib.Nifti1Image(gt.copy(), centred), str(tmp_path / "p2" / "c.nii.gz"))
+    code, _, err = run_cli("score", tmp_path / "p2", tmp_path / "g2", "--out", tmp_path / "o2", "--quiet")
+    assert code == 0, err
+    assert json.loads((tmp_path / "o2" / "summary.json").read_text())["dice"]["mean"] == 1.0
+    # without orientation the shapes must agree: one line
+    nib.save(nib.Nifti1Image(np.zeros((16, 20, 12), np.uint8), None), str(tmp_path / "p2" / "c.nii.gz"))
+    code, _, err = run_cli("score", tmp_path / "p2", tmp_path / "g2", "--out", tmp_path / "o3", "--quiet")
+    assert code == 2 and err.count("\n") == 1
+    assert ("prediction shape (16, 20, 12) differs from ground truth shape (20, 16, 12), and c.nii.gz states no "
+            "orientation to put its voxels in the other's order") in err
