@@ -8,13 +8,22 @@ the package, so that everything the CLI does can also be called from Python.
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
 from canet import __version__
 from canet.errors import CanetError
 from canet.io import NO_SPACE_ERRNOS
+
+#: OSError numbers that mean a path the user gave cannot be used (not a bug of canet):
+#: one line, also when the error names no file.
+USER_ERRNOS: frozenset[int] = frozenset({
+    errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.ENAMETOOLONG,
+    errno.ELOOP, errno.EEXIST, errno.ENOTEMPTY, errno.EXDEV, errno.EIO,
+})
 
 # Modules of canet.cli that register sub-commands, in the order --help lists them.
 COMMAND_MODULES: tuple[str, ...] = (
@@ -47,16 +56,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, inside the try, not at interpreter exit
+        return code
     except CanetError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # The reader of stdout went away (`canet list-models | head -1`): stop quietly, as Unix tools do.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except OSError as exc:
-        if exc.errno not in NO_SPACE_ERRNOS:
-            raise
-        # Any other write that met a full disk or quota (canet's own writers say which file).
         where = f" {exc.filename}" if exc.filename else ""
-        print(f"error: cannot write{where}: {exc.strerror or 'no space left on device'}", file=sys.stderr)
+        if exc.errno in NO_SPACE_ERRNOS:
+            # Any other write that met a full disk or quota (canet's own writers say which file).
+            print(f"error: cannot write{where}: {exc.strerror or 'no space left on device'}", file=sys.stderr)
+            return 2
+        if exc.filename is None and exc.errno not in USER_ERRNOS:
+            raise
+        # A file or folder the user named that cannot be used: permissions, a read-only disk, ...
+        print(f"error: cannot use{where}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    except MemoryError as exc:
+        detail = f" ({exc})" if str(exc) else ""
+        print(f"error: not enough memory{detail}; use smaller inputs or settings", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)

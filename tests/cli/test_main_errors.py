@@ -1,0 +1,57 @@
+"""What `canet` prints when a command fails for a reason outside canet: one line, a non-zero exit."""
+
+from __future__ import annotations
+
+import errno
+import subprocess
+import sys
+from argparse import Namespace
+
+import pytest
+
+import canet.cli.main as cli_main
+
+
+def _run_with(monkeypatch, capsys, failure: BaseException) -> tuple[int, str]:
+    def boom(args: Namespace) -> int:
+        raise failure
+
+    parser = cli_main.build_parser()
+    monkeypatch.setattr(cli_main, "build_parser", lambda: parser)
+    monkeypatch.setattr(parser, "parse_args", lambda argv: Namespace(func=boom))
+    code = cli_main.main([])
+    return code, capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("failure", "expected"),
+    [
+        (PermissionError(errno.EACCES, "Permission denied", "/data/ck.pt"),
+         "error: cannot use /data/ck.pt: Permission denied\n"),
+        (OSError(errno.EROFS, "Read-only file system", "/mnt/out/metrics.csv"),
+         "error: cannot use /mnt/out/metrics.csv: Read-only file system\n"),
+        (PermissionError(errno.EACCES, "Permission denied"), "error: cannot use: Permission denied\n"),
+        (OSError(errno.ENOSPC, "No space left on device", "/x/last.pt"),
+         "error: cannot write /x/last.pt: No space left on device\n"),
+        (MemoryError("Unable to allocate 8.00 GiB for an array with shape (1024, 1024, 1024)"),
+         "error: not enough memory (Unable to allocate 8.00 GiB for an array with shape (1024, 1024, 1024)); "
+         "use smaller inputs or settings\n"),
+    ],
+)
+def test_failures_outside_canet_are_one_line(monkeypatch, capsys, failure, expected) -> None:
+    code, err = _run_with(monkeypatch, capsys, failure)
+    assert code == 2 and err == expected
+
+
+def test_an_unexpected_os_error_without_a_file_is_not_hidden(monkeypatch, capsys) -> None:
+    with pytest.raises(OSError, match="Connection reset"):  # a bug's traceback stays visible
+        _run_with(monkeypatch, capsys, OSError(errno.ECONNRESET, "Connection reset"))
+
+
+def test_a_closed_pipe_ends_quietly() -> None:
+    # `canet list-models | true`: the reader is gone before canet writes; no BrokenPipeError traceback
+    proc = subprocess.run(
+        f"{sys.executable} -c 'import sys; from canet.cli.main import main; sys.exit(main([\"list-models\"]))' | true",
+        shell=True, capture_output=True, text=True, check=False,
+    )
+    assert "Traceback" not in proc.stderr and "BrokenPipeError" not in proc.stderr, proc.stderr
