@@ -260,9 +260,8 @@ def _evaluate(
     checkpoint: Path, folder: Path, mode: str, data: str, device: str, log: Path, extra: list[str]
 ) -> dict[str, Any]:
     """``canet evaluate`` of ``checkpoint`` on the test split into ``folder`` (a killed one resumes)."""
-    from canet.metrics.journal import JOURNAL_FILE
-
-    done = (folder / "summary.json").is_file() and not (folder / JOURNAL_FILE).is_file()
+    # summary.json is written last, once every case is scored (the case journal stays beside it)
+    done = (folder / "summary.json").is_file()
     cmd = canet_command("evaluate", str(checkpoint), "--data", data, "--split", "test", "--mode", mode,
                         "--device", device, "--out", str(folder), "--quiet", "--resume", *extra)
     wall = None if done else _run(cmd, log)

@@ -146,11 +146,17 @@ def evaluate_model(
     journal = None
     done: dict[str, dict[str, Any]] = {}
     if out is not None:
+        from canet.evaluation.results_folder import prepare_results_folder
+
+        prepare_results_folder(out, fresh=not resume)
         header = {
             "settings": {k: v for k, v in s.record().items() if k != "device"},
             "patch_size": list(patch), "num_classes": num_classes, "spacing": spacing,
             "orientation": orientation, "extra": extra_summary or {},
         }
+        # A resumed evaluation must have written for its kept cases the files it writes for the rest
+        # (named only when asked for, so journals of evaluations without them read as before).
+        header.update({k: True for k, on in (("save_predictions", save_predictions), ("report", report)) if on})
         journal = CaseJournal(out, header)
         done = journal.open(resume)
     for vol in items:
@@ -196,8 +202,6 @@ def evaluate_model(
                 sink(message)
         case_spacing = None if unit == "voxels" else tuple(float(s) for s in vol.spacing)
         row = acc.add(vol.case_id, mask, label, spacing=case_spacing, seconds=seconds)
-        if journal is not None:
-            journal.add(acc.entry(vol.case_id))
         name = _safe_name(vol.case_id)
         if name in names:
             raise DataError(f"two cases map to the same file name {name!r}")
@@ -213,6 +217,8 @@ def evaluate_model(
                 out / "report_slices" / f"{name}.npz", vol.case_id, image if image.ndim == 3 else image[0],
                 label, mask, vol.spacing, row["dice"],
             )
+        if journal is not None:  # last: a case in the journal has its files written too
+            journal.add(acc.entry(vol.case_id))
     if not acc.rows:
         raise DataError("no cases to evaluate")
     extra: dict[str, Any] = {**s.record(run_device), "patch_size": list(patch)}

@@ -193,7 +193,16 @@ def score(
         raise CanetError(f"spacing_from must be 'gt' or 'pred', got {spacing_from!r}")
     if num_classes is not None and num_classes < 2:
         raise CanetError(f"num_classes must be at least 2, got {num_classes}")
+    if gt is not None and Path(pred).resolve() == Path(gt).resolve():
+        raise DataError(f"the predictions and the ground truths are the same folder ({gt}); every case would score Dice 1")
     pairs = find_score_pairs(pred, gt)
+    for case, pred_file, gt_file in pairs:
+        if pred_file.resolve() == gt_file.resolve():
+            raise DataError(f"case {case!r}: the prediction and the ground truth are the same file ({gt_file})")
+    from canet.evaluation.results_folder import prepare_results_folder
+
+    out = Path(out_dir)
+    prepare_results_folder(out, fresh=True)
     units: dict[str, Path] = {}
     plans: dict[str, np.ndarray | None] = {}
     unstated = one_sided = 0
@@ -245,7 +254,6 @@ def score(
         row = acc.add(case, p_arr, g_arr, spacing=sp, seconds=math.nan)
         if on_case is not None:
             on_case(row)
-    out = Path(out_dir)
     acc.write_csv(out / "metrics.csv")
     summary = acc.write_summary(
         out / "summary.json", pred=os.path.abspath(pred), gt=os.path.abspath(pred if gt is None else gt),

@@ -236,14 +236,20 @@ class Trainer:
         """
         if self._ready:
             return
-        fresh = not self.resume and (self.run_dir_arg is None or not Path(self.run_dir_arg).exists())
+        given = None if self.run_dir_arg is None else Path(self.run_dir_arg)
+        fresh = not self.resume and (given is None or not given.exists())
+        had_lock = given is not None and (given / LOCK_FILE).exists()
         try:
             self._setup()
         except BaseException:
             if self._lock is not None:
                 self._lock.release()
                 self._lock = None
-                if fresh:  # a refused start leaves no run folder behind (only one it made itself, still empty)
+                # A refused start leaves nothing behind: not the lock file it made, nor a folder it made.
+                if not had_lock and not self.resume:
+                    with contextlib.suppress(OSError):
+                        (self.run_dir / LOCK_FILE).unlink()
+                if fresh:
                     _remove_if_only_lock(self.run_dir)
             raise
 
@@ -283,6 +289,13 @@ class Trainer:
             raise ConfigError(
                 f"run folder {self.run_dir} already holds a run; resume it with --resume {self.run_dir} "
                 "or choose another --out"
+            )
+        elif not self.resume and self.is_main and any(
+            (self.run_dir / name).is_file() for name in ("summary.json", "metrics.csv", "cases.jsonl")
+        ):  # an evaluation's folder: training's metrics.csv (its loss log) would replace the evaluation's
+            raise ConfigError(
+                f"{self.run_dir} holds the results of an evaluation (metrics.csv, summary.json); "
+                "choose another --out for the run"
             )
         barrier(self.dist)
 

@@ -509,3 +509,14 @@ def test_a_refused_start_leaves_no_run_folder(make_config, tmp_path: Path) -> No
     with pytest.raises(ConfigError, match="data.root is not set"):
         Trainer(cfg, mine, **QUIET).run()
     assert mine.is_dir()
+
+
+def test_training_into_an_evaluation_folder_is_refused(make_config, tmp_path: Path) -> None:
+    out = tmp_path / "eval"
+    out.mkdir()
+    (out / "metrics.csv").write_text("case,dice\na,0.9\n")  # an evaluation's per-case table
+    (out / "summary.json").write_text("{}")
+    with pytest.raises(ConfigError, match=r"holds the results of an evaluation .* choose another --out for the run"):
+        Trainer(make_config("vnet"), out, **QUIET).run()
+    assert (out / "metrics.csv").read_text() == "case,dice\na,0.9\n"
+    assert sorted(p.name for p in out.iterdir()) == ["metrics.csv", "summary.json"]
