@@ -121,7 +121,8 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("checkpoint", help="canet checkpoint (.pt)")
     p.add_argument("--data", required=True, help="LA root folder or datalist")
     p.add_argument("--split", default="test", choices=("test", "validation", "labeled", "unlabeled", "train"),
-                   help="which cases (default test)")
+                   help="which cases (default test); labeled/unlabeled: as the checkpoint's run split its "
+                        "training cases (its data.labeled), when --data is the data it was trained on")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--save-predictions", action="store_true", help="write <case>_pred.nii.gz per case")
     p.add_argument("--report", action="store_true", help="also write report.html (keeps report_slices/)")

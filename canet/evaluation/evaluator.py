@@ -240,6 +240,27 @@ def evaluate_model(
     return summary
 
 
+def _trained_labeled(
+    payload: dict[str, Any], data: str | os.PathLike[str], split: str, warn: Callable[[str], None]
+) -> int | None:
+    """How many training cases the checkpoint's run took as labeled, for the labeled/unlabeled splits.
+
+    Those splits are the run's own only on the data it was trained on (the same
+    folder or datalist); elsewhere the dataset's own split is used, with a warning.
+    """
+    if split not in ("labeled", "unlabeled"):
+        return None
+    trained = ((payload.get("config") or {}).get("data") or {}) if isinstance(payload.get("config"), dict) else {}
+    labeled, root = trained.get("labeled"), trained.get("root")
+    if labeled is None:
+        return None
+    if root is not None and Path(os.path.expanduser(str(root))).resolve() == Path(os.path.expanduser(str(data))).resolve():
+        return int(labeled)
+    warn(f"the checkpoint's run took the first {labeled} training cases of {root} as labeled; {data} is not that "
+         f"data, so its {split!r} split is the dataset's own")
+    return None
+
+
 def evaluate(
     checkpoint: str | os.PathLike[str],
     data: str | os.PathLike[str],
@@ -303,9 +324,9 @@ def evaluate(
     recorded = checkpoint_settings(payload)
     from canet.data import load_case, open_dataset
 
-    spec = open_dataset(data)
     if split not in SPLITS:
         raise CanetError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+    spec = open_dataset(data, labeled=_trained_labeled(payload, data, split, warn or print_warning))
     cases = spec.split(split)
     if max_cases is not None:
         cases = cases[:max_cases]

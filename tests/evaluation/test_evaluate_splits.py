@@ -1,0 +1,49 @@
+"""`canet evaluate --split labeled/unlabeled` scores the cases the checkpoint's run took as labeled/unlabeled."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+
+import pytest
+import torch
+
+from canet.checkpoint import make_checkpoint, save_checkpoint
+from canet.data import write_synthetic_dataset
+from canet.evaluation import evaluate
+from canet.models import create_model
+
+
+@pytest.fixture()
+def trained_on(tmp_path):
+    root = write_synthetic_dataset(tmp_path / "LA", n_train=5, n_test=1, seed=2, shape=(32, 32, 32))
+    torch.manual_seed(0)
+    config = {"data": {"root": str(root), "labeled": 2, "patch_size": [32, 32, 32]}}
+    path = tmp_path / "run.pt"
+    save_checkpoint(make_checkpoint(create_model("vnet", n_filters=2), "tests", config=config), path)
+    return root, path
+
+
+def _cases(folder) -> list[str]:
+    with open(folder / "metrics.csv", newline="") as fh:
+        return [row["case"] for row in csv.DictReader(fh)]
+
+
+def test_labeled_and_unlabeled_splits_are_the_runs(trained_on, tmp_path) -> None:
+    root, ckpt = trained_on
+    ids = (root / "train.list").read_text().split()
+    messages: list[str] = []
+    evaluate(ckpt, root, split="labeled", out_dir=tmp_path / "l", progress=False, warn=messages.append)
+    evaluate(ckpt, root, split="unlabeled", out_dir=tmp_path / "u", progress=False, warn=messages.append)
+    assert _cases(tmp_path / "l") == ids[:2]  # the run's data.labeled: 2, not all 5 training cases
+    assert _cases(tmp_path / "u") == ids[2:]  # the split used to be empty (refused)
+    assert not [m for m in messages if "took the first" in m]
+
+
+def test_elsewhere_the_datasets_own_split_is_used_with_a_warning(trained_on, tmp_path) -> None:
+    root, ckpt = trained_on
+    moved = shutil.copytree(root, tmp_path / "copy")
+    messages: list[str] = []
+    evaluate(ckpt, moved, split="labeled", out_dir=tmp_path / "l", progress=False, warn=messages.append)
+    assert len(_cases(tmp_path / "l")) == 5
+    assert [m for m in messages if "took the first 2 training cases" in m and "is not that data" in m]
