@@ -73,6 +73,8 @@ def resolve_device(name: str, key: str = "train.device") -> torch.device:
         device = torch.device(name)
     except (RuntimeError, TypeError):
         raise ConfigError(f"{key} must be auto, cpu, cuda or cuda:N, got {name!r}") from None
+    if device.type not in ("cpu", "cuda"):  # torch also knows meta, mps, xpu, ...: canet runs on neither
+        raise ConfigError(f"{key} must be auto, cpu, cuda or cuda:N, got {name!r}")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"{key} is {name!r} but CUDA is not available")
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():

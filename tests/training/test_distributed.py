@@ -145,3 +145,10 @@ def test_evaluation_on_cuda_1_selects_that_gpu(monkeypatch: pytest.MonkeyPatch, 
     save_checkpoint(make_checkpoint(create_model("vnet", n_filters=4), "test"), path)
     load_for_inference(path, torch.device("cuda", 1))
     assert cuda.current == [1] and moved == [torch.device("cuda", 1)]
+
+
+@pytest.mark.parametrize("name", ["meta", "mps", "cpu:x", "tpu"])
+def test_devices_canet_does_not_run_on_are_one_line(name: str) -> None:
+    # torch.device("meta") is a device to torch; predict on it used to end in a traceback
+    with pytest.raises(ConfigError, match=rf"^--device must be auto, cpu, cuda or cuda:N, got '{name}'$"):
+        resolve_device(name, key="--device")
