@@ -11,6 +11,7 @@ applies both. The import arrows run ``config -> methods -> schema``.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Mapping
@@ -287,6 +288,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             return value
     elif tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(float(value)):  # .inf, 1e400 (YAML reads it as inf) and .nan
+                raise ConfigError(f"{key} must be a finite number, got {value!r}")
             return float(value)
     elif tp is str:
         if isinstance(value, str):

@@ -44,6 +44,9 @@ def write(tmp_path: Path, text: str) -> Path:
         ({"seed": 10**17}, r"seed must be in 0..4294967295 \(2\*\*32 - 1\), got 100000000000000000"),
         ({"model": {"transformer": "yes please"}}, "model.transformer must be true/false or null"),
         ({"optimizer": {"lr": -1}}, "optimizer.lr must be > 0, got -1.0"),
+        ({"optimizer": {"lr": float("inf")}}, "optimizer.lr must be a finite number, got inf"),
+        ({"loss": {"beta": 1e400}}, "loss.beta must be a finite number, got inf"),  # YAML's 1e400
+        ({"loss": {"beta": float("nan")}}, "loss.beta must be a finite number, got nan"),
         ({"optimizer": {"momentum": 5}}, r"optimizer.momentum must be in \[0, 1\), got 5.0"),
         ({"optimizer": {"milestones": [3800, 2500]}}, "optimizer.milestones must be increasing"),
         ({"data": {"labeled_bs": 4, "batch_size": 4}}, "method 'canet' needs unlabeled cases in every batch"),
