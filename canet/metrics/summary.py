@@ -270,9 +270,13 @@ class MetricAccumulator:
         return out
 
     def write_csv(self, path: str | os.PathLike[str]) -> None:
-        """Write ``metrics.csv`` atomically (NaN written as ``nan``)."""
+        """Write ``metrics.csv`` atomically (NaN written as ``nan``).
+
+        A case name from a file name that is not valid UTF-8 (its bytes kept by
+        Python as surrogates) is written with those bytes as ``\xff`` escapes.
+        """
         cols = self.columns
-        with atomic_open(path, "w", newline="", encoding="utf-8") as fh:
+        with atomic_open(path, "w", newline="", encoding="utf-8", errors="backslashreplace") as fh:
             writer = csv.writer(fh)
             writer.writerow(cols)
             for row in self.rows:

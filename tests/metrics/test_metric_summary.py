@@ -174,3 +174,14 @@ def test_binary_case_with_both_masks_empty_is_nan_not_perfect() -> None:
     s = acc.summary()
     assert s["dice"] == {"mean": 1.0, "std": 0.0, "n": 1, "nan": 1}
     assert s["absent_classes"] == {"1": 1}
+
+
+def test_a_case_name_that_is_not_utf8_is_written(tmp_path) -> None:
+    # os.listdir keeps the bytes of such a file name as surrogates (b"x\xffy" -> "x\udcffy")
+    name = b"x\xffy".decode("utf-8", "surrogateescape")
+    gt = _cube((10, 10, 10), (2, 2, 2), (5, 5, 5))
+    acc = MetricAccumulator(num_classes=2)
+    acc.add(name, gt, gt)
+    acc.write_csv(tmp_path / "metrics.csv")
+    acc.write_summary(tmp_path / "summary.json")
+    assert (tmp_path / "metrics.csv").read_text(encoding="utf-8").splitlines()[1].startswith("x\\udcffy,1")
