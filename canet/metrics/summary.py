@@ -273,7 +273,7 @@ class MetricAccumulator:
         """Write ``metrics.csv`` atomically (NaN written as ``nan``).
 
         A case name from a file name that is not valid UTF-8 (its bytes kept by
-        Python as surrogates) is written with those bytes as ``\xff`` escapes.
+        Python as surrogates) is written with them escaped (``x\\udcffy``).
         """
         cols = self.columns
         with atomic_open(path, "w", newline="", encoding="utf-8", errors="backslashreplace") as fh:
