@@ -5,7 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Any
+
+from canet.errors import CanetError
 
 
 def add_parser(sub: Any) -> None:
@@ -68,6 +71,8 @@ def add_parser(sub: Any) -> None:
 def _check_data(args: argparse.Namespace) -> int:
     from canet.data.check import CheckReport, check_dataset
 
+    if args.json and Path(args.json).resolve() == Path(args.data).resolve():
+        raise CanetError(f"--json {args.json} is the datalist being checked; name another file for the report")
     try:
         report = check_dataset(args.data, labeled=args.labeled, progress=not args.no_progress)
     except Exception as exc:  # check-data never shows a traceback
@@ -103,6 +108,9 @@ def _prepare_la(args: argparse.Namespace) -> int:
 def _make_synthetic(args: argparse.Namespace) -> int:
     from canet.data.synthetic import write_synthetic_dataset
 
+    folder = Path(args.out_dir)
+    if folder.is_dir() and any(folder.iterdir()):  # its train.list / test.list would be replaced
+        raise CanetError(f"{folder} is not empty; make-synthetic writes a new dataset into a new or empty folder")
     out = write_synthetic_dataset(
         args.out_dir, n_train=args.cases, n_test=args.test, seed=args.seed, shape=tuple(args.shape)
     )

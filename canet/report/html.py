@@ -307,6 +307,9 @@ def write_report(
         raise CanetError(f"report folder not found: {root}")
     if not root.is_dir():
         raise CanetError(f"{root} is a file; give a run folder or an evaluation folder")
+    if out is not None and not str(out).lower().endswith((".html", ".htm")):
+        # the report is HTML: -o metrics.csv would write it over the table it is made from
+        raise CanetError(f"the report is an HTML page: -o must name a .html file, got {out}")
     eval_dir: Path | None = None
     for cand in (root, root / "eval"):
         if (cand / "summary.json").is_file():

@@ -112,6 +112,15 @@ def test_clean_dataset_summary_and_exit_code(synth_root: Path, tmp_path: Path, c
     assert payload["ok"] is True and payload["summary"]["cases"]["labeled"] == 3
 
 
+def test_check_data_json_never_replaces_the_datalist(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "list.json"
+    path.write_text(json.dumps({"training": [{"image": "a.nii.gz", "label": "a_seg.nii.gz"}]}))
+    before = path.read_text()
+    assert main(["check-data", str(path), "--no-progress", "--json", str(path)]) == 2
+    assert capsys.readouterr().err == f"error: --json {path} is the datalist being checked; name another file for the report\n"
+    assert path.read_text() == before
+
+
 def test_unlabeled_labels_are_not_required(synth_copy: Path) -> None:
     ids = (synth_copy / "train.list").read_text().split()
     _delete_dataset(_h5(synth_copy, 6), "label")  # case 6 is unlabeled with labeled=4

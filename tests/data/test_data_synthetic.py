@@ -98,6 +98,11 @@ def test_make_synthetic_command(tmp_path: Path, capsys: pytest.CaptureFixture[st
     np.testing.assert_array_equal(label, direct[1])
     assert main(["make-synthetic", str(tmp_path / "x"), "--cases", "0"]) == 2
     assert "n_train must be a whole number >= 1, got 0" in capsys.readouterr().err
+    # a folder that holds a dataset (here the one just written): refused, its lists are kept
+    lists = (out / "train.list").read_text()
+    assert main(["make-synthetic", str(out), "--cases", "5"]) == 2
+    assert capsys.readouterr().err == f"error: {out} is not empty; make-synthetic writes a new dataset into a new or empty folder\n"
+    assert (out / "train.list").read_text() == lists
 
 
 def test_bad_arguments() -> None:

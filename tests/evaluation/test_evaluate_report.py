@@ -131,6 +131,11 @@ def test_run_folder_report_with_training_curves(tmp_path, run_cli) -> None:
     assert len(images) == 3 + 2  # losses, learning rate, validation + two cases
     assert all(base64.b64decode(i)[:4] == b"\x89PNG" for i in images)
     assert "<script" not in page and "http" not in page.split("<body>")[1]  # self-contained
+    # -o naming the table the report is made from: refused, the table kept
+    table = (run / "eval" / "metrics.csv").read_text()
+    code, _, err = run_cli("report", run / "eval", "-o", run / "eval" / "metrics.csv")
+    assert code == 2 and err == f"error: the report is an HTML page: -o must name a .html file, got {run / 'eval' / 'metrics.csv'}\n"
+    assert (run / "eval" / "metrics.csv").read_text() == table
 
     # an evaluation folder alone also works; a folder with neither fails in one line
     code, _, err = run_cli("report", run / "eval", "-o", tmp_path / "eval.html")
