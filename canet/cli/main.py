@@ -48,6 +48,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _expand_home(args: argparse.Namespace) -> None:
+    """``~`` and ``~user`` at the start of any argument, as the shell would have (``--out=~/runs``
+    reaches canet unexpanded): every path option means the same folder whichever way it is written."""
+    for name, value in vars(args).items():
+        if isinstance(value, str) and value.startswith("~"):
+            setattr(args, name, os.path.expanduser(value))
+        elif isinstance(value, list) and any(isinstance(v, str) and v.startswith("~") for v in value):
+            setattr(args, name, [os.path.expanduser(v) if isinstance(v, str) and v.startswith("~") else v
+                                 for v in value])
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``canet`` console script; returns the exit status."""
     parser = build_parser()
@@ -55,6 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    _expand_home(args)
     try:
         code = int(args.func(args) or 0)
         sys.stdout.flush()  # a closed pipe shows here, inside the try, not at interpreter exit

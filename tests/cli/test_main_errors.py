@@ -55,3 +55,22 @@ def test_a_closed_pipe_ends_quietly() -> None:
         shell=True, capture_output=True, text=True, check=False,
     )
     assert "Traceback" not in proc.stderr and "BrokenPipeError" not in proc.stderr, proc.stderr
+
+
+def test_a_tilde_means_the_home_folder_in_every_argument(monkeypatch) -> None:
+    # `--out=~/runs` reaches canet unexpanded (the shell expands ~ only at the start of a word)
+    monkeypatch.setenv("HOME", "/home/someone")
+    seen: dict = {}
+
+    def capture(args: Namespace) -> int:
+        seen.update(vars(args))
+        return 0
+
+    monkeypatch.setattr(cli_main, "COMMAND_MODULES", ("eval_cmds",))
+    parser = cli_main.build_parser()
+    monkeypatch.setattr(cli_main, "build_parser", lambda: parser)
+    for action in parser._subparsers._group_actions[0].choices.values():  # every command calls capture
+        action.set_defaults(func=capture)
+    assert cli_main.main(["predict", "~/ck.pt", "~/scans", "a~b.nii.gz", "--output=~/masks"]) == 0
+    assert seen["checkpoint"] == "/home/someone/ck.pt" and seen["output"] == "/home/someone/masks"
+    assert seen["inputs"] == ["/home/someone/scans", "a~b.nii.gz"]  # only a leading ~
