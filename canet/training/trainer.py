@@ -51,7 +51,7 @@ from canet.inferers.settings import InferenceSettings
 from canet.io import make_folder
 from canet.losses import SDMTargets
 from canet.models import SegOutput
-from canet.training.config import Config, config_from_dict, resolve
+from canet.training.config import Config, apply_overrides, config_from_dict, resolve
 from canet.training.distributed import (
     all_true,
     barrier,
@@ -878,7 +878,10 @@ def resume(
     }
     for key, value in changes.items():
         if key not in allowed:
-            raise ConfigError(f"config key {key!r} cannot change when resuming a run")
+            apply_overrides({}, {key: value})  # a key the config does not have is named as unknown
+            raise ConfigError(
+                f"config key {key!r} cannot change when resuming a run (these can: {', '.join(sorted(allowed))})"
+            )
         if key == "data.root" and value is not None:
             value = _abs(str(value))
         node = data

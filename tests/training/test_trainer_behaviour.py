@@ -253,8 +253,9 @@ def test_cli_train_and_errors(tiny_data: Path, make_config, tmp_path: Path, caps
         ["train", "--config", str(cfg_path), "--patch-size", "100", "112", "80"]
     )
     assert "cannot be combined with --resume" in error_of(["train", "--resume", str(out), "--seed", "1"])
-    assert "config key 'optimizer.lr' cannot change when resuming a run" in error_of(
+    assert "config key 'optimizer.lr' cannot change when resuming a run (these can: data.check, " in error_of(
         ["train", "--resume", str(out), "--set", "optimizer.lr=0.1"])
+    assert "unknown config key 'optimiser.lr'" in error_of(["train", "--resume", str(out), "--set", "optimiser.lr=1"])
     # what resume() lets change (here the checkpoint cadence of an extended run) can be --set
     assert main(["train", "--resume", str(out), "--iterations", "3", "--set", "train.checkpoint_minutes=7",
                  "--quiet"]) == 0
