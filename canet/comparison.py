@@ -793,7 +793,7 @@ def compare_groups(
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise CanetError(f"two groups are both named {dupes[0]!r}; give folders with different names")
-    metrics = list(metrics) if metrics else list(METRICS)
+    metrics = list(dict.fromkeys(metrics)) if metrics else list(METRICS)  # --metric dice dice: once
     for m in metrics:
         higher_is_better(m)  # unknown metric -> one clear line
     if int(resamples) != resamples or resamples < 1:

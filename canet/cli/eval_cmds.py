@@ -127,7 +127,8 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--save-predictions", action="store_true", help="write <case>_pred.nii.gz per case")
     p.add_argument("--report", action="store_true", help="also write report.html (keeps report_slices/)")
     p.add_argument("--spacing", choices=("auto", "voxels", "mm"), default="auto",
-                   help="distance units: auto = voxels for LA (as published), mm otherwise")
+                   help="distance units (default auto: voxels for LA, as published, mm otherwise); mm is refused "
+                        "for the LA .h5 volumes, which state no voxel size")
     p.add_argument("--max-cases", type=positive_int, default=None, help="evaluate only the first N cases")
     p.add_argument("--resume", action="store_true",
                    help="keep the cases a killed evaluation into --out already scored (same settings only)")

@@ -33,9 +33,10 @@ def add_parser(sub: Any) -> None:
         "--patch-size", nargs=3, type=int, metavar=("X", "Y", "Z"), help="training patch (data.patch_size)"
     )
     p.add_argument("--labeled", type=int, metavar="N", help="labeled training cases (data.labeled)")
-    p.add_argument("--seed", type=int, metavar="S", help="random seed")
-    p.add_argument("--device", metavar="DEVICE", help="auto, cpu, cuda or cuda:N (train.device)")
-    p.add_argument("--num-workers", type=int, metavar="N", help="loader workers (data.num_workers)")
+    p.add_argument("--seed", type=int, metavar="S", help="random seed (default: the config's seed, 1337 in the packaged ones)")
+    p.add_argument("--device", metavar="DEVICE",
+                   help="auto, cpu, cuda or cuda:N (default: the config's train.device, auto in the packaged ones)")
+    p.add_argument("--num-workers", type=int, metavar="N", help="loader workers (default: the config's data.num_workers)")
     p.add_argument(
         "--skip-data-check", action="store_true",
         help="do not check every case before training (data.check: false), for trusted data",

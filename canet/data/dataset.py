@@ -244,7 +244,9 @@ def strip_suffix(name: str) -> str:
 
 
 def _to_3d(array: np.ndarray, path: Path, what: str) -> np.ndarray:
-    """Drop trailing axes of length 1; DataError unless the result is 3D."""
+    """Drop trailing axes of length 1; DataError unless the result is 3D and real-valued."""
+    if np.iscomplexobj(array):  # numpy would drop the imaginary part with only a warning
+        raise DataError(f"{path}: {what} holds complex values ({array.dtype}); canet reads real-valued volumes")
     while array.ndim > 3 and array.shape[-1] == 1:
         array = array[..., 0]
     if array.ndim != 3:

@@ -77,7 +77,7 @@ def make_synthetic_case(
         ``(image, label)``: ``X x Y x Z`` float32 z-scored image and uint8 label
         (1 = atrium body and veins).
     """
-    shp = check_patch_size(shape)
+    shp = check_patch_size(shape, name="shape")
     if min(shp) < 16:
         raise DataError(f"synthetic volumes need every side >= 16 voxels, got {shp}")
     rng = np.random.default_rng(0) if rng is None else rng
@@ -192,7 +192,7 @@ def write_synthetic_dataset(
     for name, value, lo in (("n_train", n_train, 1), ("n_test", n_test, 0), ("seed", seed, 0)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < lo:
             raise DataError(f"{name} must be a whole number >= {lo}, got {value!r}")
-    shp = check_patch_size(shape)
+    shp = check_patch_size(shape, name="shape")
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise DataError(f"{out}: exists and is not a folder")

@@ -337,6 +337,9 @@ def evaluate(
         raise DataError(
             f"the dataset has {num_classes} classes but the checkpoint's model predicts {recorded['num_classes']}"
         )
+    if spacing == "mm" and getattr(spec, "kind", None) == "la":
+        raise DataError(f"--spacing mm: the LA volumes of {data} state no voxel size, so distances can only be in "
+                        "voxels; use --spacing voxels (or auto)")
     if spacing == "auto":
         spacing = "voxels" if getattr(spec, "kind", None) == "la" else "mm"
     use_lcc = bool(spec.lcc) if s.lcc is None else bool(s.lcc)

@@ -81,6 +81,8 @@ def test_constant_shift_of_one_point(tmp_path: Path, base_dice: dict[str, float]
     assert st.mean_difference == pytest.approx(0.01, abs=1e-12)
     assert st.ci_low == st.ci_high == pytest.approx(0.01, abs=1e-12)
     assert (st.better, st.worse) == (12, 0)
+    twice = compare([tmp_path / "a", tmp_path / "b"], metrics=["dice", "dice"], resamples=10)
+    assert twice.metrics == ["dice"]  # a metric named twice is compared once
 
 
 def test_p_value_by_hand_and_direction_of_distances(tmp_path: Path) -> None:

@@ -365,3 +365,14 @@ def test_nrrd_without_space_directions_has_no_voxel_size_or_orientation(tmp_path
     assert geometry.unit == "mm" and not geometry.oriented and geometry.spacing == (0.5, 0.5, 2.0)
     vol = load_case(Case("bare", bare, bare))
     assert vol.spacing_unit == "voxels" and not vol.oriented
+
+
+def test_a_complex_valued_image_is_refused(tmp_path: Path) -> None:
+    import nibabel as nib
+
+    from canet.data import read_volume
+
+    data = (np.ones((6, 6, 6)) * (1 + 2j)).astype(np.complex64)  # numpy would keep only the real part
+    nib.save(nib.Nifti1Image(data, np.eye(4)), str(tmp_path / "c.nii.gz"))
+    with pytest.raises(DataError, match=r"c.nii.gz: image holds complex values \(complex64\); canet reads real-valued"):
+        read_volume(tmp_path / "c.nii.gz")

@@ -47,3 +47,12 @@ def test_elsewhere_the_datasets_own_split_is_used_with_a_warning(trained_on, tmp
     evaluate(ckpt, moved, split="labeled", out_dir=tmp_path / "l", progress=False, warn=messages.append)
     assert len(_cases(tmp_path / "l")) == 5
     assert [m for m in messages if "took the first 2 training cases" in m and "is not that data" in m]
+
+
+def test_spacing_mm_on_la_volumes_is_refused(trained_on, tmp_path) -> None:
+    from canet.errors import DataError
+
+    root, ckpt = trained_on
+    with pytest.raises(DataError, match=r"^--spacing mm: the LA volumes of .* state no voxel size"):
+        evaluate(ckpt, root, spacing="mm", out_dir=tmp_path / "e", progress=False)
+    assert not (tmp_path / "e").exists()
