@@ -86,6 +86,8 @@ def read_torch_file(path: str | os.PathLike[str], map_location: str = "cpu") -> 
             functions); ``cannot read checkpoint <path>: <reason>`` (damaged).
     """
     p = Path(path)
+    if p.is_dir():
+        raise CheckpointError(f"{p} is a folder; give the checkpoint file in it (e.g. {p / 'checkpoints' / 'last.pt'})")
     if not p.is_file():
         raise CheckpointError(f"checkpoint not found: {p}")
     kind = torch_file_kind(p)

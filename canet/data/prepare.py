@@ -214,6 +214,14 @@ def prepare_la(
         if not Path(file).is_file():
             raise DataError(f"{name} list not found: {file}")
         lists[name] = _read_list(Path(file))
+        repeated = sorted({c for c in lists[name] if lists[name].count(c) > 1})
+        if repeated:
+            raise DataError(f"{file}: case {repeated[0]!r} is listed twice")
+    if lists["train"] is not None and lists["test"] is not None:
+        shared = sorted(set(lists["train"]) & set(lists["test"]))
+        if shared:  # a case trained on and tested on: every score of it would be optimistic
+            raise DataError(f"case {shared[0]!r} is in both {train_list} and {test_list} "
+                            f"({len(shared)} shared case(s)); training and test cases must differ")
     ids = _case_ids(raw, lists["train"], lists["test"])
     for case_id in ids:
         for name in (RAW_IMAGE, RAW_LABEL):

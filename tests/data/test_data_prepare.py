@@ -139,6 +139,14 @@ def test_prepare_la_command_and_errors(raw_dir: Path, tmp_path: Path, capsys: py
         prepare_la(raw_dir, out, train_list=tmp_path / "bad.txt", progress=False)
     with pytest.raises(DataError, match=r"margin must be two whole numbers 0 <= low <= high, got \[20, 10\]"):
         prepare_la(raw_dir, out, margin=(20, 10), progress=False)
+    # a case in both lists (here the same file given twice), or twice in one list: refused before any work
+    fresh = tmp_path / "LA2"
+    with pytest.raises(DataError, match=rf"case '{ids[0]}' is in both .*train.txt and .*train.txt \(2 shared case"):
+        prepare_la(raw_dir, fresh, train_list=tmp_path / "train.txt", test_list=tmp_path / "train.txt", progress=False)
+    (tmp_path / "twice.txt").write_text(f"{ids[0]}\n{ids[1]}\n{ids[0]}\n")
+    with pytest.raises(DataError, match=rf"twice.txt: case '{ids[0]}' is listed twice$"):
+        prepare_la(raw_dir, fresh, train_list=tmp_path / "twice.txt", progress=False)
+    assert not fresh.exists()
     empty = tmp_path / "raw_empty_mask" / "case"
     empty.mkdir(parents=True)
     nrrd.write(str(empty / "lgemri.nrrd"), np.ones((8, 8, 8), np.uint8))

@@ -313,6 +313,8 @@ def test_predict_bad_inputs_end_in_one_line(tmp_path, run_cli, checkpoint) -> No
     _save_nifti(tmp_path / "ok.nii.gz", np.zeros((10, 12, 8), np.float32), np.eye(4))
     code, _, err = run_cli("predict", tmp_path / "nope.pt", tmp_path / "ok.nii.gz", "-o", tmp_path / "o")
     assert code == 2 and "checkpoint not found" in err and err.count("\n") == 1
+    code, _, err = run_cli("predict", tmp_path, tmp_path / "ok.nii.gz", "-o", tmp_path / "o")  # a run folder, say
+    assert code == 2 and err == f"error: {tmp_path} is a folder; give the checkpoint file in it (e.g. {tmp_path / 'checkpoints' / 'last.pt'})\n"
     torch.save({"weights": torch.zeros(2)}, tmp_path / "foreign.pt")
     code, _, err = run_cli("predict", tmp_path / "foreign.pt", tmp_path / "ok.nii.gz", "-o", tmp_path / "o")
     assert code == 2 and "is not a canet checkpoint" in err and err.count("\n") == 1
