@@ -63,6 +63,8 @@ def predict_files(
     if dupes:
         raise DataError(f"two inputs would write the same output name: {dupes[0]!r}")
     out = Path(out_dir)
+    if out.exists() and not out.is_dir():  # found now, not after the network has run on every scan
+        raise DataError(f"cannot write into {out}: {out} is a file, not a folder")
     suffixes = ("_pred", "_prob") if probabilities else ("_pred",)
     inputs_at = {f.resolve(): f for f in files}
     for stem in stems:  # never write over a scan being segmented (out_dir may be the input folder)
