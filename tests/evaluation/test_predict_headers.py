@@ -14,20 +14,8 @@ import nibabel as nib
 import nrrd
 import numpy as np
 import pytest
-import torch
 
-from canet.checkpoint import make_checkpoint, save_checkpoint
 from canet.data import read_volume
-from canet.models import create_model
-
-
-@pytest.fixture()
-def checkpoint(tmp_path):
-    torch.manual_seed(0)
-    model = create_model("vnet", n_filters=2)
-    path = tmp_path / "model.pt"
-    save_checkpoint(make_checkpoint(model, "tests", config={"patch_size": [32, 32, 16]}), path)
-    return path
 
 
 def _image(shape=(20, 24, 16)) -> np.ndarray:

@@ -230,15 +230,6 @@ def test_score_bad_inputs_end_in_one_line(tmp_path, run_cli) -> None:
 # --------------------------------------------------------------------------- predict
 
 
-@pytest.fixture()
-def checkpoint(tmp_path):
-    torch.manual_seed(0)
-    model = create_model("vnet", n_filters=2)
-    path = tmp_path / "model.pt"
-    save_checkpoint(make_checkpoint(model, "tests", config={"patch_size": [32, 32, 16]}), path)
-    return path
-
-
 def test_predict_nifti_and_nrrd_keep_the_geometry(tmp_path, run_cli, checkpoint) -> None:
     rng = np.random.default_rng(0)
     inputs = tmp_path / "in"
