@@ -20,15 +20,15 @@ from typing import Any
 
 import yaml
 
-__all__ = ["DuplicateKeyError", "parse_json", "parse_yaml"]
+__all__ = ["DuplicateKeyError", "dump_yaml", "parse_json", "parse_yaml"]
 
 
 class DuplicateKeyError(ValueError):
     """A mapping holds the same key twice; the message names it (and its lines in YAML)."""
 
 
-class _Loader(yaml.SafeLoader):
-    """SafeLoader that refuses repeated keys and reads ``1e-3`` as a float."""
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses repeated keys."""
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: dict[Any, int] = {}
@@ -47,22 +47,39 @@ class _Loader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+class _Loader(_StrictLoader):
+    """_StrictLoader that also reads ``1e-3`` as a float."""
+
+
+class _Dumper(yaml.SafeDumper):
+    """SafeDumper that quotes strings :class:`_Loader` would read as floats (``"1e3"``)."""
+
+
 # Exponent floats without a dot, e.g. 1e-3, 5E4, -2e+1 (YAML 1.1 wants 1.0e-3).
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
-    list("-+0123456789"),
-)
+_EXPONENT_FLOAT = re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$")
+for _cls in (_Loader, _Dumper):
+    _cls.add_implicit_resolver("tag:yaml.org,2002:float", _EXPONENT_FLOAT, list("-+0123456789"))
 
 
-def parse_yaml(text: str) -> Any:
+def parse_yaml(text: str, exponent_floats: bool = True) -> Any:
     """``text`` as YAML (safe types only).
+
+    Args:
+        text: the YAML text.
+        exponent_floats: read ``1e-3`` as a float (configs); ``False`` keeps
+            PyYAML's reading, a string (datalists, whose case ids such as
+            ``12e45`` must stay as written).
 
     Raises:
         DuplicateKeyError: a key repeated in one mapping.
         yaml.YAMLError: text that is not YAML.
     """
-    return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
+    return yaml.load(text, Loader=_Loader if exponent_floats else _StrictLoader)  # noqa: S506 - SafeLoaders
+
+
+def dump_yaml(data: Any) -> str:
+    """``data`` as YAML that :func:`parse_yaml` reads back the same (a string ``"1e3"`` is quoted)."""
+    return yaml.dump(data, Dumper=_Dumper, sort_keys=False, default_flow_style=None)
 
 
 def _refuse_repeats(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

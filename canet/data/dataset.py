@@ -355,15 +355,22 @@ def read_array(
     return array, geometry.affine, geometry.spacing
 
 
-#: Millimetres per unit of a NIfTI header's spatial ``xyzt_units`` ("unknown" is taken as mm).
-_NIFTI_MM: dict[str, float] = {"unknown": 1.0, "mm": 1.0, "meter": 1000.0, "micron": 0.001}
+#: Millimetres per spatial unit of a NIfTI header: the low three bits of ``xyzt_units``
+#: (1 meter, 2 mm, 3 micron); 0 ("unknown") and codes NIfTI does not define are taken as mm.
+_NIFTI_MM: dict[int, float] = {1: 1000.0, 2: 1.0, 3: 0.001}
 
 
 def _usable(affine: np.ndarray | None) -> bool:
-    """A voxel-to-world matrix that places voxels: finite, with a non-singular 3 x 3 part."""
+    """A voxel-to-world matrix that places voxels: finite, with a non-singular 3 x 3 part.
+
+    Singular is judged relative to the columns' lengths, so the test does not depend on
+    the unit or the voxel size (0.05 mm voxels written in meters are fine).
+    """
     if affine is None or not np.all(np.isfinite(affine)):
         return False
-    return abs(float(np.linalg.det(affine[:3, :3]))) > 1e-12
+    block = np.asarray(affine, dtype=np.float64)[:3, :3]
+    scale = float(np.prod(np.linalg.norm(block, axis=0)))
+    return scale > 0 and abs(float(np.linalg.det(block))) > 1e-6 * scale
 
 
 def _nifti_geometry(img: Any, shape: tuple[int, ...]) -> Geometry:
@@ -381,8 +388,7 @@ def _nifti_geometry(img: Any, shape: tuple[int, ...]) -> Geometry:
     sform's sizes too.
     """
     header = img.header
-    unit = header.get_xyzt_units()[0]
-    to_mm = _NIFTI_MM.get(unit, 1.0)
+    to_mm = _NIFTI_MM.get(int(header["xyzt_units"]) & 7, 1.0)  # the raw byte: nibabel refuses codes it lacks
     coded = [np.asarray(m, dtype=np.float64) for m, code in (header.get_sform(coded=True),
                                                               header.get_qform(coded=True)) if code]
     placed = [m for m in coded if _usable(m)]
@@ -738,7 +744,8 @@ def _load_datalist_file(path: Path) -> Any:
     from canet.parsing import DuplicateKeyError, parse_json, parse_yaml
 
     try:
-        return parse_json(text) if path.suffix.lower() == ".json" else parse_yaml(text)
+        # YAML 1.1 scalars: an id written 12e45 stays the string "12e45"
+        return parse_json(text) if path.suffix.lower() == ".json" else parse_yaml(text, exponent_floats=False)
     except DuplicateKeyError as exc:  # a second "training" list would drop the first one's cases
         raise DataError(f"{path}: {exc}") from None
     except Exception as exc:

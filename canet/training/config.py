@@ -56,7 +56,7 @@ import yaml
 from canet.configs import find_config
 from canet.errors import ConfigError
 from canet.io import atomic_write_text
-from canet.parsing import DuplicateKeyError, parse_yaml
+from canet.parsing import DuplicateKeyError, dump_yaml, parse_yaml
 from canet.training.methods.registry import (
     METHOD_CLASSES,
     check_method_config,
@@ -252,6 +252,6 @@ def load_config(
 
 def save_config(cfg: Config, path: str | os.PathLike[str]) -> None:
     """Write the config as YAML (atomically), every key written out."""
-    text = yaml.safe_dump(cfg.to_dict(), sort_keys=False, default_flow_style=None)
+    text = dump_yaml(cfg.to_dict())  # a string such as data.root "1e3" is quoted, so it reads back as one
     atomic_write_text(path, text)
 

@@ -255,6 +255,17 @@ def test_a_split_written_twice_is_refused(datalist_dir: Path) -> None:
         open_dataset(path)
 
 
+def test_a_yaml_datalist_keeps_ids_that_look_like_numbers(datalist_dir: Path) -> None:
+    """Case ids are read as written: 12e45 is no float 1.2e+46 (configs read 1e-3 as a float, datalists do not)."""
+    data = _datalist()
+    lines = ["training:"]
+    for entry, case_id in zip(data["training"], ("12e45", "0e12")):
+        lines += [f"- image: {entry['image']}", f"  label: {entry['label']}", f"  id: {case_id}"]
+    path = datalist_dir / "ids.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    assert [c.case_id for c in open_dataset(path).labeled] == ["12e45", "0e12"]
+
+
 def test_unparseable_datalist(tmp_path: Path) -> None:
     path = tmp_path / "broken.json"
     path.write_text('{"training": [')

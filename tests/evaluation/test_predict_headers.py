@@ -205,3 +205,18 @@ def test_score_keeps_a_file_without_orientation_in_stored_order(tmp_path, run_cl
     assert code == 2 and err.count("\n") == 1
     assert ("prediction shape (16, 20, 12) differs from ground truth shape (20, 16, 12), and c.nii.gz states no "
             "orientation to put its voxels in the other's order") in err
+
+
+def test_unusual_unit_codes_and_tiny_voxels_in_meters(tmp_path) -> None:
+    image = _image()
+    odd = nib.Nifti1Image(image, np.diag([0.7, 1.3, 2.5, 1.0]))
+    odd.header["xyzt_units"] = 58  # mm (2) with a time unit nibabel does not name: it used to be unreadable
+    nib.save(odd, str(tmp_path / "odd.nii"))
+    _, geometry = read_volume(tmp_path / "odd.nii")
+    assert geometry.spacing == pytest.approx((0.7, 1.3, 2.5)) and geometry.oriented
+    tiny = nib.Nifti1Image(image, np.diag([5e-5, 1e-4, 2e-4, 1.0]))  # 0.05 x 0.1 x 0.2 mm, in meters
+    tiny.header.set_xyzt_units(xyz="meter")
+    nib.save(tiny, str(tmp_path / "tiny.nii"))
+    _, geometry = read_volume(tmp_path / "tiny.nii")
+    assert geometry.oriented  # not taken for a degenerate matrix because its numbers are small
+    assert geometry.spacing == pytest.approx((0.05, 0.1, 0.2), rel=1e-6)

@@ -153,6 +153,12 @@ def test_save_and_reload_round_trip(tmp_path: Path) -> None:
     assert again == cfg
     text = yaml.safe_load((tmp_path / "config.yaml").read_text())
     assert text["teacher"]["passes"] == 4 and text["data"]["patch_size"] == [112, 112, 80]
+    # a string that looks like an exponent float (a folder called 1e3) is quoted, so it reads back as a string
+    cfg = load_config(None, ["data.root='1e3'", "optimizer.lr=1e-5"])
+    save_config(cfg, tmp_path / "config.yaml")
+    assert "root: '1e3'" in (tmp_path / "config.yaml").read_text()
+    again = load_config(tmp_path / "config.yaml")
+    assert again == cfg and again.data.root == "1e3" and again.optimizer.lr == 1e-5
 
 
 @pytest.mark.parametrize(
