@@ -169,7 +169,10 @@ def evaluate_model(
             )
         units.setdefault(unit, vol.case_id)
         if vol.case_id in done:  # scored before a kill: counted again, not predicted
-            acc.restore(done[vol.case_id])
+            kept = done[vol.case_id]
+            acc.restore(kept)
+            warnings.extend(kept.get("warnings", []))
+            reoriented += int(bool(kept.get("reoriented", False)))
             names.add(_safe_name(vol.case_id))
             continue
         if vol.label is None:
@@ -198,6 +201,7 @@ def evaluate_model(
             seen = turn.spacing if turn is not None else tuple(float(v) for v in vol.spacing)
             message = spacing_mismatch(f"case {vol.case_id!r}", seen, train_spacing)
             if message:
+                notes.append(message)
                 warnings.append(message)
                 sink(message)
         case_spacing = None if unit == "voxels" else tuple(float(s) for s in vol.spacing)
@@ -218,7 +222,9 @@ def evaluate_model(
                 label, mask, vol.spacing, row["dice"],
             )
         if journal is not None:  # last: a case in the journal has its files written too
-            journal.add(acc.entry(vol.case_id))
+            # with its warnings and turn, so a resumed evaluation writes the same summary
+            moved = bool(turn is not None and not turn.identity)
+            journal.add({**acc.entry(vol.case_id), "warnings": notes, "reoriented": moved})
     if not acc.rows:
         raise DataError("no cases to evaluate")
     extra: dict[str, Any] = {**s.record(run_device), "patch_size": list(patch)}

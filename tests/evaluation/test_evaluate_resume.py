@@ -107,6 +107,18 @@ def test_resume_keeps_scored_cases_and_gives_the_uninterrupted_results(tmp_path,
         assert again[key] == whole[key]
 
 
+def test_a_resumed_evaluation_writes_the_same_summary_with_its_warnings(tmp_path, counted) -> None:
+    vols = _volumes()
+    vols[1].nonfinite = 5  # a case with a warning: it must survive the journal
+    whole = json.loads(json.dumps(_evaluate(vols, tmp_path / "e")["warnings"]))
+    assert len(whole) == 1 and "case 'case1'" in whole[0]
+    first = json.loads((tmp_path / "e" / "summary.json").read_text())
+    counted.clear()
+    _evaluate(vols, tmp_path / "e", resume=True, warn=lambda m: None)
+    assert counted == []
+    assert json.loads((tmp_path / "e" / "summary.json").read_text()) == first  # warnings and all
+
+
 def test_a_line_cut_short_by_the_kill_is_predicted_again(tmp_path, counted) -> None:
     vols = _volumes()
     out = tmp_path / "eval"
