@@ -260,8 +260,13 @@ def _evaluate(
     checkpoint: Path, folder: Path, mode: str, data: str, device: str, log: Path, extra: list[str]
 ) -> dict[str, Any]:
     """``canet evaluate`` of ``checkpoint`` on the test split into ``folder`` (a killed one resumes)."""
-    # summary.json is written last, once every case is scored (the case journal stays beside it)
-    done = (folder / "summary.json").is_file()
+    # summary.json is written last, once every case is scored (the case journal stays beside it); one
+    # that scored other weights under this path is not this evaluation
+    summary = folder / "summary.json"
+    done = False
+    if summary.is_file():
+        recorded = json.loads(summary.read_text(encoding="utf-8")).get("checkpoint_sha256")
+        done = recorded is None or recorded == _sha256(checkpoint)
     cmd = canet_command("evaluate", str(checkpoint), "--data", data, "--split", "test", "--mode", mode,
                         "--device", device, "--out", str(folder), "--quiet", "--resume", *extra)
     wall = None if done else _run(cmd, log)

@@ -18,6 +18,10 @@ from canet import __version__
 from canet.errors import CanetError
 from canet.io import NO_SPACE_ERRNOS
 
+#: Set this environment variable (``CANET_DEBUG=1``) to see the traceback of an OSError
+#: that canet would otherwise report in one line.
+DEBUG_ENV = "CANET_DEBUG"
+
 #: OSError numbers that mean a path the user gave cannot be used (not a bug of canet):
 #: one line, also when the error names no file.
 USER_ERRNOS: frozenset[int] = frozenset({
@@ -59,6 +63,18 @@ def _expand_home(args: argparse.Namespace) -> None:
                                  for v in value])
 
 
+def _stdout_closed() -> bool:
+    """Whether stdout is a pipe whose reader has gone (poll reports an error on its write end)."""
+    try:
+        import select
+
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (AttributeError, OSError, ValueError):  # no poll (Windows), or stdout is no file
+        return False
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``canet`` console script; returns the exit status."""
     parser = build_parser()
@@ -75,10 +91,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except BrokenPipeError:
+        if not _stdout_closed():
+            raise  # another pipe broke (a worker's, say): that is no reader going away
         # The reader of stdout went away (`canet list-models | head -1`): stop quietly, as Unix tools do.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
     except OSError as exc:
+        if os.environ.get(DEBUG_ENV):
+            raise
         where = f" {exc.filename}" if exc.filename else ""
         if exc.errno in NO_SPACE_ERRNOS:
             # Any other write that met a full disk or quota (canet's own writers say which file).

@@ -202,7 +202,7 @@ def score(
     from canet.evaluation.results_folder import prepare_results_folder
 
     out = Path(out_dir)
-    prepare_results_folder(out, fresh=True)
+    prepare_results_folder(out, fresh=False)  # a run folder is refused now; earlier results go when these are ready
     units: dict[str, Path] = {}
     plans: dict[str, np.ndarray | None] = {}
     unstated = one_sided = 0
@@ -254,6 +254,7 @@ def score(
         row = acc.add(case, p_arr, g_arr, spacing=sp, seconds=math.nan)
         if on_case is not None:
             on_case(row)
+    prepare_results_folder(out, fresh=True)  # every case scored: now the last scoring's results may go
     acc.write_csv(out / "metrics.csv")
     summary = acc.write_summary(
         out / "summary.json", pred=os.path.abspath(pred), gt=os.path.abspath(pred if gt is None else gt),

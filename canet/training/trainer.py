@@ -243,14 +243,15 @@ class Trainer:
             self._setup()
         except BaseException:
             if self._lock is not None:
-                self._lock.release()
-                self._lock = None
-                # A refused start leaves nothing behind: not the lock file it made, nor a folder it made.
+                # A refused start leaves nothing behind: not the lock file it made (removed while still
+                # held, so no other trainer can be holding it), nor a folder it made.
                 if not had_lock and not self.resume:
                     with contextlib.suppress(OSError):
                         (self.run_dir / LOCK_FILE).unlink()
+                self._lock.release()
+                self._lock = None
                 if fresh:
-                    _remove_if_only_lock(self.run_dir)
+                    _remove_if_empty(self.run_dir)
             raise
 
     def _setup(self) -> None:
@@ -824,15 +825,15 @@ class Trainer:
 # --------------------------------------------------------------------------- entry points
 
 
-def _remove_if_only_lock(folder: Path) -> None:
-    """Remove ``folder`` when it holds nothing but the run lock (and empty ``checkpoints``)."""
+def _remove_if_empty(folder: Path) -> None:
+    """Remove ``folder`` (and an empty ``checkpoints`` in it) when nothing else is there.
+
+    Only ``rmdir``: a folder that anything has been written into since is kept.
+    """
     with contextlib.suppress(OSError):
-        names = {p.name for p in folder.iterdir()}
-        if names <= {LOCK_FILE, "checkpoints"}:
-            if "checkpoints" in names:
-                (folder / "checkpoints").rmdir()  # fails, and keeps everything, unless it is empty
-            (folder / LOCK_FILE).unlink(missing_ok=True)
-            folder.rmdir()
+        if (folder / "checkpoints").is_dir():
+            (folder / "checkpoints").rmdir()
+        folder.rmdir()
 
 
 def train(

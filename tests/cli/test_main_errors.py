@@ -74,3 +74,14 @@ def test_a_tilde_means_the_home_folder_in_every_argument(monkeypatch) -> None:
     assert cli_main.main(["predict", "~/ck.pt", "~/scans", "a~b.nii.gz", "--output=~/masks"]) == 0
     assert seen["checkpoint"] == "/home/someone/ck.pt" and seen["output"] == "/home/someone/masks"
     assert seen["inputs"] == ["/home/someone/scans", "a~b.nii.gz"]  # only a leading ~
+
+
+def test_a_broken_pipe_that_is_not_stdout_is_not_hidden(monkeypatch, capsys) -> None:
+    with pytest.raises(BrokenPipeError):  # stdout is fine here: some other pipe broke
+        _run_with(monkeypatch, capsys, BrokenPipeError(errno.EPIPE, "Broken pipe"))
+
+
+def test_canet_debug_shows_the_traceback(monkeypatch, capsys) -> None:
+    monkeypatch.setenv(cli_main.DEBUG_ENV, "1")
+    with pytest.raises(PermissionError):
+        _run_with(monkeypatch, capsys, PermissionError(errno.EACCES, "Permission denied", "/data/ck.pt"))
