@@ -255,8 +255,11 @@ def _to_3d(array: np.ndarray, path: Path, what: str) -> np.ndarray:
 
 
 def _nrrd_space(header: dict[str, Any]) -> str:
-    """The header's ``space``, lower case, without the ``-time`` of a 4D frame."""
+    """The header's ``space``, lower case, without the time axis of a 4D frame (``-time``, or
+    the ``T`` of the short names ``RAST``, ``LAST``, ``LPST``)."""
     space = str(header.get("space", "")).strip().lower()
+    if space in ("rast", "last", "lpst"):
+        return space[:3]
     return space[: -len("-time")] if space.endswith("-time") else space
 
 

@@ -52,6 +52,9 @@ def test_predict_never_writes_over_an_input(tmp_path, run_cli, checkpoint) -> No
     [
         ("left-posterior-superior-time", (-1, -1, 1), True),  # a 4D frame: the same as LPS
         ("right-anterior-superior-time", (1, 1, 1), True),
+        ("LPST", (-1, -1, 1), True),  # the short 4D names
+        ("LAST", (-1, 1, 1), True),
+        ("LPS", (-1, -1, 1), True),
         ("scanner-xyz", (1, 1, 1), False),  # no anatomical meaning: stored voxel order
         ("3D-left-handed", (1, 1, 1), False),
         ("3D-right-handed", (1, 1, 1), False),
@@ -60,7 +63,7 @@ def test_predict_never_writes_over_an_input(tmp_path, run_cli, checkpoint) -> No
 def test_nrrd_spaces(tmp_path, space: str, flips: tuple[int, int, int], oriented: bool) -> None:
     image = _image()
     header = {"space": space, "space directions": np.diag([0.7, 1.3, 2.5]), "space origin": np.array([10.0, -20.0, 5.0])}
-    if space.endswith("-time"):  # a 4D frame: a fourth world axis and a non-spatial fourth voxel axis
+    if space.endswith("-time") or space.endswith("T"):  # a 4D frame: a fourth world axis and a non-spatial fourth voxel axis
         image = image[..., None]
         header = {"space": space, "kinds": ["domain", "domain", "domain", "list"],
                   "space directions": np.diag([0.7, 1.3, 2.5, 1.0]),
