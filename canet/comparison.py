@@ -213,6 +213,8 @@ def load_evaluation(folder: str | os.PathLike[str]) -> Evaluation:
             case count that disagrees with ``summary.json``.
     """
     root = Path(folder)
+    if root.is_file():
+        raise CanetError(f"{root} is a file; give the evaluation folder (the one holding metrics.csv)")
     if not root.is_dir():
         raise CanetError(f"evaluation folder not found: {root}")
     path = find_evaluation(root)
@@ -398,6 +400,8 @@ def load_group(
     ignored: list[str] = []
     if isinstance(source, (str, os.PathLike)):
         root = Path(source)
+        if root.is_file():
+            raise CanetError(f"{root} is a file; give the evaluation folder (the one holding metrics.csv)")
         if not root.is_dir():
             raise CanetError(f"evaluation folder not found: {root}")
         if find_evaluation(root) is not None:

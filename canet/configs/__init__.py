@@ -58,6 +58,8 @@ def find_config(name_or_path: str | os.PathLike[str]) -> Path:
     stem = path.stem if path.suffix in CONFIG_SUFFIXES else path.name
     if bare and stem in list_configs():
         return _folder() / f"{stem}.yaml"
+    if path.is_dir():  # after the packaged names: a folder called demo does not hide the demo's config
+        raise ConfigError(f"--config {path} is a folder; give a YAML file or a packaged config name")
     if not bare or path.suffix in CONFIG_SUFFIXES:
         raise ConfigError(f"config file not found: {text}; packaged configs: {', '.join(list_configs())}")
     return packaged_config(text)

@@ -83,6 +83,8 @@ def test_constant_shift_of_one_point(tmp_path: Path, base_dice: dict[str, float]
     assert (st.better, st.worse) == (12, 0)
     twice = compare([tmp_path / "a", tmp_path / "b"], metrics=["dice", "dice"], resamples=10)
     assert twice.metrics == ["dice"]  # a metric named twice is compared once
+    with pytest.raises(CanetError, match=r"metrics.csv is a file; give the evaluation folder"):
+        compare([tmp_path / "a" / "metrics.csv", tmp_path / "b"])
 
 
 def test_p_value_by_hand_and_direction_of_distances(tmp_path: Path) -> None:

@@ -66,9 +66,14 @@ def test_bad_values_name_the_key(data: dict, message: str) -> None:
     assert "\n" not in str(info.value)
 
 
-def test_yaml_file_errors(tmp_path: Path) -> None:
+def test_yaml_file_errors(tmp_path: Path, monkeypatch) -> None:
     with pytest.raises(ConfigError, match="config file not found"):
         load_config(tmp_path / "missing.yaml")
+    with pytest.raises(ConfigError, match=r"^--config .* is a folder; give a YAML file or a packaged config name$"):
+        load_config(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "demo").mkdir()  # a folder named like a packaged config does not hide it
+    assert load_config("demo").method == "canet"
     with pytest.raises(ConfigError, match=r"cannot parse .* as YAML \(line 3\)"):
         load_config(write(tmp_path, "method: canet\ndata: [1, 2\n"))
     with pytest.raises(ConfigError, match="must hold a mapping"):
