@@ -144,11 +144,12 @@ def evaluate_model(
     units: dict[str, str] = {}
     reoriented = 0
     journal = None
+    cleared = False
     done: dict[str, dict[str, Any]] = {}
     if out is not None:
         from canet.evaluation.results_folder import prepare_results_folder
 
-        prepare_results_folder(out, fresh=not resume)
+        prepare_results_folder(out, fresh=False)  # a run folder is refused before any work
         header = {
             "settings": {k: v for k, v in s.record().items() if k != "device"},
             "patch_size": list(patch), "num_classes": num_classes, "spacing": spacing,
@@ -210,6 +211,11 @@ def evaluate_model(
         if name in names:
             raise DataError(f"two cases map to the same file name {name!r}")
         names.add(name)
+        if out is not None and not resume and not cleared:
+            # The first case of a new evaluation is scored: the last one's results go now (not at the
+            # start, so a start that is refused or killed before any case leaves them as they were).
+            prepare_results_folder(out, fresh=True)
+            cleared = True
         if save_predictions and out is not None:
             from canet.data import save_nifti
 

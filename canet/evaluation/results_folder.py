@@ -23,7 +23,11 @@ _SLICES = "report_slices"
 
 
 def prepare_results_folder(out: Path, fresh: bool) -> None:
-    """Check that ``out`` may hold results; on a ``fresh`` start remove earlier ones.
+    """Check that ``out`` may hold results; with ``fresh``, remove earlier ones.
+
+    ``evaluate`` calls it with ``fresh`` once its first case is scored, ``score``
+    once all its cases are, so a start that is refused or killed before then
+    leaves the earlier results whole.
 
     Earlier results are :data:`RESULT_FILES` and the ``.npz`` files of
     ``report_slices/``; nothing else is touched (saved ``*_pred.nii.gz`` masks

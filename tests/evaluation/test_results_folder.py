@@ -67,6 +67,14 @@ def test_a_fresh_evaluation_removes_the_results_of_the_last_one(tmp_path) -> Non
         yield vols[0]
         raise Killed
 
+    def dies_at_once(vols):
+        raise Killed
+        yield vols[0]
+
+    kept = (out / "summary.json").read_text()
+    with pytest.raises(Killed):  # killed before its first case: the last evaluation's results stay whole
+        evaluate_model(Threshold(0.2), dies_at_once(_volumes()), (16, 16, 16), out_dir=out, mode="fast", spacing="mm")
+    assert (out / "summary.json").read_text() == kept and (out / "metrics.csv").is_file()
     with pytest.raises(Killed):  # a new evaluation killed after one case: no summary of the old one is left
         evaluate_model(Threshold(0.2), dies(_volumes()), (16, 16, 16), out_dir=out, mode="fast", spacing="mm")
     assert not (out / "summary.json").exists() and not (out / "metrics.csv").exists()
