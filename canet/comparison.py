@@ -366,13 +366,16 @@ class Group:
         Returns:
             ``{"mean", "std", "n", "nan"}`` over cases (population std; with seeds,
             of the per-case means over seeds), plus ``"seed_means"`` (each seed's
-            mean over its finite values on :attr:`cases`), ``"seed_mean"``,
-            ``"seed_std"`` (sample std, None with one seed), ``"nan_values"``
-            (NaN values over all seeds and cases).
+            mean over the same cases as ``"mean"``: those finite in every seed, so
+            that a seed that missed a hard case is not averaged over easier ones),
+            ``"seed_mean"``, ``"seed_std"`` (sample std, None with one seed),
+            ``"nan_values"`` (NaN values over all seeds and cases).
         """
-        out = stats(self.values(metric, penalty).values())
+        values = self.values(metric, penalty)
+        out = stats(values.values())
+        kept = [c for c, v in values.items() if math.isfinite(v)]
         tables = self.member_values(metric, penalty)
-        seed_means = [stats(t.values())["mean"] for t in tables]
+        seed_means = [stats(t[c] for c in kept)["mean"] for t in tables]
         finite_means = [v for v in seed_means if v is not None]
         out["seed_means"] = seed_means
         out["seed_mean"] = float(np.mean(finite_means)) if finite_means else None
@@ -564,7 +567,10 @@ class Comparison:
                 cells = [g.name, str(g.n_seeds), ", ".join(g.member_names)]
                 for m in self.metrics:
                     st = self.group_stats[g.name][m]
-                    cells.append(_pm(st["seed_mean"], st["seed_std"], self._scale(m)[0]))
+                    text = _pm(st["seed_mean"], st["seed_std"], self._scale(m)[0])
+                    if st["nan"]:
+                        text += f" ({st['nan']} NaN case{'s' if st['nan'] > 1 else ''} left out)"
+                    cells.append(text)
                 rows.append(cells)
             out.append({
                 "kind": "seeds",

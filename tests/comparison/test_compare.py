@@ -183,6 +183,23 @@ def test_a_case_nan_in_one_seed_is_nan_for_the_group(tmp_path: Path) -> None:
     assert (st["n"], st["nan"], st["nan_values"]) == (1, 1, 1)
 
 
+def test_seed_means_cover_the_same_cases(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # seed s2 missed c3 (its hardest case for s1); its mean over c1, c2 alone would be 5.5
+    # against s1's 4.67 over all three, a seed std of 0.59 that is only a difference of case sets
+    write_eval(tmp_path / "A" / "s1", dice_rows({"c1": 0.8, "c2": 0.7, "c3": 0.9}, {"c1": 5.0, "c2": 6.0, "c3": 3.0}))
+    write_eval(tmp_path / "A" / "s2", dice_rows({"c1": 0.82, "c2": 0.72, "c3": 0.0},
+                                                {"c1": 4.0, "c2": 7.0, "c3": math.nan}))
+    for seed, shift in (("s1", 0.0), ("s2", 1.0)):
+        write_eval(tmp_path / "B" / seed, dice_rows({"c1": 0.8, "c2": 0.7, "c3": 0.9},
+                                                    {"c1": 4.0 + shift, "c2": 5.0, "c3": 3.0}))
+    st = load_group(tmp_path / "A").statistics("hd95")
+    assert st["seed_means"] == pytest.approx([5.5, 5.5]) and st["seed_std"] == 0.0
+    assert st["seed_mean"] == pytest.approx(st["mean"])
+    code, out, _ = run_cli([str(tmp_path / "A"), str(tmp_path / "B"), "--metric", "hd95", "--resamples", "50"], capsys)
+    assert code == 0
+    assert "| A | 2 | s1, s2 | 5.50 ± 0.00 (1 NaN case left out) |" in out
+
+
 def test_a_case_missing_in_one_seed_is_named(tmp_path: Path) -> None:
     write_eval(tmp_path / "A" / "s1", dice_rows({"c1": 0.8, "c2": 0.7, "c3": 0.6}))
     write_eval(tmp_path / "A" / "s2", dice_rows({"c1": 0.8, "c2": 0.7}))
