@@ -10,10 +10,14 @@ so the sequence needs no saved RNG state: resuming at batch ``k`` only needs
   indices (an incomplete last group is dropped, so one pass holds
   ``n_labeled // (L * W)`` batches); rank ``r`` takes the ``r``-th ``L`` of
   each group. Every labeled case is used at most once per pass, by one rank.
-* **Unlabeled**: an endless stream, the concatenation of permutations
-  ``default_rng([seed, 1, p])`` for ``p = 0, 1, ...``; global batch ``k`` takes
-  the ``U * W`` items from position ``k * U * W`` on, rank ``r`` the ``r``-th
-  ``U`` of them. Ranks therefore draw disjoint slices of the same shuffled order.
+* **Unlabeled**: an endless stream of permutations ``default_rng([seed, 1, p])``
+  for ``p = 0, 1, ...``, each cut into ``n_unlabeled // (U * W)`` global groups
+  of ``U * W`` indices (the remainder is dropped, a different set in each
+  permutation); global batch ``k`` takes the next group, rank ``r`` the ``r``-th
+  ``U`` of it. Ranks therefore draw disjoint slices of the same shuffled order,
+  and no step shows one unlabeled case twice. When ``U * W`` divides
+  ``n_unlabeled`` (the LA configs) this is the plain concatenation of the
+  permutations.
 """
 
 from __future__ import annotations
@@ -118,10 +122,12 @@ class TwoStreamBatchSampler:
         labeled = [int(i) for i in perm[first : first + self.labeled_bs]]
         unlabeled: list[int] = []
         if self.unlabeled_bs:
-            pos = (k * self.world_size + self.rank) * self.unlabeled_bs
-            for q in range(pos, pos + self.unlabeled_bs):
-                rnd, offset = divmod(q, self.n_unlabeled)
-                unlabeled.append(int(self._perm(_UNLABELED_STREAM, rnd, self.n_unlabeled)[offset]))
+            # whole global groups per permutation: a group never spans two permutations,
+            # which could put one case in two rows of a step
+            rnd, group_index = divmod(k, self.n_unlabeled // (self.unlabeled_bs * self.world_size))
+            first = (group_index * self.world_size + self.rank) * self.unlabeled_bs
+            perm = self._perm(_UNLABELED_STREAM, rnd, self.n_unlabeled)
+            unlabeled = [int(i) for i in perm[first : first + self.unlabeled_bs]]
         return labeled, unlabeled
 
     def iter_from(self, start: int = 0) -> Iterator[tuple[list[int], list[int]]]:

@@ -169,9 +169,35 @@ def test_ranks_draw_disjoint_batches_from_one_order() -> None:
         assert len(set(labeled)) == len(labeled) == 6
     epoch0 = Counter(i for k in range(2) for s in samplers for i in s.batch(k)[0])
     assert sorted(epoch0) == list(range(12)) and set(epoch0.values()) == {1}
-    stream = [i for k in range(7) for s in samplers for i in s.batch(k)[1]]  # 21 draws = 3 passes
+    # 7 unlabeled cases make two whole global groups of 3 per permutation (one case left over)
+    stream = [i for k in range(6) for s in samplers for i in s.batch(k)[1]]
     for p in range(3):
-        assert sorted(stream[7 * p : 7 * p + 7]) == list(range(7))
+        part = stream[6 * p : 6 * p + 6]
+        assert len(set(part)) == 6 and set(part) <= set(range(7))
+
+
+@pytest.mark.parametrize(("n_unlabeled", "unlabeled_bs", "world"), [(3, 2, 1), (5, 2, 2), (7, 3, 2)])
+def test_no_step_shows_an_unlabeled_case_twice(n_unlabeled: int, unlabeled_bs: int, world: int) -> None:
+    # counts that U * W does not divide: a step across two permutations could repeat a case
+    samplers = [
+        TwoStreamBatchSampler(4 * world, n_unlabeled, 1 + unlabeled_bs, 1, seed=3, rank=r, world_size=world)
+        for r in range(world)
+    ]
+    for k in range(300):
+        step = [i for s in samplers for i in s.batch(k)[1]]
+        assert len(step) == unlabeled_bs * world
+        assert len(set(step)) == len(step), (k, step)
+    # every case is still drawn: the left-over ones differ from one permutation to the next
+    assert {i for k in range(300) for s in samplers for i in s.batch(k)[1]} == set(range(n_unlabeled))
+
+
+def test_unlabeled_stream_concatenates_permutations_when_the_batch_divides_the_cases() -> None:
+    # 6 unlabeled cases, 2 rows a step: three steps per permutation, taken in order (as runs resumed
+    # across versions of canet expect)
+    sampler = TwoStreamBatchSampler(4, 6, 3, 1, seed=11)
+    expected = np.concatenate([np.random.default_rng([11, 1, p]).permutation(6) for p in range(4)])
+    drawn = [i for k in range(12) for i in sampler.batch(k)[1]]
+    assert drawn == [int(i) for i in expected]
 
 
 def test_ddp_loaders_draw_disjoint_cases(synth_root: Path) -> None:
@@ -198,7 +224,7 @@ def test_unlabeled_labels_are_never_read(synth_copy: Path, cache: bool) -> None:
     loader = build_train_loader(spec, PATCH, batch_size=4, labeled_bs=2, seed=0, cache=cache,
                                 extra_targets=_extra)
     seen = set()
-    for _ in range(6):
+    for _ in range(12):  # 5 unlabeled cases, 4 drawn per permutation: six permutations
         batch = next(loader)
         seen.update(batch["case_id"][2:])
     assert seen == {c.case_id for c in spec.unlabeled}
