@@ -1,7 +1,8 @@
 """Collect the evaluations of runs laid out as OUT/<config>/seed<S>/eval/ into tables.
 
 Prints Markdown: per config the mean and std over seeds of each metric's per-seed
-mean, the number of seeds, the training time per run and the paper's figure where
+mean (over the cases finite in every seed; a cell names how many cases it left out
+as NaN, e.g. a missed structure's 95HD), the number of seeds, the training time per run and the paper's figure where
 the paper gives one; then the paired per-case comparison of every config with the
 reference config (per-case means over seeds, 95 % bootstrap CI, Wilcoxon p, seed
 std beside the difference), computed by :mod:`canet.comparison` (``canet compare``)
@@ -59,6 +60,19 @@ def _mean_std(mean: float | None, std: float | None, scale: float) -> str:
     return f"{mean * scale:.2f}" if std is None else f"{mean * scale:.2f} ± {std * scale:.2f}"
 
 
+def _seed_cell(group: Group, metric: str) -> str:
+    """Mean ± std over seeds of each seed's mean (:meth:`Group.statistics`), with the number of
+    cases left out as NaN (a missed structure's 95HD/ASD) when there are any."""
+    st = group.statistics(metric)
+    text = _mean_std(st["seed_mean"], st["seed_std"], 100.0 if metric in ("dice", "jaccard") else 1.0)
+    return f"{text} ({st['nan']} NaN)" if st["nan"] else text
+
+
+def group_notes(groups: list[Group]) -> list[str]:
+    """The groups' own notes (cases not in every seed, seeds evaluated differently), as list items."""
+    return [f"- {note}" for g in groups for note in g.notes]
+
+
 def load_groups(out_dir: Path) -> tuple[list[Group], list[str]]:
     """One :class:`Group` per config folder under ``out_dir`` holding at least one
     evaluated seed, and a note per config folder without any."""
@@ -86,8 +100,7 @@ def rows_of(groups: list[Group]) -> list[dict[str, object]]:
     for group in groups:
         cells: dict[str, object] = {"config": group.name, "seeds": group.n_seeds}
         for m in METRICS:
-            st = group.statistics(m)
-            cells[m] = _mean_std(st["seed_mean"], st["seed_std"], 100.0 if m in ("dice", "jaccard") else 1.0)
+            cells[m] = _seed_cell(group, m)
         seconds = [
             float(t.read_text()) for t in (ev.path.parent / "train_seconds.txt" for ev in group.members) if t.is_file()
         ]
@@ -216,12 +229,8 @@ def gpu_table(finished: list[dict[str, Any]], failed: list[dict[str, Any]]) -> s
     lines = [header, "|" + "---|" * 11]
     for name, group in ref_groups.items():
         runs = [r for r in finished if r["config"] == name]
-        cells = []
-        for m in METRICS:
-            st = group.statistics(m)
-            cells.append(_mean_std(st["seed_mean"], st["seed_std"], 100.0 if m in ("dice", "jaccard") else 1.0))
-        fst = fast_groups[name].statistics("dice")
-        fast = _mean_std(fst["seed_mean"], fst["seed_std"], 100.0)
+        cells = [_seed_cell(group, m) for m in METRICS]
+        fast = _seed_cell(fast_groups[name], "dice")
         timed = [r for r in runs if r.get("sec_per_it") is not None]
         spi = statistics.fmean(r["sec_per_it"] for r in timed) if timed else float("nan")
         minutes = statistics.fmean(r["train_seconds"] for r in timed) / 60 if timed else float("nan")
@@ -334,11 +343,13 @@ def main() -> None:
             comparison = paired(result_groups(finished), args.reference, args.metric, args.resamples, args.seed)
         except CanetError as exc:
             sys.exit(f"error: {exc}")
-        if comparison is not None:
+        if comparison is not None:  # its notes hold the groups' notes
             text += "\n\n" + comparison.markdown(kinds=("pairs",)).rstrip("\n")
             note = mixed_training_note(finished)
             if note is not None:
                 text += "\n\n" + note
+        elif group_notes(result_groups(finished)):
+            text += "\n\n" + "\n".join(group_notes(result_groups(finished)))
         print(text)
         return
     if args.out_dir is None:
@@ -349,9 +360,11 @@ def main() -> None:
         comparison = paired(groups, args.reference, args.metric, args.resamples, args.seed)
     except CanetError as exc:
         sys.exit(f"error: {exc}")
-    if comparison is not None:
+    if comparison is not None:  # its notes hold the groups' notes
         comparison.write(args.out_dir)
         text += "\n\n" + comparison.markdown(kinds=("pairs",)).rstrip("\n")
+    elif group_notes(groups):
+        text += "\n\n" + "\n".join(group_notes(groups))
     if skipped:
         text += "\n\n" + "\n".join(f"- {line}" for line in skipped)
     print(text)

@@ -55,7 +55,7 @@ LOSSES = ("loss", "loss_dice", "loss_sdf", "loss_adv", "loss_d", "adv_weight", "
 GAP_TARGET_POINTS = 0.3
 
 
-def mean_std(values: list[float]) -> tuple[float, float] | None:
+def mean_std(values: list[float | None]) -> tuple[float, float] | None:
     """Mean and population standard deviation (``ddof=0``, as ``summary.json``) of the finite values."""
     finite = [v for v in values if v is not None and math.isfinite(v)]
     if not finite:
@@ -64,11 +64,16 @@ def mean_std(values: list[float]) -> tuple[float, float] | None:
     return mean, math.sqrt(sum((v - mean) ** 2 for v in finite) / len(finite))
 
 
-def _cell(stats: tuple[float, float] | None, scale: float) -> str:
-    return "-" if stats is None else f"{stats[0] * scale:.2f} ± {stats[1] * scale:.2f}"
+def _cell(values: list[float | None], scale: float) -> str:
+    """``mean ± std`` of the finite values, scaled, and how many were not finite (an empty
+    prediction's 95HD/ASD): a mean over fewer cases than the row's count says so."""
+    stats = mean_std(values)
+    text = "-" if stats is None else f"{stats[0] * scale:.2f} ± {stats[1] * scale:.2f}"
+    missing = sum(v is None or not math.isfinite(v) for v in values)
+    return f"{text} ({missing} NaN)" if missing else text
 
 
-def _column(evaluation: dict[str, Any], metric: str) -> list[float]:
+def _column(evaluation: dict[str, Any], metric: str) -> list[float | None]:
     return [row.get(metric) for row in evaluation["cases"].values()]
 
 
@@ -83,7 +88,7 @@ def summary_table(result: dict[str, Any]) -> str:
         ev = evaluations.get(name)
         if ev is None:
             continue
-        cells = [_cell(mean_std(_column(ev, m)), 100.0 if m in ("dice", "jaccard") else 1.0) for m in METRICS]
+        cells = [_cell(_column(ev, m), 100.0 if m in ("dice", "jaccard") else 1.0) for m in METRICS]
         spv = ev.get("seconds_per_volume")
         lines.append(f"| {label} | {len(ev['cases'])} | {' | '.join(cells)} | {seconds(spv, 1)} |")
     paper = PAPER_DICE.get(result.get("config", ""))

@@ -295,7 +295,11 @@ class Group:
         members: the evaluations (seeds), in sorted folder order.
         member_names: their labels (sub-folder names).
         ignored: sub-folders that held no evaluation.
-        notes: remarks about the group (settings that differ between seeds ...).
+        notes: remarks about the group (settings that differ between seeds, cases
+            not in every seed ...), added when the group is made.
+
+    Raises:
+        CanetError: the members share no case, or their runs are of different methods.
     """
 
     name: str
@@ -304,6 +308,9 @@ class Group:
     member_names: list[str]
     ignored: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        _check_members(self)
 
     @property
     def n_seeds(self) -> int:
@@ -433,12 +440,10 @@ def load_group(
     resolved = [m.path.resolve() for m in members]
     if len(set(resolved)) != len(resolved):
         raise CanetError(f"group {group_path} lists the same evaluation twice")
-    group = Group(
+    return Group(
         name=name or _default_name(group_path), path=group_path, members=members,
         member_names=member_names, ignored=ignored,
     )
-    _check_members(group)
-    return group
 
 
 def _check_members(group: Group) -> None:
@@ -845,6 +850,9 @@ def compare_groups(
         distance_penalty=penalty,
     )
     comparison.notes.extend(_setting_notes(groups))
+    unit_note = _unrecorded_unit_note(groups, metrics, unit)
+    if unit_note is not None:
+        comparison.notes.append(unit_note)
     if len(groups) > 2:
         comparison.notes.append(
             f"{len(pairs)} comparisons with {ref.name}: the p-values are not corrected for multiple comparisons"
@@ -904,6 +912,18 @@ def _distance_unit(groups: Sequence[Group], metrics: Sequence[str]) -> str | Non
     if len(known) == 1:
         return next(iter(known))
     return None
+
+
+def _unrecorded_unit_note(groups: Sequence[Group], metrics: Sequence[str], unit: str | None) -> str | None:
+    """A note naming the evaluations that record no distance unit when others record ``unit``
+    (their HD95/ASD are then read as in ``unit``, which nothing in them confirms)."""
+    if unit is None or not any(m.startswith(DISTANCE_METRICS) for m in metrics):
+        return None
+    unknown = [str(m.path) for g in groups for m in g.members if m.distance_unit is None]
+    if not unknown:
+        return None
+    return (f"{len(unknown)} evaluation(s) record no distance unit, their HD95/ASD are taken as {unit} "
+            f"like the others': {', '.join(unknown)}")
 
 
 def _sources(group: Group) -> str:

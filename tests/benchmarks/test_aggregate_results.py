@@ -111,6 +111,41 @@ def test_gpu_table_from_result_files(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert "-3.00" in pair[0]  # 73 - 76 points on every case
 
 
+def test_missing_and_missed_cases_are_said(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """A case absent from one seed's file and a structure one seed missed: both said, neither averaged away."""
+    res = tmp_path / "results"
+    _result_file(res, "la_vnet_16", 1, [0.80, 0.70, 0.90, 0.60], [0.80, 0.70, 0.90, 0.60], 0.02)
+    _result_file(res, "la_vnet_16", 2, [0.84, 0.74, 0.90, 0.64], [0.84, 0.74, 0.90, 0.64], 0.02)
+    data = json.loads((res / "la_vnet_16_seed2.json").read_text())
+    for mode in ("reference", "fast"):
+        del data["evaluations"][mode]["cases"]["c4"]  # seed 2 was scored on three cases
+    (res / "la_vnet_16_seed2.json").write_text(json.dumps(data))
+    argv = ["aggregate_results.py", "--results", str(res), "--resamples", "200"]
+    monkeypatch.setattr(sys, "argv", argv)
+    aggregate_results.main()
+    out = capsys.readouterr().out
+    row = [c.strip() for c in next(line for line in out.splitlines() if line.startswith("| la_vnet_16 |")).split("|")]
+    # Dice over c1..c3, the cases of both seeds: seed means 80.00 and 82.67
+    assert row[3] == f"81.33 ± {statistics.stdev([80.0, 248 / 3]):.2f}", out
+    assert "- la_vnet_16: 1 case(s) not in every seed, left out of the group: c4 (not in seed2)" in out
+
+    # A second config whose seed 1 predicted nothing on c2: its 95HD is over the other cases,
+    # and the cell says that one case was left out.
+    _result_file(res, "la_canet_16", 1, [0.80, 0.70, 0.90, 0.60], [0.80, 0.70, 0.90, 0.60], 0.05)
+    _result_file(res, "la_canet_16", 2, [0.80, 0.70, 0.90, 0.60], [0.80, 0.70, 0.90, 0.60], 0.05)
+    data = json.loads((res / "la_canet_16_seed1.json").read_text())
+    data["evaluations"]["reference"]["cases"]["c2"].update({"dice": 0.0, "jaccard": 0.0, "hd95": None})
+    (res / "la_canet_16_seed1.json").write_text(json.dumps(data))
+    aggregate_results.main()
+    out = capsys.readouterr().out
+    row = [c.strip() for c in next(line for line in out.splitlines() if line.startswith("| la_canet_16 |")).split("|")]
+    # 95HD = 10 * (1 - Dice) on c1, c3, c4 in both seeds: 2, 1, 4 -> 2.33 ± 0.00
+    assert row[5] == "2.33 ± 0.00 (1 NaN)", out
+    assert row[6] == "- (4 NaN)"  # _result_file writes no ASD at all
+    assert "la_vnet_16: 1 case(s) not in every seed" in out  # also under a paired table
+
+
 def test_result_folders_of_two_devices(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                        capsys: pytest.CaptureFixture[str]) -> None:
     """CPU and GPU runs in two folders: compared together, with a note that they were not trained alike."""

@@ -42,6 +42,17 @@ def test_summary_rows_are_mean_and_population_std_of_the_cases() -> None:
     assert table[-1] == "| Zhao et al. (2023), as published | 20 | 90.09 | | | | |"
 
 
+def test_a_missed_case_is_counted_beside_the_distance_means() -> None:
+    # c2 predicted empty: Dice 0, 95HD/ASD undefined. The distance means cover c1 alone,
+    # the row's case count says 2: the cell says how many were left out.
+    result = _result(0.5)
+    result["evaluations"]["reference"]["cases"]["c2"].update({"dice": 0.0, "jaccard": 0.0, "hd95": None, "asd": None})
+    row = rep.summary_table(result).splitlines()[2]
+    assert "| 2 | 40.00 ± 40.00 |" in row
+    assert "| 2.00 ± 0.00 (1 NaN) | 1.00 ± 0.00 (1 NaN) |" in row
+    assert "NaN" not in rep.summary_table(_result(0.5))
+
+
 @pytest.mark.parametrize(("gap", "verdict"), [(0.25, "within"), (-0.3, "within"), (0.31, "outside")])
 def test_gap_is_judged_against_the_target(gap: float, verdict: str) -> None:
     assert f"{gap:+.2f} points ({verdict} the 0.3-point target)" in rep.gap_line(_result(gap))

@@ -17,7 +17,7 @@ from canet.metrics.summary import MetricAccumulator
 CASES = [f"case{i:02d}" for i in range(12)]
 
 
-def write_eval(folder: Path, rows: dict[str, dict[str, float]], unit: str = "voxels",
+def write_eval(folder: Path, rows: dict[str, dict[str, float]], unit: str | None = "voxels",
                diagonal: float | None = None, **extra: object) -> Path:
     """An evaluation folder in canet evaluate's format (metrics.csv + summary.json).
 
@@ -181,6 +181,18 @@ def test_a_case_nan_in_one_seed_is_nan_for_the_group(tmp_path: Path) -> None:
     assert math.isnan(group.values("hd95")["c1"]) and group.values("hd95")["c2"] == 4.0
     st = group.statistics("hd95")
     assert (st["n"], st["nan"], st["nan_values"]) == (1, 1, 1)
+
+
+def test_an_evaluation_without_a_distance_unit_is_named(tmp_path: Path) -> None:
+    write_eval(tmp_path / "a", dice_rows({"c1": 0.8, "c2": 0.7}), unit="mm")
+    write_eval(tmp_path / "b", dice_rows({"c1": 0.8, "c2": 0.6}), unit=None)  # an older file: no unit
+    comparison = compare([tmp_path / "a", tmp_path / "b"], metrics=["dice", "hd95"], resamples=50)
+    assert comparison.distance_unit == "mm"
+    note = [n for n in comparison.all_notes() if "record no distance unit" in n]
+    assert note == [f"1 evaluation(s) record no distance unit, their HD95/ASD are taken as mm like the others': "
+                    f"{tmp_path / 'b'}"]
+    dice_only = compare([tmp_path / "a", tmp_path / "b"], metrics=["dice"], resamples=50)
+    assert not any("distance unit" in n for n in dice_only.all_notes())
 
 
 def test_seed_means_cover_the_same_cases(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
