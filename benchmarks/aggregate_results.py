@@ -68,6 +68,23 @@ def _seed_cell(group: Group, metric: str) -> str:
     return f"{text} ({st['nan']} NaN)" if st["nan"] else text
 
 
+def distance_label(groups: list[Group]) -> str:
+    """The unit of the 95HD/ASD columns: ``vox`` or ``mm`` as the evaluations record it,
+    ``unit?`` where none records one.
+
+    Raises:
+        CanetError: the evaluations record different units (a mean over seeds, or one
+            column, would mix them).
+    """
+    known = sorted({str(u) for g in groups for u in g.distance_units if u is not None})
+    if len(known) > 1 or "mixed" in known:
+        where = "; ".join(f"{g.name}: {', '.join(sorted(str(u) for u in g.distance_units))}" for g in groups)
+        raise CanetError(f"HD95/ASD are in different units across the evaluations ({where})")
+    if not known:
+        return "unit?"
+    return {"voxels": "vox", "voxel": "vox"}.get(known[0], known[0])
+
+
 def group_notes(groups: list[Group]) -> list[str]:
     """The groups' own notes (cases not in every seed, seeds evaluated differently), as list items."""
     return [f"- {note}" for g in groups for note in g.notes]
@@ -110,8 +127,9 @@ def rows_of(groups: list[Group]) -> list[dict[str, object]]:
     return rows
 
 
-def to_markdown(rows: list[dict[str, object]]) -> str:
-    header = "| config | seeds | Dice % | Jaccard % | 95HD (vox) | ASD (vox) | h/run | paper Dice % |"
+def to_markdown(rows: list[dict[str, object]], unit: str = "vox") -> str:
+    """The seed table of :func:`rows_of` (``unit``: of the 95HD/ASD columns, see :func:`distance_label`)."""
+    header = f"| config | seeds | Dice % | Jaccard % | 95HD ({unit}) | ASD ({unit}) | h/run | paper Dice % |"
     lines = [header, "|" + "---|" * 8]
     for r in rows:
         lines.append(
@@ -224,7 +242,8 @@ def gpu_table(finished: list[dict[str, Any]], failed: list[dict[str, Any]]) -> s
     """The Markdown table of the GPU section of docs/RESULTS.md."""
     ref_groups = {g.name: g for g in result_groups(finished, "reference")}
     fast_groups = {g.name: g for g in result_groups(finished, "fast")}
-    header = ("| config | seeds | Dice % | Jaccard % | 95HD (vox) | ASD (vox) | fast-mode Dice % "
+    unit = distance_label(list(ref_groups.values()))
+    header = (f"| config | seeds | Dice % | Jaccard % | 95HD ({unit}) | ASD ({unit}) | fast-mode Dice % "
               "| paper Dice % | s/it | train min | device |")
     lines = [header, "|" + "---|" * 11]
     for name, group in ref_groups.items():
@@ -356,7 +375,7 @@ def main() -> None:
         parser.error("give OUT_DIR or --results DIR")
     try:
         groups, skipped = load_groups(args.out_dir)
-        text = to_markdown(rows_of(groups))
+        text = to_markdown(rows_of(groups), distance_label(groups))
         comparison = paired(groups, args.reference, args.metric, args.resamples, args.seed)
     except CanetError as exc:
         sys.exit(f"error: {exc}")

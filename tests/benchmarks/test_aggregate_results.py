@@ -146,6 +146,29 @@ def test_missing_and_missed_cases_are_said(tmp_path: Path, monkeypatch: pytest.M
     assert "la_vnet_16: 1 case(s) not in every seed" in out  # also under a paired table
 
 
+def test_distance_columns_carry_the_recorded_unit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    res = tmp_path / "results"
+    for seed in (1, 2):
+        _result_file(res, "la_vnet_16", seed, [0.80, 0.70, 0.90, 0.60], [0.80, 0.70, 0.90, 0.60], 0.02)
+
+    def set_unit(seed: int, unit: str) -> None:
+        data = json.loads((res / f"la_vnet_16_seed{seed}.json").read_text())
+        for ev in data["evaluations"].values():
+            ev["settings"]["distance_unit"] = unit
+        (res / f"la_vnet_16_seed{seed}.json").write_text(json.dumps(data))
+
+    set_unit(1, "mm")
+    set_unit(2, "mm")
+    monkeypatch.setattr(sys, "argv", ["aggregate_results.py", "--results", str(res)])
+    aggregate_results.main()
+    assert "| 95HD (mm) | ASD (mm) |" in capsys.readouterr().out
+    set_unit(2, "voxels")  # one seed in voxels: its mean with the other would mix units
+    with pytest.raises(SystemExit) as exc:
+        aggregate_results.main()
+    assert str(exc.value.code) == "error: HD95/ASD are in different units across the evaluations (la_vnet_16: mm, voxels)"
+
+
 def test_result_folders_of_two_devices(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                        capsys: pytest.CaptureFixture[str]) -> None:
     """CPU and GPU runs in two folders: compared together, with a note that they were not trained alike."""
