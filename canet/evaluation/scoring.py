@@ -167,8 +167,10 @@ def score(
             number (0/1, 0/255, ...) is binary (any non-zero voxel is object); a
             map with two or more labels gives ``largest label + 1`` classes; a
             set mixing binary masks with maps whose classes do not include
-            their object value is refused. A binary scoring refuses a mask with
-            two or more non-zero values.
+            their object value is refused, and so is a binary set whose masks
+            (ground truths or predictions) mark their object with values other
+            than 1 and 255 side by side (a 0/1 prediction of a 0/2 ground truth).
+            A binary scoring refuses a mask with two or more non-zero values.
         progress: tqdm bar over cases.
         on_case: called with each row as it is scored.
         ignore_affine: score pairs whose grids differ in space in stored voxel
@@ -223,8 +225,12 @@ def score(
 
         print_warning(f"{one_sided} of {len(pairs)} case(s): only one of the prediction and the ground truth "
                       "states an orientation, so the pair is scored in stored voxel order: check that they overlay")
+    inferred_binary = False
     if num_classes is None:
         num_classes = _infer_num_classes(pairs)
+        inferred_binary = num_classes == 2
+    # object value -> the first mask that marks its object with it (inferred binary scoring only)
+    object_values: dict[int, str] = {}
     acc = MetricAccumulator(num_classes=num_classes)
     items: Iterable[tuple[str, Path, Path]] = pairs
     if progress:
@@ -247,8 +253,20 @@ def score(
             raise DataError(
                 f"case {case!r}: prediction shape {p_arr.shape} differs from ground truth shape {g_arr.shape}"
             )
-        for arr, f in ((g_arr, gt_file), (p_arr, pred_file)):
-            check_label_values(label_values(arr), num_classes, str(f))
+        for arr, f, what in ((g_arr, gt_file, "ground truth"), (p_arr, pred_file, "prediction")):
+            values = label_values(arr)
+            check_label_values(values, num_classes, str(f))
+            if inferred_binary and values:
+                object_values.setdefault(int(values[0]), f"case {case!r}'s {what}")
+        if len(object_values) > 1 and not set(object_values) <= BINARY_CONVENTIONS:
+            # 0/2 predictions beside 0/1 ground truths: scored as binary masks, a prediction
+            # that names the wrong class would score Dice 1
+            (v1, w1), (v2, w2) = sorted(object_values.items())[:2]
+            raise DataError(
+                f"the masks mark their object with different values ({v1} in {w1}, {v2} in {w2}): the same "
+                f"structure, or different classes? pass --num-classes 2 to score them as binary masks, or "
+                f"--num-classes {max(object_values) + 1} to score each value as its own class"
+            )
         source_unit = g_geo.unit if spacing_from == "gt" else p_geo.unit
         sp = None if voxels or source_unit == "voxels" else (g_geo.spacing if spacing_from == "gt" else p_spacing)
         row = acc.add(case, p_arr, g_arr, spacing=sp, seconds=math.nan)

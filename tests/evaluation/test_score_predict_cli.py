@@ -192,6 +192,36 @@ def test_score_asks_when_binary_ground_truths_use_different_small_values(tmp_pat
     assert json.loads((tmp_path / "o4" / "summary.json").read_text())["dice"]["mean"] == 1.0
 
 
+def test_score_asks_when_a_prediction_marks_another_value_than_its_ground_truth(tmp_path, run_cli) -> None:
+    """Every ground truth 0/2 (class 2 of a map, one class a case), the predictions 0/1: scored as binary
+    masks, each prediction names the wrong class and would get Dice 1. Refused until --num-classes says."""
+    gt = _blob()
+    for d in ("p", "g"):
+        (tmp_path / d).mkdir()
+    for case in ("a", "b"):
+        _save_nifti(tmp_path / "g" / f"{case}.nii.gz", gt * 2, np.eye(4))
+    _save_nifti(tmp_path / "p" / "a.nii.gz", gt * 2, np.eye(4))
+    _save_nifti(tmp_path / "p" / "b.nii.gz", gt * 1, np.eye(4))  # the wrong class
+    code, _, err = run_cli("score", tmp_path / "p", tmp_path / "g", "--out", tmp_path / "o", "--quiet")
+    assert code == 2 and err.count("\n") == 1, err
+    assert "different values (1 in case 'b''s prediction, 2 in case 'a''s ground truth)" in err, err
+    assert "--num-classes 2" in err and "--num-classes 3" in err
+    assert not (tmp_path / "o" / "summary.json").exists()
+    code, _, err = run_cli("score", tmp_path / "p", tmp_path / "g", "--out", tmp_path / "o3", "--quiet",
+                           "--num-classes", "3")
+    assert code == 0, err
+    rows = json.loads((tmp_path / "o3" / "summary.json").read_text())
+    assert rows["dice"]["mean"] == 0.5  # case a right (Dice 1), case b's class 2 missed (Dice 0)
+    # A 0/255 prediction of a 0/1 ground truth, or an empty one: binary conventions, no question.
+    for case in ("a", "b"):
+        _save_nifti(tmp_path / "g" / f"{case}.nii.gz", gt * 1, np.eye(4))
+    _save_nifti(tmp_path / "p" / "a.nii.gz", gt * 255, np.eye(4))
+    _save_nifti(tmp_path / "p" / "b.nii.gz", gt * 0, np.eye(4))
+    code, _, err = run_cli("score", tmp_path / "p", tmp_path / "g", "--out", tmp_path / "o4", "--quiet")
+    assert code == 0, err
+    assert json.loads((tmp_path / "o4" / "summary.json").read_text())["dice"]["mean"] == 0.5
+
+
 def test_score_refuses_masks_binary_scoring_would_merge(tmp_path, run_cli) -> None:
     multi = _blob()
     multi[14:18, 2:6, 2:6] = 2
