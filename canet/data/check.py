@@ -23,7 +23,8 @@ with the file it is in:
 Labels are read for labeled, validation and test cases; unlabeled cases only
 need an image. Conditions that do not stop training (a label without any
 foreground, a case both in training and test, a validation case also in
-training or test, training images stored in more than one orientation, NaN or inf image voxels, a class of a multi-class
+training or test, training images stored in more than one orientation, validation
+images stored in another orientation than the training images, NaN or inf image voxels, a class of a multi-class
 dataset that no labeled training label holds) are *warnings*.
 It never raises for a problem of the data; :func:`ensure_clean` turns a report
 with problems into a :class:`~canet.errors.DataError`.
@@ -169,6 +170,7 @@ class _Stats:
         self.files = 0
         self.units: set[str] = set()
         self.orientations: dict[str, int] = {}
+        self.validation_orientations: dict[str, list[str]] = {}  # axis codes -> validation case ids
         self.labeled_read = 0  # labeled training labels whose values passed the rule
         self.labeled_classes: dict[int, int] = {}  # class -> how many of them hold it
 
@@ -200,7 +202,8 @@ class _Stats:
 
 
 def _check_case(
-    case: Case, need_label: bool, num_classes: int, stats: _Stats, report: CheckReport, training: bool = False
+    case: Case, need_label: bool, num_classes: int, stats: _Stats, report: CheckReport, training: bool = False,
+    validation: bool = False,
 ) -> None:
     """Read one case fully and record its problems and statistics."""
     try:
@@ -209,6 +212,8 @@ def _check_case(
         stats.units.add(geometry.unit)
         if training and geometry.axcodes is not None:
             stats.orientations[geometry.axcodes] = stats.orientations.get(geometry.axcodes, 0) + 1
+        if validation and geometry.axcodes is not None:
+            stats.validation_orientations.setdefault(geometry.axcodes, []).append(case.case_id)
     except DataError as exc:
         report.problems.append(str(exc))
         msg = str(exc)
@@ -381,9 +386,10 @@ def check_dataset(
         from tqdm import tqdm
 
         items = tqdm(jobs, desc="check-data", unit="case")
+    validation_ids = {id(c) for c in spec.validation}
     for case, need_label, training in items:
         try:
-            _check_case(case, need_label, spec.num_classes, stats, report, training)
+            _check_case(case, need_label, spec.num_classes, stats, report, training, id(case) in validation_ids)
         except Exception as exc:  # an unforeseen reader failure is still one line
             report.problems.append(f"{case.image}: cannot check case ({_reason(exc)})")
     if len(stats.orientations) > 1:
@@ -393,6 +399,18 @@ def check_dataset(
             f"{where}: training images come in {len(stats.orientations)} orientations ({counts}); the network "
             "sees each in its stored voxel order, so reorient them to one orientation first"
         )
+    elif len(stats.orientations) == 1:
+        trained = next(iter(stats.orientations))
+        other = {k: v for k, v in stats.validation_orientations.items() if k != trained}
+        if other:
+            where = spec.datalist if spec.datalist is not None else spec.root
+            ids = [i for v in other.values() for i in v]
+            shown = ", ".join(ids[:5]) + (", ..." if len(ids) > 5 else "")
+            report.warnings.append(
+                f"{where}: {len(ids)} validation image(s) are stored in another orientation "
+                f"({', '.join(sorted(other))}) than the training images ({trained}): {shown}; validation "
+                "during training sees them in stored voxel order, so reorient them to the training orientation"
+            )
     if spec.num_classes > 2 and spec.labeled and stats.labeled_read == len(spec.labeled):
         absent = [c for c in range(1, spec.num_classes) if c not in stats.labeled_classes]
         if absent:

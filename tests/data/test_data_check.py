@@ -252,6 +252,32 @@ def test_training_images_in_several_orientations_are_a_warning(tmp_path: Path) -
     assert "orientation of the training images: RAS 2, LAS 1" in report.format()
 
 
+def test_validation_images_in_another_orientation_are_a_warning(tmp_path: Path) -> None:
+    # training in RAS, one validation case stored LAS: the validation of a training run reads it in
+    # stored voxel order, mirrored with respect to what the network learnt; a test case is reoriented
+    # by evaluate, so a LAS test case is fine
+    img = np.random.default_rng(3).normal(size=(12, 12, 8)).astype(np.float32)
+    lab = (img > 1).astype(np.uint8)
+    flipped = np.diag([-1.0, 1.0, 1.0, 1.0])
+    for name, affine in (("a", np.eye(4)), ("b", np.eye(4)), ("v", flipped), ("w", np.eye(4)), ("t", flipped)):
+        nib.save(nib.Nifti1Image(img, affine), str(tmp_path / f"{name}.nii.gz"))
+        nib.save(nib.Nifti1Image(lab, affine), str(tmp_path / f"{name}_seg.nii.gz"))
+
+    def entries(names: str) -> list[dict[str, str]]:
+        return [{"image": f"{n}.nii.gz", "label": f"{n}_seg.nii.gz"} for n in names]
+
+    path = tmp_path / "dataset.json"
+    path.write_text(json.dumps({"training": entries("ab"), "validation": entries("vw"), "test": entries("t")}))
+    report = check_dataset(path)
+    assert report.ok
+    assert report.warnings == [
+        f"{path}: 1 validation image(s) are stored in another orientation (LAS) than the training images (RAS): v; "
+        "validation during training sees them in stored voxel order, so reorient them to the training orientation"
+    ]
+    path.write_text(json.dumps({"training": entries("ab"), "validation": entries("w"), "test": entries("t")}))
+    assert check_dataset(path).warnings == []
+
+
 @pytest.mark.parametrize(("value", "said"), [(np.nan, "1 NaN and 0 inf"), (np.inf, "0 NaN and 1 inf")])
 def test_some_nonfinite_voxels_are_a_warning_naming_the_count(synth_copy: Path, value: float, said: str) -> None:
     target = _h5(synth_copy)
