@@ -257,7 +257,7 @@ def score(
             values = label_values(arr)
             check_label_values(values, num_classes, str(f))
             if inferred_binary and values:
-                object_values.setdefault(int(values[0]), f"case {case!r}'s {what}")
+                object_values.setdefault(int(values[0]), f"the {what} of case {case!r}")
         if len(object_values) > 1 and not set(object_values) <= BINARY_CONVENTIONS:
             # 0/2 predictions beside 0/1 ground truths: scored as binary masks, a prediction
             # that names the wrong class would score Dice 1

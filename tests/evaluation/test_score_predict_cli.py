@@ -204,7 +204,7 @@ def test_score_asks_when_a_prediction_marks_another_value_than_its_ground_truth(
     _save_nifti(tmp_path / "p" / "b.nii.gz", gt * 1, np.eye(4))  # the wrong class
     code, _, err = run_cli("score", tmp_path / "p", tmp_path / "g", "--out", tmp_path / "o", "--quiet")
     assert code == 2 and err.count("\n") == 1, err
-    assert "different values (1 in case 'b''s prediction, 2 in case 'a''s ground truth)" in err, err
+    assert "different values (1 in the prediction of case 'b', 2 in the ground truth of case 'a')" in err, err
     assert "--num-classes 2" in err and "--num-classes 3" in err
     assert not (tmp_path / "o" / "summary.json").exists()
     code, _, err = run_cli("score", tmp_path / "p", tmp_path / "g", "--out", tmp_path / "o3", "--quiet",
