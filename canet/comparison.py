@@ -595,8 +595,12 @@ class Comparison:
                     st = pair.metrics[m]
                     scale, label = self._scale(m)
                     left = len(pair.only_in_reference) + len(pair.only_in_other)
-                    nan = len(set(st.nan_in_reference) | set(st.nan_in_other))
-                    missed = len(set(pair.missed_reference.get(m, [])) | set(pair.missed_other.get(m, [])))
+                    nan_cases = set(st.nan_in_reference) | set(st.nan_in_other)
+                    nan = len(nan_cases)
+                    missed_cases = set(pair.missed_reference.get(m, [])) | set(pair.missed_other.get(m, []))
+                    if self.distance_penalty is not None:  # a missed case left out for the other side's NaN
+                        missed_cases -= nan_cases          # was not counted at the penalty
+                    missed = len(missed_cases)
                     left_out = f"{left} missing, {nan} NaN"
                     if missed and self.distance_penalty is None:
                         left_out += f" ({missed} missed structure{'s' if missed > 1 else ''})"

@@ -374,6 +374,18 @@ def test_a_missed_structure_is_counted_and_can_weigh_against_the_method(
     assert "b vs a, hd95: 1 missed structure(s) in b counted at 50: c3" in fixed.all_notes()
     assert "0 missing, 0 NaN; 1 missed, counted at the penalty |" in fixed.markdown()
 
+    # c5 holds no structure: a predicts one there (missed the other way: Dice 0, hd95 NaN), b predicts
+    # nothing (Dice 1, hd95 NaN: nothing to measure). b's NaN leaves c5 out of the pair, so a's penalty
+    # is not used there and the table counts one missed case (c3), not two.
+    a["c5"] = {"dice": 0.0, "jaccard": 0.0, "hd95": math.nan, "asd": math.nan}
+    b["c5"] = {"dice": 1.0, "jaccard": 1.0, "hd95": math.nan, "asd": math.nan}
+    write_eval(tmp_path / "a5", a, diagonal=100.0)
+    write_eval(tmp_path / "b5", b, diagonal=100.0)
+    five = compare([tmp_path / "a5", tmp_path / "b5"], resamples=200, distance_penalty=50.0)
+    st = five.pairs[0].metrics["hd95"]
+    assert st.n == 4 and st.nan_in_other == ["c5"]
+    assert "0 missing, 1 NaN; 1 missed, counted at the penalty |" in five.markdown()
+
     code, out, err = run_cli([*map(str, srcs), "--distance-penalty", "diagonal", "--metric", "asd",
                               "--resamples", "200", "--out", str(tmp_path / "o")], capsys)
     assert code == 0, err
