@@ -3,7 +3,8 @@
 #
 # Trains la_canet_8, la_canet_16, la_vnet_16, la_vnet_full and la_sassnet_16 at the
 # paper's settings (the packaged configs of those names, see `canet configs`: 6000
-# iterations, batch 2+2, patch 112x112x80) over three seeds, evaluates the last checkpoint
+# iterations, batch 2+2 for CA-Net and SASSNet, 4 labeled rows for the V-Nets, patch
+# 112x112x80) over three seeds, evaluates the last checkpoint
 # of each run on test.list in `reference` mode with largest-connected-component
 # post-processing, and writes one table (mean and std over seeds) next to the paper's numbers.
 #
