@@ -311,13 +311,19 @@ class TrainLoader:
             "patch_size": list(self.source.patch_size),
         }
 
+    def _case_ids(self) -> dict[str, list[str]]:
+        cases, n = self.source.cases, self.source.n_labeled
+        return {"labeled_ids": [c.case_id for c in cases[:n]], "unlabeled_ids": [c.case_id for c in cases[n:]]}
+
     def state_dict(self) -> dict[str, Any]:
-        """Plain-Python state (ints, lists): the batch count and the settings it depends on."""
+        """Plain-Python state (ints, lists): the batch count, the settings it depends on and
+        the case ids in sampler order (``labeled_ids``, ``unlabeled_ids``)."""
         return {
             "version": STATE_VERSION,
             "batches_drawn": self._drawn,
             "epoch": self.epoch,
             **self._settings(),
+            **self._case_ids(),
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -326,7 +332,8 @@ class TrainLoader:
         Raises:
             ConfigError: the state is malformed or was saved by a loader with
                 other settings (seed, batch sizes, world size, split sizes,
-                patch size), whose sequence this one cannot continue.
+                patch size) or other cases (their ids, in sampler order, where
+                the state records them), whose sequence this one cannot continue.
         """
         if not isinstance(state, Mapping) or "batches_drawn" not in state:
             raise ConfigError("loader state must be a mapping with 'batches_drawn'")
@@ -336,7 +343,28 @@ class TrainLoader:
         for key, mine in self._settings().items():
             if key in state and list(np.atleast_1d(state[key])) != list(np.atleast_1d(mine)):
                 raise ConfigError(
-                    f"loader state was saved with {key}={state[key]!r} but this loader has {key}={mine!r}"
+                    f"the run's batch sequence was saved with {key}={state[key]!r} but now {key}={mine!r}: "
+                    "the data or the batch settings differ from the run's"
+                )
+        for key, mine in self._case_ids().items():
+            saved = state.get(key)
+            if saved is None:  # states written before the ids were recorded
+                continue
+            saved = [str(c) for c in saved]
+            if saved != mine:
+                split = key.split("_")[0]
+                if sorted(saved) == sorted(mine):
+                    how = "the same cases in another order, which changes every batch"
+                else:
+                    gone = [c for c in saved if c not in set(mine)]
+                    new_ = [c for c in mine if c not in set(saved)]
+                    how = (f"{len(gone)} of its {len(saved)} are missing (e.g. {gone[0]!r})" if gone else
+                           f"{len(new_)} more (e.g. {new_[0]!r})")
+                    if gone and new_:
+                        how += f" and {len(new_)} are new (e.g. {new_[0]!r})"
+                raise ConfigError(
+                    f"the data holds other {split} training cases than the run was trained on: {how}; "
+                    "resume with the run's data"
                 )
         self._iter = None
         self._drawn = int(drawn)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 from collections import Counter
 from pathlib import Path
@@ -115,12 +116,35 @@ def test_resume_refuses_a_foreign_state(synth_root: Path) -> None:
     spec = open_dataset(synth_root, labeled=4)
     state = build_train_loader(spec, PATCH, 4, 2, seed=1).state_dict()
     other = build_train_loader(spec, PATCH, 4, 2, seed=2)
-    with pytest.raises(ConfigError, match="saved with seed=1 but this loader has seed=2"):
+    with pytest.raises(ConfigError, match="saved with seed=1 but now seed=2: the data or the batch settings differ"):
         other.load_state_dict(state)
     with pytest.raises(ConfigError, match="batches_drawn must be a whole number >= 0, got -1"):
         other.load_state_dict({"batches_drawn": -1})
     with pytest.raises(ConfigError, match="patch_size"):
         build_train_loader(spec, (16, 16, 16), 4, 2, seed=1).load_state_dict(state)
+
+
+def test_resume_refuses_other_cases_of_the_same_count(synth_root: Path) -> None:
+    # the run's data swapped for other cases (a datalist edited, another folder given with --data):
+    # the counts still match, so only the ids can tell
+    spec = open_dataset(synth_root, labeled=4)
+    state = build_train_loader(spec, PATCH, 4, 2, seed=1).state_dict()
+    ids = [c.case_id for c in spec.labeled]
+    assert state["labeled_ids"] == ids and state["unlabeled_ids"] == [c.case_id for c in spec.unlabeled]
+    swapped = dataclasses.replace(spec, labeled=[*spec.labeled[:3], spec.unlabeled[0]],
+                                  unlabeled=[spec.labeled[3], *spec.unlabeled[1:]])
+    with pytest.raises(ConfigError) as info:
+        build_train_loader(swapped, PATCH, 4, 2, seed=1).load_state_dict(state)
+    assert str(info.value) == (
+        f"the data holds other labeled training cases than the run was trained on: 1 of its 4 are missing "
+        f"(e.g. {ids[3]!r}) and 1 are new (e.g. {spec.unlabeled[0].case_id!r}); resume with the run's data"
+    )
+    reordered = dataclasses.replace(spec, labeled=spec.labeled[::-1])
+    with pytest.raises(ConfigError, match="the same cases in another order, which changes every batch"):
+        build_train_loader(reordered, PATCH, 4, 2, seed=1).load_state_dict(state)
+    # a state saved before the ids were recorded is still accepted
+    old = {k: v for k, v in state.items() if not k.endswith("_ids")}
+    build_train_loader(swapped, PATCH, 4, 2, seed=1).load_state_dict(old)
 
 
 def test_supervised_only_and_size_errors(synth_root: Path) -> None:

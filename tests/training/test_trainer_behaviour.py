@@ -295,6 +295,25 @@ def test_resume_after_the_run_config_was_edited_is_one_line(make_config, tmp_pat
     assert load_checkpoint(run / "checkpoints" / "last.pt")["iteration"] == 2  # left as it was
 
 
+def test_resume_on_other_cases_is_one_line(tiny_data: Path, make_config, tmp_path: Path, capsys) -> None:
+    """--data may move the run's data (another machine), not swap its cases: the same count of other
+    labeled cases used to continue silently on them."""
+    import shutil
+
+    cfg = make_config("vnet", iterations=2, train__checkpoint_every=2)
+    run = tmp_path / "run"
+    Trainer(cfg, run, **QUIET).run()
+    moved = Path(shutil.copytree(tiny_data, tmp_path / "moved"))
+    assert main(["train", "--resume", str(run), "--data", str(moved), "--iterations", "3", "--quiet"]) == 0
+    ids = (moved / "train.list").read_text().split()
+    (moved / "train.list").write_text("\n".join([ids[2], ids[1], ids[0], *ids[3:]]) + "\n")  # case 3 labeled
+    assert main(["train", "--resume", str(run), "--data", str(moved), "--iterations", "4", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"error: the data holds other labeled training cases than the run was trained on: 1 of its 2 "
+                   f"are missing (e.g. {ids[0]!r}) and 1 are new (e.g. {ids[2]!r}); resume with the run's data\n"), err
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["iteration"] == 3  # left as it was
+
+
 def test_training_starts_with_the_dataset_check(tiny_data: Path, make_config, tmp_path: Path, capsys) -> None:
     """The checks of `canet check-data` run when training starts; --skip-data-check skips them."""
     import shutil
