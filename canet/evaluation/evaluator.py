@@ -11,7 +11,6 @@ dataset split and gives the network its training preprocessing.
 from __future__ import annotations
 
 import os
-import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
@@ -29,6 +28,7 @@ from canet.evaluation.checkpoints import (
 )
 from canet.evaluation.notes import nonfinite_warning, print_warning, spacing_mismatch
 from canet.evaluation.oriented import predict_oriented
+from canet.evaluation.results_folder import PREDICTION_SUFFIX, case_file_stem
 from canet.inferers.predict import model_device
 from canet.inferers.settings import InferenceSettings
 from canet.io import file_sha256
@@ -51,10 +51,6 @@ class VolumeLike(Protocol):
     label: np.ndarray | None
     affine: np.ndarray
     spacing: tuple[float, float, float]
-
-
-def _safe_name(case_id: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", case_id) or "case"
 
 
 def evaluate_model(
@@ -174,7 +170,7 @@ def evaluate_model(
             acc.restore(kept)
             warnings.extend(kept.get("warnings", []))
             reoriented += int(bool(kept.get("reoriented", False)))
-            names.add(_safe_name(vol.case_id))
+            names.add(case_file_stem(vol.case_id))
             continue
         if vol.label is None:
             raise DataError(f"case {vol.case_id!r} has no label; evaluation needs ground truth")
@@ -207,7 +203,7 @@ def evaluate_model(
                 sink(message)
         case_spacing = None if unit == "voxels" else tuple(float(s) for s in vol.spacing)
         row = acc.add(vol.case_id, mask, label, spacing=case_spacing, seconds=seconds)
-        name = _safe_name(vol.case_id)
+        name = case_file_stem(vol.case_id)
         if name in names:
             raise DataError(f"two cases map to the same file name {name!r}")
         names.add(name)
@@ -219,7 +215,7 @@ def evaluate_model(
         if save_predictions and out is not None:
             from canet.data import save_nifti
 
-            save_nifti(out / f"{name}_pred.nii.gz", mask.astype(np.uint8), vol.affine, oriented=oriented)
+            save_nifti(out / f"{name}{PREDICTION_SUFFIX}", mask.astype(np.uint8), vol.affine, oriented=oriented)
         if report and out is not None:
             from canet.report import save_case_slices
 

@@ -11,15 +11,33 @@ metrics, or the old ``summary.json`` left by a new evaluation that was killed).
 from __future__ import annotations
 
 import contextlib
+import csv
+import re
 from pathlib import Path
 
 from canet.errors import DataError
 
-__all__ = ["RESULT_FILES", "prepare_results_folder"]
+__all__ = ["RESULT_FILES", "case_file_stem", "prepare_results_folder"]
 
 #: What an evaluation or scoring writes into its folder (and removes on a fresh start).
 RESULT_FILES: tuple[str, ...] = ("metrics.csv", "summary.json", "report.html")
 _SLICES = "report_slices"
+#: Suffix of the masks ``evaluate --save-predictions`` writes, one per case.
+PREDICTION_SUFFIX = "_pred.nii.gz"
+
+
+def case_file_stem(case_id: str) -> str:
+    """The file-name stem of a case's outputs: its id with characters outside ``[A-Za-z0-9._-]`` as ``_``."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", case_id) or "case"
+
+
+def _listed_cases(metrics_csv: Path) -> list[str]:
+    """The case ids of an earlier ``metrics.csv`` (none when it is missing or unreadable)."""
+    try:
+        with open(metrics_csv, newline="", encoding="utf-8", errors="replace") as fh:
+            return [row["case"] for row in csv.DictReader(fh) if row.get("case")]
+    except (OSError, csv.Error, KeyError):
+        return []
 
 
 def prepare_results_folder(out: Path, fresh: bool) -> None:
@@ -29,9 +47,11 @@ def prepare_results_folder(out: Path, fresh: bool) -> None:
     once all its cases are, so a start that is refused or killed before then
     leaves the earlier results whole.
 
-    Earlier results are :data:`RESULT_FILES` and the ``.npz`` files of
-    ``report_slices/``; nothing else is touched (saved ``*_pred.nii.gz`` masks
-    are overwritten case by case when masks are saved again).
+    Earlier results are :data:`RESULT_FILES`, the ``.npz`` files of
+    ``report_slices/`` and the saved masks ``<case>_pred.nii.gz`` of the cases the
+    earlier ``metrics.csv`` lists (a new evaluation of other weights would otherwise
+    sit beside the old one's masks); nothing else is touched, so masks of other
+    origin in the folder stay.
 
     Raises:
         DataError: ``out`` is a training run folder (it holds ``config.yaml`` or
@@ -44,6 +64,8 @@ def prepare_results_folder(out: Path, fresh: bool) -> None:
         )
     if not fresh or not out.is_dir():  # a new folder, or a file in the way: the writers say so
         return
+    for case in _listed_cases(out / "metrics.csv"):
+        (out / f"{case_file_stem(case)}{PREDICTION_SUFFIX}").unlink(missing_ok=True)
     for name in RESULT_FILES:
         (out / name).unlink(missing_ok=True)
     slices = out / _SLICES

@@ -80,6 +80,21 @@ def test_a_fresh_evaluation_removes_the_results_of_the_last_one(tmp_path) -> Non
     assert not (out / "summary.json").exists() and not (out / "metrics.csv").exists()
 
 
+def test_a_fresh_evaluation_removes_the_masks_of_the_last_one(tmp_path) -> None:
+    # the first evaluation saved its masks; the second (other weights, no --save-predictions) must not
+    # leave them beside its own metrics as if they were its predictions
+    out = tmp_path / "eval"
+    _evaluate(out, save_predictions=True)
+    (out / "mine_pred.nii.gz").write_bytes(b"not canet's")  # a case the last evaluation did not list
+    assert len(list(out.glob("c*_pred.nii.gz"))) == 3
+    old_voxels = nib.load(out / "c0_pred.nii.gz").get_fdata().sum()
+    _evaluate(out, t=0.9)
+    assert sorted(p.name for p in out.glob("*_pred.nii.gz")) == ["mine_pred.nii.gz"]
+    # saved again: the new evaluation's masks, of its own weights (t = 0.9 keeps fewer voxels)
+    _evaluate(out, t=0.9, save_predictions=True)
+    assert nib.load(out / "c0_pred.nii.gz").get_fdata().sum() < old_voxels
+
+
 def test_resume_refuses_to_leave_kept_cases_without_their_files(tmp_path) -> None:
     out = tmp_path / "eval"
     _evaluate(out)
