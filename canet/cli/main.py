@@ -113,8 +113,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         detail = f" ({exc})" if str(exc) else ""
         print(f"error: not enough memory{detail}; use smaller inputs or settings", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        # train and evaluate say where they can go on from; elsewhere there is nothing to add
+        detail = f": {exc}" if str(exc) else ""
+        print(f"error: interrupted{detail}", file=sys.stderr)
         return 130
 
 

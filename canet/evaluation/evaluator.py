@@ -156,77 +156,84 @@ def evaluate_model(
         header.update({k: True for k, on in (("save_predictions", save_predictions), ("report", report)) if on})
         journal = CaseJournal(out, header)
         done = journal.open(resume)
-    for vol in items:
-        unit = "voxels" if spacing == "voxels" else getattr(vol, "spacing_unit", "mm")
-        if units and unit not in units:
-            other = next(iter(units))
-            raise DataError(
-                f"case {vol.case_id!r} has distances in {unit} but case {units[other]!r} in {other} "
-                "(its file states no voxel size); evaluate with --spacing voxels"
-            )
-        units.setdefault(unit, vol.case_id)
-        if vol.case_id in done:  # scored before a kill: counted again, not predicted
-            kept = done[vol.case_id]
-            acc.restore(kept)
-            warnings.extend(kept.get("warnings", []))
-            reoriented += int(bool(kept.get("reoriented", False)))
-            names.add(case_file_stem(vol.case_id))
-            continue
-        if vol.label is None:
-            raise DataError(f"case {vol.case_id!r} has no label; evaluation needs ground truth")
-        image = np.asarray(vol.image)
-        label = np.asarray(vol.label)
-        if image.shape[-3:] != label.shape:
-            raise DataError(f"case {vol.case_id!r}: image shape {image.shape} and label shape {label.shape} differ")
-        oriented = bool(getattr(vol, "oriented", True))
-        notes = []
-        nonfinite = int(getattr(vol, "nonfinite", 0))
-        if nonfinite:
-            notes.append(nonfinite_warning(f"case {vol.case_id!r}", nonfinite))
-        if orientation is not None and not oriented:
-            notes.append(f"case {vol.case_id!r}: the file states no orientation; predicted in its stored voxel order")
-        for message in notes:
-            warnings.append(message)
-            sink(message)
-        start = time.perf_counter()
-        mask, _, turn = predict_oriented(
-            model, image, vol.affine, patch, orientation=orientation, oriented=oriented, settings=s,
-        )
-        seconds = time.perf_counter() - start
-        reoriented += int(turn is not None and not turn.identity)
-        if train_spacing is not None and getattr(vol, "spacing_unit", "mm") == "mm":
-            seen = turn.spacing if turn is not None else tuple(float(v) for v in vol.spacing)
-            message = spacing_mismatch(f"case {vol.case_id!r}", seen, train_spacing)
-            if message:
-                notes.append(message)
+    try:
+        for vol in items:
+            unit = "voxels" if spacing == "voxels" else getattr(vol, "spacing_unit", "mm")
+            if units and unit not in units:
+                other = next(iter(units))
+                raise DataError(
+                    f"case {vol.case_id!r} has distances in {unit} but case {units[other]!r} in {other} "
+                    "(its file states no voxel size); evaluate with --spacing voxels"
+                )
+            units.setdefault(unit, vol.case_id)
+            if vol.case_id in done:  # scored before a kill: counted again, not predicted
+                kept = done[vol.case_id]
+                acc.restore(kept)
+                warnings.extend(kept.get("warnings", []))
+                reoriented += int(bool(kept.get("reoriented", False)))
+                names.add(case_file_stem(vol.case_id))
+                continue
+            if vol.label is None:
+                raise DataError(f"case {vol.case_id!r} has no label; evaluation needs ground truth")
+            image = np.asarray(vol.image)
+            label = np.asarray(vol.label)
+            if image.shape[-3:] != label.shape:
+                raise DataError(f"case {vol.case_id!r}: image shape {image.shape} and label shape {label.shape} differ")
+            oriented = bool(getattr(vol, "oriented", True))
+            notes = []
+            nonfinite = int(getattr(vol, "nonfinite", 0))
+            if nonfinite:
+                notes.append(nonfinite_warning(f"case {vol.case_id!r}", nonfinite))
+            if orientation is not None and not oriented:
+                notes.append(f"case {vol.case_id!r}: the file states no orientation; predicted in its stored voxel order")
+            for message in notes:
                 warnings.append(message)
                 sink(message)
-        case_spacing = None if unit == "voxels" else tuple(float(s) for s in vol.spacing)
-        row = acc.add(vol.case_id, mask, label, spacing=case_spacing, seconds=seconds)
-        name = case_file_stem(vol.case_id)
-        if name in names:
-            raise DataError(f"two cases map to the same file name {name!r}")
-        names.add(name)
-        if out is not None and not resume and not cleared:
-            # The first case of a new evaluation is scored: the last one's results go now (not at the
-            # start, so a start that is refused or killed before any case leaves them as they were).
-            prepare_results_folder(out, fresh=True)
-            cleared = True
-        if save_predictions and out is not None:
-            from canet.data import save_nifti
-
-            save_nifti(out / f"{name}{PREDICTION_SUFFIX}", mask.astype(np.uint8), vol.affine, oriented=oriented)
-        if report and out is not None:
-            from canet.report import save_case_slices
-
-            save_case_slices(
-                out / "report_slices" / f"{name}.npz", vol.case_id, image if image.ndim == 3 else image[0],
-                label, mask, vol.spacing, row["dice"],
+            start = time.perf_counter()
+            mask, _, turn = predict_oriented(
+                model, image, vol.affine, patch, orientation=orientation, oriented=oriented, settings=s,
             )
-        if journal is not None:  # last: a case in the journal has its files written too
-            # with its warnings and turn, so a resumed evaluation writes the same summary
-            moved = bool(turn is not None and not turn.identity)
-            journal.add({**acc.entry(vol.case_id), "warnings": notes, "reoriented": moved})
+            seconds = time.perf_counter() - start
+            reoriented += int(turn is not None and not turn.identity)
+            if train_spacing is not None and getattr(vol, "spacing_unit", "mm") == "mm":
+                seen = turn.spacing if turn is not None else tuple(float(v) for v in vol.spacing)
+                message = spacing_mismatch(f"case {vol.case_id!r}", seen, train_spacing)
+                if message:
+                    notes.append(message)
+                    warnings.append(message)
+                    sink(message)
+            case_spacing = None if unit == "voxels" else tuple(float(s) for s in vol.spacing)
+            row = acc.add(vol.case_id, mask, label, spacing=case_spacing, seconds=seconds)
+            name = case_file_stem(vol.case_id)
+            if name in names:
+                raise DataError(f"two cases map to the same file name {name!r}")
+            names.add(name)
+            if out is not None and not resume and not cleared:
+                # The first case of a new evaluation is scored: the last one's results go now (not at the
+                # start, so a start that is refused or killed before any case leaves them as they were).
+                prepare_results_folder(out, fresh=True)
+                cleared = True
+            if save_predictions and out is not None:
+                from canet.data import save_nifti
+
+                save_nifti(out / f"{name}{PREDICTION_SUFFIX}", mask.astype(np.uint8), vol.affine, oriented=oriented)
+            if report and out is not None:
+                from canet.report import save_case_slices
+
+                save_case_slices(
+                    out / "report_slices" / f"{name}.npz", vol.case_id, image if image.ndim == 3 else image[0],
+                    label, mask, vol.spacing, row["dice"],
+                )
+            if journal is not None:  # last: a case in the journal has its files written too
+                # with its warnings and turn, so a resumed evaluation writes the same summary
+                moved = bool(turn is not None and not turn.identity)
+                journal.add({**acc.entry(vol.case_id), "warnings": notes, "reoriented": moved})
+    except KeyboardInterrupt:
+        if journal is None:
+            raise
+        raise KeyboardInterrupt(
+            f"{len(acc.rows)} case(s) scored are kept in {out}; the same command with --resume goes on from them"
+        ) from None
     if not acc.rows:
         raise DataError("no cases to evaluate")
     extra: dict[str, Any] = {**s.record(run_device), "patch_size": list(patch)}

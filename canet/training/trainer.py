@@ -219,6 +219,7 @@ class Trainer:
         self._log = log or (lambda msg: print(msg, flush=True))
         self._ready = False
         self.iteration = 0
+        self.iteration_saved: int | None = None  # iteration of the last last.pt written or resumed from
         self.best_val: float | None = None
         self.last_logs: dict[str, float] = {}
         self._run_log: RunLog | None = None
@@ -475,6 +476,7 @@ class Trainer:
         reseed = reseed_value(self.cfg.seed, self.dist.rank, int(payload["iteration"]))
         restore_rank_state(ranks[self.dist.rank], self.loader, self.device, self.noise_gen, reseed)
         self.iteration = int(payload["iteration"])
+        self.iteration_saved = self.iteration
         self.best_val = payload.get("best_val_dice")
         self.clock = RunClock.from_dict(payload.get("clock"))
 
@@ -501,6 +503,7 @@ class Trainer:
 
     def _save(self, payload: dict[str, Any], path: Path) -> None:
         save_checkpoint(payload, path)
+        self.iteration_saved = self.iteration
         self._write_progress("running")
         for hook in self.hooks:
             hook.on_checkpoint(self, self.iteration, path)
@@ -795,6 +798,13 @@ class Trainer:
                         self._save(payload, last_path)
                     barrier(self.dist)
                     self._ckpt_timer.reset()
+        except KeyboardInterrupt:
+            # Ctrl-C: say where the run can go on from (what a kill would leave, said in words)
+            self._write_progress("interrupted")
+            saved = self.iteration_saved
+            where = (f"its last checkpoint (iteration {saved}) is kept; canet train --resume {self.run_dir} "
+                     "goes on from it" if saved is not None else "no checkpoint was written yet")
+            raise KeyboardInterrupt(f"training stopped at iteration {self.iteration}; {where}") from None
         finally:
             if heartbeat is not None:
                 heartbeat.close()

@@ -43,6 +43,15 @@ def test_failures_outside_canet_are_one_line(monkeypatch, capsys, failure, expec
     assert code == 2 and err == expected
 
 
+@pytest.mark.parametrize(("failure", "expected"), [
+    (KeyboardInterrupt(), "error: interrupted\n"),
+    (KeyboardInterrupt("training stopped at iteration 7; ..."), "error: interrupted: training stopped at iteration 7; ...\n"),
+])
+def test_ctrl_c_is_one_line_with_exit_130(monkeypatch, capsys, failure, expected) -> None:
+    code, err = _run_with(monkeypatch, capsys, failure)
+    assert code == 130 and err == expected
+
+
 def test_an_unexpected_os_error_without_a_file_is_not_hidden(monkeypatch, capsys) -> None:
     with pytest.raises(OSError, match="Connection reset"):  # a bug's traceback stays visible
         _run_with(monkeypatch, capsys, OSError(errno.ECONNRESET, "Connection reset"))

@@ -76,6 +76,26 @@ def _evaluate(vols, out, **kw):
     return evaluate_model(Threshold(), vols, (16, 16, 8), out_dir=out, mode="fast", spacing="mm", **kw)
 
 
+def _ctrl_c_after(vols: list, n: int):
+    for k, vol in enumerate(vols):
+        if k == n:
+            raise KeyboardInterrupt
+        yield vol
+
+
+def test_ctrl_c_says_how_many_cases_are_kept(tmp_path, counted) -> None:
+    out = tmp_path / "eval"
+    with pytest.raises(KeyboardInterrupt) as info:
+        _evaluate(_ctrl_c_after(_volumes(), 2), out)
+    assert str(info.value) == f"2 case(s) scored are kept in {out}; the same command with --resume goes on from them"
+    counted.clear()
+    _evaluate(_volumes(), out, resume=True)
+    assert len(counted) == 2  # as said: the two kept cases are not predicted again
+    with pytest.raises(KeyboardInterrupt) as info:  # without a folder nothing is kept: nothing to add
+        evaluate_model(Threshold(), _ctrl_c_after(_volumes(), 1), (16, 16, 8), mode="fast", spacing="mm")
+    assert str(info.value) == ""
+
+
 def test_resume_keeps_scored_cases_and_gives_the_uninterrupted_results(tmp_path, counted) -> None:
     vols = _volumes()
     whole = _evaluate(vols, tmp_path / "whole")

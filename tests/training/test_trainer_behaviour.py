@@ -101,6 +101,34 @@ class PoisonAt(Hook):
                     p.fill_(float("nan"))
 
 
+class CtrlCAt(Hook):
+    """Raise KeyboardInterrupt (what Ctrl-C does) before step ``at``."""
+
+    def __init__(self, at: int) -> None:
+        self.at = at
+
+    def on_step_start(self, trainer, iteration):
+        if iteration == self.at:
+            raise KeyboardInterrupt
+
+
+def test_ctrl_c_says_where_the_run_goes_on_from(make_config, tmp_path: Path) -> None:
+    from canet.training.trainer import resume
+
+    run = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt) as info:  # before any checkpoint
+        Trainer(make_config("vnet", iterations=4, train__checkpoint_every=2), run, hooks=[CtrlCAt(1)], **QUIET).run()
+    assert str(info.value) == "training stopped at iteration 1; no checkpoint was written yet"
+    assert json.loads((run / "progress.json").read_text())["status"] == "interrupted"
+    with pytest.raises(KeyboardInterrupt) as info:  # iterations 0-2 done, last.pt at 2
+        resume(run, quiet=True, hooks=[CtrlCAt(3)])
+    assert str(info.value) == (f"training stopped at iteration 3; its last checkpoint (iteration 2) is kept; "
+                               f"canet train --resume {run} goes on from it")
+    with pytest.raises(KeyboardInterrupt, match=r"^training stopped at iteration 2; its last checkpoint \(iteration 2\)"):
+        resume(run, quiet=True, hooks=[CtrlCAt(2)])  # interrupted again at once: the checkpoint it resumed from
+    assert resume(run, quiet=True).iteration == 4
+
+
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(make_config, tmp_path: Path) -> None:
     cfg = make_config("canet", iterations=6, train__checkpoint_every=2)
     run = tmp_path / "run"
