@@ -43,11 +43,11 @@ def _add_inference_options(p: argparse.ArgumentParser) -> None:
                    help="device the network runs on: auto (default: CUDA if available, else cpu), cpu, cuda, cuda:N")
     p.add_argument("--amp", choices=AMP_CHOICES, default="none",
                    help="autocast of the network: none (default, fp32 in both modes) or bf16 (CUDA only); "
-                        "recorded in summary.json")
+                        "recorded in evaluate's summary.json")
     p.add_argument("--decision", choices=DECISIONS, default="probability",
                    help="one-channel networks: 'probability' (default: average the windows' sigmoid "
                         "probabilities, keep > 0.5) or 'relu' (the authors' CA-Net test rule, reference mode "
-                        "only: average max(logit, 0), keep > 0.5); recorded in summary.json")
+                        "only: average max(logit, 0), keep > 0.5); recorded in evaluate's summary.json")
     p.add_argument("--sums-on-cpu", action="store_true",
                    help="keep the sliding-window sums in CPU memory (default: on the network's device, "
                         "copied back once per volume; for volumes too large for GPU memory)")

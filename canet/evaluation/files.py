@@ -22,8 +22,18 @@ def _is_image(path: Path) -> bool:
     return path.is_file() and path.name.lower().endswith(IMAGE_SUFFIXES) and not path.name.startswith(".")
 
 
-def find_image_files(inputs: Sequence[str | os.PathLike[str]]) -> list[Path]:
+#: Stem endings of the files ``canet predict`` writes; a folder's files with them are outputs, not scans.
+OUTPUT_STEM_ENDINGS: tuple[str, ...] = ("_pred", "_prob")
+
+
+def find_image_files(
+    inputs: Sequence[str | os.PathLike[str]], skipped: list[Path] | None = None
+) -> list[Path]:
     """Image files named by ``inputs`` (files, or folders whose images are taken, sorted).
+
+    A folder is not searched below its own files, and its files named like canet's
+    outputs (``<name>_pred.*``, ``<name>_prob.*``: masks of an earlier run into the same
+    folder) are left out and appended to ``skipped``; a file named on its own is always taken.
 
     Raises:
         DataError: an input does not exist, or no image file was found.
@@ -32,7 +42,12 @@ def find_image_files(inputs: Sequence[str | os.PathLike[str]]) -> list[Path]:
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            files.extend(sorted(f for f in p.iterdir() if _is_image(f)))
+            for f in sorted(f for f in p.iterdir() if _is_image(f)):
+                if strip_suffix(f.name).endswith(OUTPUT_STEM_ENDINGS):
+                    if skipped is not None:
+                        skipped.append(f)
+                    continue
+                files.append(f)
         elif p.is_file():
             if not p.name.lower().endswith(IMAGE_SUFFIXES):
                 raise DataError(f"not a {IMAGE_FORMATS} file ({', '.join(IMAGE_SUFFIXES)}): {p}")
@@ -40,7 +55,11 @@ def find_image_files(inputs: Sequence[str | os.PathLike[str]]) -> list[Path]:
         else:
             raise DataError(f"input not found: {p}")
     if not files:
-        raise DataError(f"no {IMAGE_FORMATS} files matched {', '.join(str(i) for i in inputs)}")
+        outputs = " (only files named like canet's outputs, *_pred / *_prob, which are left out)" if skipped else ""
+        raise DataError(
+            f"no {IMAGE_FORMATS} files matched {', '.join(str(i) for i in inputs)}{outputs}; "
+            "a folder's own files are taken, not those of its sub-folders"
+        )
     return files
 
 

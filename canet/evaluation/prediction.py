@@ -43,7 +43,8 @@ def predict_files(
     ``<name>_prob.nii.gz`` (float32: the foreground probability, or a 4D
     ``X x Y x Z x K`` map for multi-class; with ``decision="relu"`` the mean
     ReLU(logit) the authors' rule thresholds at 0.5, not a probability). An
-    output name that is one of the inputs is refused before anything is written. NaN and infinite voxels are set to
+    output name that is one of the inputs is refused before anything is written; a folder's
+    files named like these outputs are left out (with a warning). NaN and infinite voxels are set to
     the scan's smallest finite value (with a warning naming their count).
     Images are z-scored over the whole volume when the network was trained on
     z-scored images, and predicted in the training orientation (see the module
@@ -57,16 +58,18 @@ def predict_files(
         The mask files written, in input order.
     """
     s = InferenceSettings.make(settings, **changes)
-    files = find_image_files(inputs)
+    skipped: list[Path] = []
+    files = find_image_files(inputs, skipped)
     stems = [strip_suffix(f.name) for f in files]
     dupes = sorted({s for s in stems if stems.count(s) > 1})
     if dupes:
-        raise DataError(f"two inputs would write the same output name: {dupes[0]!r}")
+        first, second = [f for f, stem in zip(files, stems) if stem == dupes[0]][:2]
+        raise DataError(f"two inputs would write the same output name {dupes[0]!r}: {first} and {second}")
     out = Path(out_dir)
     if out.exists() and not out.is_dir():  # found now, not after the network has run on every scan
         raise DataError(f"cannot write into {out}: {out} is a file, not a folder")
     suffixes = ("_pred", "_prob") if probabilities else ("_pred",)
-    inputs_at = {f.resolve(): f for f in files}
+    inputs_at = {f.resolve(): f for f in (*files, *skipped)}  # an earlier output left out is still not overwritten
     for stem in stems:  # never write over a scan being segmented (out_dir may be the input folder)
         for suffix in suffixes:
             target = out / f"{stem}{suffix}.nii.gz"
@@ -86,6 +89,10 @@ def predict_files(
     use_lcc = (recorded["lcc"] if recorded["lcc"] is not None else True) if s.lcc is None else bool(s.lcc)
     s = s.replace(lcc=use_lcc, device=str(device))
     sink = warn or print_warning
+    if skipped:
+        shown = ", ".join(f.name for f in skipped[:3]) + (", ..." if len(skipped) > 3 else "")
+        sink(f"left out {len(skipped)} file(s) named like canet's outputs (*_pred, *_prob): {shown}; "
+             "name such a file on its own to segment it")
     note = older_checkpoint_note(str(checkpoint), recorded, normalize, use_lcc)
     if note:
         sink(note)

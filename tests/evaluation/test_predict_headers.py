@@ -47,6 +47,37 @@ def test_predict_never_writes_over_an_input(tmp_path, run_cli, checkpoint) -> No
     assert (folder / "b_pred.nii.gz").is_file()
 
 
+def test_predict_leaves_earlier_outputs_in_a_folder_out(tmp_path, run_cli, checkpoint) -> None:
+    # a folder segmented before into itself holds b_pred / b_prob; segmenting the folder again into
+    # another one used to segment those masks too (b_pred_pred.nii.gz)
+    folder = tmp_path / "s"
+    folder.mkdir()
+    for name in ("b.nii.gz", "b_pred.nii.gz", "b_prob.nii.gz", "c.nii.gz"):
+        nib.save(nib.Nifti1Image(_image(), np.eye(4)), str(folder / name))
+    code, _, err = run_cli("predict", checkpoint, folder, "-o", tmp_path / "o", "--quiet")
+    assert code == 0, err
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["b_pred.nii.gz", "c_pred.nii.gz"]
+    assert ("warning: left out 2 file(s) named like canet's outputs (*_pred, *_prob): b_pred.nii.gz, "
+            "b_prob.nii.gz; name such a file on its own to segment it") in err
+    code, _, err = run_cli("predict", checkpoint, folder / "b_pred.nii.gz", "-o", tmp_path / "o2", "--quiet")
+    assert code == 0 and (tmp_path / "o2" / "b_pred_pred.nii.gz").is_file()  # named on its own: taken
+    only = tmp_path / "only"
+    only.mkdir()
+    (folder / "b_pred.nii.gz").rename(only / "b_pred.nii.gz")
+    code, _, err = run_cli("predict", checkpoint, only, "-o", tmp_path / "o3", "--quiet")
+    assert code == 2 and err.count("\n") == 1
+    assert "(only files named like canet's outputs, *_pred / *_prob, which are left out)" in err
+
+
+def test_two_inputs_with_one_output_name_are_both_named(tmp_path, run_cli, checkpoint) -> None:
+    for folder in ("x", "y"):
+        (tmp_path / folder).mkdir()
+        nib.save(nib.Nifti1Image(_image(), np.eye(4)), str(tmp_path / folder / "scan.nii.gz"))
+    code, _, err = run_cli("predict", checkpoint, tmp_path / "x", tmp_path / "y", "-o", tmp_path / "o", "--quiet")
+    assert code == 2 and err == (f"error: two inputs would write the same output name 'scan': "
+                                 f"{tmp_path / 'x' / 'scan.nii.gz'} and {tmp_path / 'y' / 'scan.nii.gz'}\n")
+
+
 @pytest.mark.parametrize(
     ("space", "flips", "oriented"),
     [
