@@ -80,6 +80,7 @@ from canet.training.schema import (
     ValidationConfig,
     build_config,
     check_values,
+    unknown_key,
 )
 
 #: The registered method names, in the registry's order.
@@ -165,7 +166,7 @@ def apply_overrides(data: Mapping[str, Any], overrides: Mapping[str, Any]) -> di
         for i, part in enumerate(parts):
             hints = typing.get_type_hints(cls)
             if part not in hints:
-                raise ConfigError(f"unknown config key {dotted!r}")
+                raise unknown_key(dotted, hints, at=i)
             tp = hints[part]
             last = i == len(parts) - 1
             if dataclasses.is_dataclass(tp):

@@ -297,6 +297,20 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     raise ConfigError(f"{key} must be {_type_name(tp)}, got {value!r}")
 
 
+def unknown_key(dotted: str, known: typing.Iterable[str], at: int = -1) -> ConfigError:
+    """The error for a config key ``dotted`` whose part ``at`` (default the last) is none of
+    ``known`` (the names beside it), with the closest one as a guess (``model.nfilters``:
+    did you mean ``model.n_filters``?)."""
+    import difflib
+
+    parts = dotted.split(".")
+    close = difflib.get_close_matches(parts[at], list(known), n=1, cutoff=0.75)
+    if close:
+        parts[at] = close[0]
+    hint = f"; did you mean {'.'.join(parts)!r}?" if close else ""
+    return ConfigError(f"unknown config key {dotted!r}{hint}")
+
+
 def _build(cls: type[Any], data: Mapping[str, Any], prefix: str = "") -> Any:
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
@@ -304,7 +318,7 @@ def _build(cls: type[Any], data: Mapping[str, Any], prefix: str = "") -> Any:
     for key, value in data.items():
         dotted = f"{prefix}{key}"
         if not isinstance(key, str) or key not in names:
-            raise ConfigError(f"unknown config key {dotted!r}")
+            raise unknown_key(dotted, names)
         tp = hints[key]
         if dataclasses.is_dataclass(tp):
             if value is None:

@@ -29,8 +29,9 @@ def write(tmp_path: Path, text: str) -> Path:
 @pytest.mark.parametrize(
     ("data", "message"),
     [
-        ({"optimiser": {"lr": 0.1}}, "unknown config key 'optimiser'"),
-        ({"optimizer": {"lrate": 0.1}}, "unknown config key 'optimizer.lrate'"),
+        ({"optimiser": {"lr": 0.1}}, "^unknown config key 'optimiser'; did you mean 'optimizer'\\?$"),
+        ({"optimizer": {"lrate": 0.1}}, "^unknown config key 'optimizer.lrate'$"),  # nothing close enough
+        ({"model": {"nfilters": 4}}, "^unknown config key 'model.nfilters'; did you mean 'model.n_filters'\\?$"),
         (
             {"data": {"patch_size": [100, 112, 80]}},
             r"patch_size must be 3 positive multiples of 16, got \[100, 112, 80\]",
@@ -78,7 +79,7 @@ def test_yaml_file_errors(tmp_path: Path, monkeypatch) -> None:
         load_config(write(tmp_path, "method: canet\ndata: [1, 2\n"))
     with pytest.raises(ConfigError, match="must hold a mapping"):
         load_config(write(tmp_path, "- 1\n- 2\n"))
-    with pytest.raises(ConfigError, match="unknown config key 'optimiser.lr'"):
+    with pytest.raises(ConfigError, match="unknown config key 'optimiser.lr'; did you mean 'optimizer.lr'"):
         load_config(write(tmp_path, "method: canet\n"), ["optimiser.lr=0.1"])
     (tmp_path / "latin1.yaml").write_bytes(b"\xff\xfe method: canet\n")
     with pytest.raises(ConfigError, match=r"^cannot read .*latin1.yaml: it is not UTF-8 text$"):
