@@ -68,6 +68,8 @@ DATA_KEYS: tuple[str, ...] = ("data", "gt")
 #: config.yaml keys that may differ between the seeds of one config without a note.
 SEED_FREE_KEYS: frozenset[str] = frozenset({"seed", "data.root", "data.num_workers", "train.device"})
 DISTANCE_METRICS: tuple[str, ...] = ("hd95", "asd")
+#: Below this many paired cases a pair's notes say that its CI and p-value rest on few cases.
+FEW_CASES = 10
 
 __all__ = [
     "Comparison",
@@ -857,6 +859,13 @@ def compare_groups(
     unit_note = _unrecorded_unit_note(groups, metrics, unit)
     if unit_note is not None:
         comparison.notes.append(unit_note)
+    for pair in pairs:
+        fewest = min(pair.metrics[m].n for m in metrics)
+        if 0 < fewest < FEW_CASES:
+            comparison.notes.append(
+                f"{pair.other} vs {pair.reference}: only {fewest} paired case(s); the bootstrap CI and the "
+                "p-value rest on too few cases to say much"
+            )
     if len(groups) > 2:
         comparison.notes.append(
             f"{len(pairs)} comparisons with {ref.name}: the p-values are not corrected for multiple comparisons"
@@ -941,9 +950,20 @@ def _sources(group: Group) -> str:
 
 
 def _setting_notes(groups: Sequence[Group]) -> list[str]:
+    """What each group scored, and the evaluation settings that differ between groups.
+
+    The checkpoints are named in the "scored" notes only (that they differ is what a comparison
+    of methods is about); a setting that one group does not record (``canet score`` runs no
+    network, so it has no windows or mode) is no difference worth a note, except the data.
+    """
     notes = [f"{g.name} scored: {_sources(g)}" for g in groups]
     for key in SETTING_KEYS:
-        per_group = {g.name: json.dumps(g.members[0].summary.get(key)) for g in groups}
+        if key == "checkpoint":
+            continue
+        raw = [g.members[0].summary.get(key) for g in groups]
+        if key not in DATA_KEYS and any(v is None for v in raw):
+            continue
+        per_group = {g.name: json.dumps(v) for g, v in zip(groups, raw)}
         if len(set(per_group.values())) > 1:
             text = f"evaluation {key} differs: " + ", ".join(f"{n}={v}" for n, v in per_group.items())
             if key in DATA_KEYS:

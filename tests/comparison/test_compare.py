@@ -140,6 +140,7 @@ def test_nan_distances_are_left_out_and_counted(tmp_path: Path, base_dice: dict[
     assert "b vs a, hd95: 1 case(s) NaN in a, left out: case01" in md
     assert "b vs a, hd95: 1 case(s) NaN in b, left out: case02" in md
     assert "| 4.00 ± 0.00 (1 NaN) |" in md
+    assert "paired case(s)" not in md  # 10 and 12 cases: no small-sample note
 
 
 def test_seeds_are_aggregated(tmp_path: Path) -> None:
@@ -210,6 +211,7 @@ def test_seed_means_cover_the_same_cases(tmp_path: Path, capsys: pytest.CaptureF
     code, out, _ = run_cli([str(tmp_path / "A"), str(tmp_path / "B"), "--metric", "hd95", "--resamples", "50"], capsys)
     assert code == 0
     assert "| A | 2 | s1, s2 | 5.50 ± 0.00 (1 NaN case left out) |" in out
+    assert "- B vs A: only 2 paired case(s); the bootstrap CI and the p-value rest on too few cases" in out
 
 
 def test_a_case_missing_in_one_seed_is_named(tmp_path: Path) -> None:
@@ -322,11 +324,11 @@ def test_each_side_is_named_and_different_data_is_said(tmp_path: Path, base_dice
     write_eval(tmp_path / "b", dice_rows(base_dice), data="/data/LA", split="test", checkpoint="/runs/b/last.pt")
     write_eval(tmp_path / "c", dice_rows(base_dice), data="/data/LA_copy", split="test",
                checkpoint="/runs/b/last.pt")
-    write_eval(tmp_path / "s", dice_rows(base_dice), gt="/masks/gt")
+    write_eval(tmp_path / "s", dice_rows(base_dice), gt="/masks/gt", mode=None)  # canet score: no windows
     notes = compare([tmp_path / "a", tmp_path / "b"], metrics=["dice"], resamples=50).all_notes()
     assert "a scored: data /data/LA; split test; checkpoint /runs/a/last.pt" in notes
     assert "b scored: data /data/LA; split test; checkpoint /runs/b/last.pt" in notes
-    assert 'evaluation checkpoint differs: a="/runs/a/last.pt", b="/runs/b/last.pt"' in notes
+    assert not any("differs" in n for n in notes)  # the checkpoints are what is compared, named above
     assert not any("data differs" in n for n in notes)
     notes = compare([tmp_path / "b", tmp_path / "c"], metrics=["dice"], resamples=50).all_notes()
     assert (
@@ -337,6 +339,10 @@ def test_each_side_is_named_and_different_data_is_said(tmp_path: Path, base_dice
     comparison = compare([tmp_path / "a", tmp_path / "s"], metrics=["dice"], resamples=50)
     assert "s scored: gt /masks/gt" in comparison.all_notes()
     assert any(n.startswith("evaluation gt differs: a=null, s=") for n in comparison.all_notes())
+    assert not any(n.startswith("evaluation mode differs") for n in comparison.all_notes())  # s ran no network
+    write_eval(tmp_path / "f", dice_rows(base_dice), data="/data/LA", split="test", mode="fast")
+    notes = compare([tmp_path / "a", tmp_path / "f"], metrics=["dice"], resamples=50).all_notes()
+    assert 'evaluation mode differs: a="reference", f="fast"' in notes  # both recorded: said
     groups = comparison.to_dict()["groups"]
     assert groups[0]["data"] == ["/data/LA"] and groups[1]["gt"] == ["/masks/gt"] and groups[1]["data"] == []
 
