@@ -74,7 +74,8 @@ class CheckReport:
     def format(self) -> str:
         """The summary, warnings and problems as printable text."""
         s = self.summary
-        lines = [f"dataset: {s.get('source', '?')} ({s.get('kind', '?')})"]
+        kind = f" ({s['kind']})" if s.get("kind") else ""  # unknown when the dataset could not be opened
+        lines = [f"dataset: {s.get('source', '?')}{kind}"]
         cases = s.get("cases")
         if cases:
             lines.append(
@@ -85,10 +86,11 @@ class CheckReport:
         if "num_classes" in s:
             lines.append(f"classes: {s['num_classes']} (normalize on load: {s.get('normalize')})")
         if s.get("shape_min") is not None:
-            lines.append(f"shape: {tuple(s['shape_min'])} .. {tuple(s['shape_max'])}")
+            lines.append(f"shape, smallest .. largest per axis: {tuple(s['shape_min'])} .. {tuple(s['shape_max'])}")
         if s.get("spacing_min") is not None:
             lines.append(
-                f"spacing: {_fmt_vec(s['spacing_min'])} .. {_fmt_vec(s['spacing_max'])} {s.get('spacing_unit', '')}".rstrip()
+                f"spacing, smallest .. largest per axis: {_fmt_vec(s['spacing_min'])} .. {_fmt_vec(s['spacing_max'])} "
+                f"{s.get('spacing_unit', '')}".rstrip()
             )
         if s.get("orientations"):
             counts = ", ".join(f"{k} {v}" for k, v in s["orientations"].items())
