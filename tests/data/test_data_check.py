@@ -250,6 +250,8 @@ def test_training_images_in_several_orientations_are_a_warning(tmp_path: Path) -
     ]
     assert report.summary["orientations"] == {"RAS": 2, "LAS": 1}
     assert "orientation of the training images: RAS 2, LAS 1" in report.format()
+    assert "shape, smallest .. largest per axis: (12, 12, 8) .. (12, 12, 8)" in report.format()
+    assert report.format().startswith(f"dataset: {path} (datalist)\n")
 
 
 def test_validation_images_in_another_orientation_are_a_warning(tmp_path: Path) -> None:
