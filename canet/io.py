@@ -174,7 +174,8 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "w", **kwargs: Any) ->
         os.fsync(fh.fileno())
 
 
-def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
-    """Write ``text`` to ``path`` atomically (UTF-8)."""
-    with atomic_open(path, "w", encoding="utf-8") as fh:
+def atomic_write_text(path: str | os.PathLike[str], text: str, errors: str = "strict") -> None:
+    """Write ``text`` to ``path`` atomically (UTF-8; ``errors`` as for :func:`open`, e.g.
+    ``"backslashreplace"`` for text holding file names that are not valid UTF-8)."""
+    with atomic_open(path, "w", encoding="utf-8", errors=errors) as fh:
         fh.write(text)

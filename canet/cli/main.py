@@ -77,6 +77,11 @@ def _stdout_closed() -> bool:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``canet`` console script; returns the exit status."""
+    for stream in (sys.stdout, sys.stderr):
+        # a path that is not valid UTF-8 (b'ev\xff') is printed escaped, not a UnicodeEncodeError
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            reconfigure(errors="backslashreplace")
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

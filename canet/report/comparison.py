@@ -66,5 +66,6 @@ def write_comparison_report(
     if not isinstance(data, dict):
         raise CanetError(f"{src} is not a canet compare.json")
     target = Path(out) if out is not None else src.with_name("compare.html")
-    atomic_write_text(target, comparison_html(data, title=f"canet comparison: {src.parent.resolve().name}"))
+    atomic_write_text(target, comparison_html(data, title=f"canet comparison: {src.parent.resolve().name}"),
+                      errors="backslashreplace")
     return target

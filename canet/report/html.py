@@ -101,12 +101,20 @@ def save_case_slices(
     }
     for plane, cut in cuts.items():
         arrays[f"image_{plane}"] = image[cut].astype(np.float32)
-        arrays[f"gt_{plane}"] = gt[cut].astype(np.uint8)
-        arrays[f"pred_{plane}"] = pred[cut].astype(np.uint8)
+        arrays[f"gt_{plane}"] = _label_slice(gt[cut])
+        arrays[f"pred_{plane}"] = _label_slice(pred[cut])
     target = Path(path)
     with atomic_open(target, "wb") as fh:
         np.savez_compressed(fh, **arrays)  # type: ignore[arg-type]
     return target
+
+
+def _label_slice(labels: np.ndarray) -> np.ndarray:
+    """A label slice in the smallest integer type that holds its values (uint8 would turn 256 into 0)."""
+    labels = np.asarray(labels)
+    if labels.dtype == np.bool_ or labels.size == 0 or (labels.min() >= 0 and labels.max() <= 255):
+        return labels.astype(np.uint8)
+    return labels.astype(np.int64)
 
 
 def _figure_png(fig: Any) -> bytes:
@@ -166,7 +174,9 @@ def render_case_png(slices: dict[str, np.ndarray] | str | os.PathLike[str]) -> b
     dice = float(np.asarray(slices.get("dice", np.nan)))
     centroid = [int(v) for v in np.asarray(slices.get("centroid", [0, 0, 0]))]
     title = f"{str(np.asarray(slices.get('case', '')))}   Dice {dice:.4f}" if math.isfinite(dice) else str(np.asarray(slices.get("case", "")))
-    fig.suptitle(f"{title}   slices through ({centroid[0]}, {centroid[1]}, {centroid[2]})", fontsize=12)
+    # parse_math off: a case id such as 'a$^$b' is a name, not a formula
+    fig.suptitle(f"{title}   slices through ({centroid[0]}, {centroid[1]}, {centroid[2]})", fontsize=12,
+                 parse_math=False)
     handles = [Line2D([], [], color="#00e000", lw=2, label="ground truth"), Line2D([], [], color="#ff2020", lw=2, label="prediction")]
     fig.legend(handles=handles, loc="lower center", ncol=2, frameon=False, fontsize=10)
     fig.subplots_adjust(bottom=0.08, top=0.86)
@@ -354,15 +364,23 @@ def write_report(
         + "\n".join(parts)
         + "\n</body></html>\n"
     )
-    atomic_write_text(target, doc)
+    atomic_write_text(target, doc, errors="backslashreplace")  # a path that is not valid UTF-8
     return target
+
+
+def _case_of(slices_file: Path) -> str:
+    """The case id a slices file was saved for (its file name is a cleaned-up form of it)."""
+    with np.load(slices_file, allow_pickle=False) as data:
+        return str(np.asarray(data["case"])) if "case" in data.files else slices_file.stem
 
 
 def _evaluation_section(eval_dir: Path) -> list[str]:
     try:
         summary = json.loads((eval_dir / "summary.json").read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise CanetError(f"cannot read {eval_dir / 'summary.json'}: {exc}") from None
+    if not isinstance(summary, dict):
+        raise CanetError(f"{eval_dir / 'summary.json'} is not a canet summary (a JSON object)")
     parts = ["<h2>Metrics</h2>"]
     if summary.get("selected_on_scored_split"):
         split = html.escape(str(summary.get("split")))
@@ -371,7 +389,7 @@ def _evaluation_section(eval_dir: Path) -> list[str]:
             f"validation Dice during training) on the <b>{split}</b> split these metrics are computed on, "
             "so they are optimistic.</p>"
         )
-    units = summary.get("spacing", "voxels")
+    units = html.escape(str(summary.get("distance_unit") or summary.get("spacing") or "unit not recorded"))
     parts.append("<table><tr><th>metric</th><th>mean</th><th>std</th><th>n</th><th>NaN</th></tr>")
     for m in ("dice", "jaccard", "hd95", "asd"):
         st = summary.get(m) or {}
@@ -414,5 +432,5 @@ def _cases_section(eval_dir: Path) -> list[str]:
     cases.sort(key=lambda t: (t[0], t[1].name))
     parts = ["<h2>Cases (worst Dice first)</h2>", '<p class="meta">green: ground truth, red: prediction</p>']
     for _, f in cases:
-        parts.append(f'<div class="case">{_img_tag(render_case_png(f), f.stem)}</div>')
+        parts.append(f'<div class="case">{_img_tag(render_case_png(f), _case_of(f))}</div>')
     return parts

@@ -6,6 +6,7 @@ import base64
 import csv
 import json
 import re
+from html import escape as html_escape
 from types import SimpleNamespace
 from typing import NamedTuple
 
@@ -110,6 +111,38 @@ def test_case_png_is_drawn_from_the_slices(tmp_path) -> None:
         np.testing.assert_array_equal(data["pred_sagittal"], pred[12])
     png = render_case_png(path)
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+
+
+def test_case_slices_keep_label_values_above_255(tmp_path) -> None:
+    # a uint16 label marking its object 256 (the Python API takes it): uint8 slices turned it into 0,
+    # and the page showed a perfect case as a prediction with no ground truth
+    vol = _volumes(1, shape=(40, 30, 20))[0]
+    gt = vol.label.astype(np.uint16) * 256
+    path = save_case_slices(tmp_path / "s.npz", "c", vol.image, gt, gt != 0, vol.spacing, 1.0)
+    with np.load(path) as data:
+        assert data["gt_axial"].max() == 256 and data["gt_axial"].any()
+        assert data["pred_axial"].dtype == np.uint8  # 0/1 masks stay small
+
+
+@pytest.mark.parametrize("case", ["a$^$b", "case$1$", "<b>&\"x'"])
+def test_case_names_are_drawn_and_labelled_as_given(tmp_path, run_cli, case) -> None:
+    # matplotlib reads $...$ as a formula: 'a$^$b' made the report fail, 'case$1$' was drawn as 'case1'
+    out = tmp_path / "eval"
+    evaluate_model(Threshold(), [SimpleNamespace(**{**vars(_volumes(1)[0]), "case_id": case})], (16, 16, 8),
+                   out_dir=out, mode="fast", spacing="mm", report=True)
+    page = (out / "report.html").read_text(encoding="utf-8")
+    assert page.count('alt="' + html_escape(case) + '"') == 1
+
+
+def test_report_of_a_folder_whose_name_is_not_utf8(tmp_path, run_cli) -> None:
+    out = tmp_path / "ev\udcff"  # the name Python gives a folder called b'ev\xff'
+    evaluate_model(Threshold(), _volumes(2), (16, 16, 8), out_dir=out, mode="fast", spacing="mm")
+    code, _, err = run_cli("report", out)
+    assert code == 0, err
+    assert "ev\\udcff" in (out / "report.html").read_text(encoding="utf-8")
+    (out / "summary.json").write_text("[1, 2]")
+    code, _, err = run_cli("report", out)
+    assert code == 2 and err.count("\n") == 1 and "is not a canet summary" in err
 
 
 def test_run_folder_report_with_training_curves(tmp_path, run_cli) -> None:
