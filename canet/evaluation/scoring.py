@@ -38,6 +38,25 @@ def _read_label(path: Path) -> tuple[np.ndarray, Any]:
 BINARY_CONVENTIONS: frozenset[int] = frozenset({1, 255})
 
 
+def _refuse_mixed_object_values(seen: dict[int, str], masks: str) -> None:
+    """Refuse binary ``masks`` that mark their object with different values beyond :data:`BINARY_CONVENTIONS`.
+
+    Args:
+        seen: object value -> where it was first seen (``"case 'a'"``, ``"the prediction of case 'b'"``).
+        masks: what the masks are, for the message (``"ground truths"``, ``"masks"``).
+
+    Raises:
+        DataError: two such values, e.g. 1 and 2: one structure, or two classes of one label map?
+    """
+    if len(seen) > 1 and not set(seen) <= BINARY_CONVENTIONS:
+        (v1, w1), (v2, w2) = sorted(seen.items())[:2]
+        raise DataError(
+            f"the {masks} mark their object with different values ({v1} in {w1}, {v2} in {w2}): binary "
+            f"masks, or classes of one label map? pass --num-classes 2 to score them as binary masks, or "
+            f"--num-classes {max(seen) + 1} to score each value as its own class"
+        )
+
+
 def _infer_num_classes(pairs: Sequence[tuple[str, Path, Path]]) -> int:
     """The number of classes of a set of ground truths, decided case by case.
 
@@ -64,13 +83,7 @@ def _infer_num_classes(pairs: Sequence[tuple[str, Path, Path]]) -> int:
         elif values:
             binary.setdefault(values[0], case)
     if not multi:
-        if len(binary) > 1 and not set(binary) <= BINARY_CONVENTIONS:
-            (v1, c1), (v2, c2) = sorted(binary.items())[:2]
-            raise DataError(
-                f"the ground truths mark their object with different values ({v1} in case {c1!r}, {v2} in case "
-                f"{c2!r}): binary masks, or classes of one label map? pass --num-classes 2 to score them as "
-                f"binary masks, or --num-classes {max(binary) + 1} to score each value as its own class"
-            )
+        _refuse_mixed_object_values({v: f"case {c!r}" for v, c in binary.items()}, "ground truths")
         return 2
     classes = max(max(v) for v in multi.values()) + 1
     for value, case in sorted(binary.items()):
@@ -258,15 +271,9 @@ def score(
             check_label_values(values, num_classes, str(f))
             if inferred_binary and values:
                 object_values.setdefault(int(values[0]), f"the {what} of case {case!r}")
-        if len(object_values) > 1 and not set(object_values) <= BINARY_CONVENTIONS:
-            # 0/2 predictions beside 0/1 ground truths: scored as binary masks, a prediction
-            # that names the wrong class would score Dice 1
-            (v1, w1), (v2, w2) = sorted(object_values.items())[:2]
-            raise DataError(
-                f"the masks mark their object with different values ({v1} in {w1}, {v2} in {w2}): the same "
-                f"structure, or different classes? pass --num-classes 2 to score them as binary masks, or "
-                f"--num-classes {max(object_values) + 1} to score each value as its own class"
-            )
+        # 0/2 predictions beside 0/1 ground truths: scored as binary masks, a prediction that
+        # names the wrong class would score Dice 1
+        _refuse_mixed_object_values(object_values, "masks")
         source_unit = g_geo.unit if spacing_from == "gt" else p_geo.unit
         sp = None if voxels or source_unit == "voxels" else (g_geo.spacing if spacing_from == "gt" else p_spacing)
         row = acc.add(case, p_arr, g_arr, spacing=sp, seconds=math.nan)
