@@ -56,11 +56,19 @@ __all__ = [
 
 
 def _centroid(gt: np.ndarray, pred: np.ndarray) -> tuple[int, int, int]:
+    """The point the three slices pass through: the mask's centroid, each coordinate moved to
+    the nearest slice that holds some of the mask where the centroid's does not (a structure
+    in parts can have its centroid between them)."""
     for mask in (gt, pred):
-        pts = np.argwhere(np.asarray(mask) != 0)
+        m = np.asarray(mask) != 0
+        pts = np.argwhere(m)
         if len(pts):
             c = np.round(pts.mean(axis=0)).astype(int)
-            return int(c[0]), int(c[1]), int(c[2])
+            point = []
+            for axis in range(3):
+                held = np.flatnonzero(m.any(axis=tuple(a for a in range(3) if a != axis)))
+                point.append(int(held[np.argmin(np.abs(held - c[axis]))]))
+            return point[0], point[1], point[2]
     return tuple(int(s // 2) for s in np.shape(gt))  # type: ignore[return-value]
 
 
@@ -76,7 +84,8 @@ def save_case_slices(
     """Keep the three orthogonal slices the report draws for one case (``.npz``).
 
     The slices pass through the centroid of ``gt`` (of ``pred`` when ``gt`` is
-    empty, the volume's centre when both are).
+    empty, the volume's centre when both are); a plane through the centroid that
+    holds none of the mask (a structure in parts) moves to the nearest one that does.
 
     Args:
         path: output ``.npz`` file (written atomically).

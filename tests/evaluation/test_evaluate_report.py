@@ -113,6 +113,21 @@ def test_case_png_is_drawn_from_the_slices(tmp_path) -> None:
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
 
 
+def test_case_slices_of_a_structure_in_two_parts_show_it(tmp_path) -> None:
+    # two blocks on opposite corners: the centroid (14.5, 14.5, 8.5), rounded half to even (14, 14, 8),
+    # lies in none of the planes that hold them
+    gt = np.zeros((30, 30, 18), np.uint8)
+    gt[2:8, 2:8, 2:6] = 1
+    gt[22:28, 22:28, 12:16] = 1
+    image = np.zeros(gt.shape, np.float32)
+    path = save_case_slices(tmp_path / "s.npz", "c", image, gt, gt, None, 1.0)
+    with np.load(path) as data:
+        # each coordinate moved to the nearest slice holding the mask: x and y 14 -> 7 (|7 - 14| = 7 against
+        # |22 - 14| = 8), z 8 -> 5 (3 against 4)
+        assert list(data["centroid"]) == [7, 7, 5]
+        assert all(data[f"gt_{plane}"].any() for plane in ("axial", "coronal", "sagittal"))
+
+
 def test_case_slices_keep_label_values_above_255(tmp_path) -> None:
     # a uint16 label marking its object 256 (the Python API takes it): uint8 slices turned it into 0,
     # and the page showed a perfect case as a prediction with no ground truth
