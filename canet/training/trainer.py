@@ -418,9 +418,18 @@ class Trainer:
         message = None
         if self.is_main:
             try:
-                check_before_training(self.cfg.data.root, self.cfg.data.labeled, log=self._log)  # type: ignore[arg-type]
+                report = check_before_training(self.cfg.data.root, self.cfg.data.labeled, log=self._log)  # type: ignore[arg-type]
             except DataError as exc:
                 message = str(exc)
+            else:
+                smallest = report.summary.get("shape_min")
+                patch = list(self.cfg.data.patch_size)
+                if smallest is not None and any(s < p for s, p in zip(smallest, patch)):
+                    self._log(
+                        f"warning: data.patch_size {patch} is larger than some volumes along an axis (smallest "
+                        f"extent per axis {list(smallest)}); those are zero-padded to the patch, so part of "
+                        "every such patch is padding"
+                    )
         message = broadcast_object(message, self.dist)
         if message is not None:
             raise DataError(message)

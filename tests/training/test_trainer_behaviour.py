@@ -342,6 +342,16 @@ def test_resume_on_other_cases_is_one_line(tiny_data: Path, make_config, tmp_pat
     assert load_checkpoint(run / "checkpoints" / "last.pt")["iteration"] == 3  # left as it was
 
 
+def test_a_patch_larger_than_the_volumes_is_said(make_config, tmp_path: Path) -> None:
+    lines: list[str] = []
+    Trainer(make_config("vnet", data__patch_size=[48, 32, 32]), tmp_path / "big", quiet=True, log=lines.append).run()
+    assert ("warning: data.patch_size [48, 32, 32] is larger than some volumes along an axis (smallest extent per "
+            "axis [32, 32, 32]); those are zero-padded to the patch, so part of every such patch is padding") in lines
+    lines.clear()
+    Trainer(make_config("vnet"), tmp_path / "fits", quiet=True, log=lines.append).run()  # 32^3 on 32^3 volumes
+    assert not any("patch_size" in line for line in lines)
+
+
 def test_training_starts_with_the_dataset_check(tiny_data: Path, make_config, tmp_path: Path, capsys) -> None:
     """The checks of `canet check-data` run when training starts; --skip-data-check skips them."""
     import shutil
