@@ -411,6 +411,16 @@ class Trainer:
                     self.g_eval = torch.compile(self.generator)  # type: ignore[assignment]
         self._ready = True
 
+    def split_line(self) -> str:
+        """What the run trains on, e.g. ``data: 16 labeled + 64 unlabeled training cases; validation
+        (validation): 0 cases, unused``."""
+        v = self.cfg.validation
+        val = self.spec.split(v.split)
+        when = f"every {v.every} iterations" if v.every else "unused"
+        unlabeled = "" if self.method.needs_unlabeled else f" (unused by {self.cfg.method})"
+        return (f"data: {len(self.spec.labeled)} labeled + {len(self.spec.unlabeled)} unlabeled{unlabeled} training "
+                f"cases; validation ({v.split}): {len(val)} cases, {when}")
+
     def _check_data(self) -> None:
         """The dataset check of ``canet check-data``, on rank 0; every rank stops on a problem."""
         from canet.data.check import check_before_training
@@ -728,6 +738,8 @@ class Trainer:
                 redone = f" ({session.redone} iterations after the last checkpoint are done again)" if session.redone else ""
                 self._say(f"resumed {self.run_dir} at iteration {self.iteration}{redone}")
             self._write_progress("running")
+            if not self.quiet:  # with a progress bar; --quiet output stays as it was
+                self._say(self.split_line())
             if self.dist.distributed:
                 self._say(self.batch.describe())
             for warning in (*self._notes, self.batch.warning(cfg.data.batch_size), selection_warning(cfg)):

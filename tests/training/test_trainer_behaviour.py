@@ -342,6 +342,17 @@ def test_resume_on_other_cases_is_one_line(tiny_data: Path, make_config, tmp_pat
     assert load_checkpoint(run / "checkpoints" / "last.pt")["iteration"] == 3  # left as it was
 
 
+def test_the_split_is_said_at_the_start(make_config, tmp_path: Path, capsys) -> None:
+    Trainer(make_config("canet"), tmp_path / "semi", quiet=False).run()
+    out = "".join(capsys.readouterr())
+    # tiny_data: 6 training cases, the first 2 labeled
+    assert "data: 2 labeled + 4 unlabeled training cases; validation (validation): 0 cases, unused" in out
+    Trainer(make_config("vnet"), tmp_path / "sup", quiet=False).run()
+    assert "data: 2 labeled + 4 unlabeled (unused by vnet) training cases" in "".join(capsys.readouterr())
+    Trainer(make_config("vnet"), tmp_path / "quiet", quiet=True).run()  # --quiet output as before
+    assert "data: " not in "".join(capsys.readouterr())
+
+
 def test_a_patch_larger_than_the_volumes_is_said(make_config, tmp_path: Path) -> None:
     lines: list[str] = []
     Trainer(make_config("vnet", data__patch_size=[48, 32, 32]), tmp_path / "big", quiet=True, log=lines.append).run()
