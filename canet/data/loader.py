@@ -356,8 +356,9 @@ class TrainLoader:
                 if sorted(saved) == sorted(mine):
                     how = "the same cases in another order, which changes every batch"
                 else:
-                    gone = [c for c in saved if c not in set(mine)]
-                    new_ = [c for c in mine if c not in set(saved)]
+                    mine_set, saved_set = set(mine), set(saved)
+                    gone = [c for c in saved if c not in mine_set]
+                    new_ = [c for c in mine if c not in saved_set]
                     how = (f"{len(gone)} of its {len(saved)} are missing (e.g. {gone[0]!r})" if gone else
                            f"{len(new_)} more (e.g. {new_[0]!r})")
                     if gone and new_:
