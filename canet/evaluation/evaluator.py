@@ -142,10 +142,12 @@ def evaluate_model(
     journal = None
     cleared = False
     done: dict[str, dict[str, Any]] = {}
+    stale_masks: list[Path] = []
     if out is not None:
-        from canet.evaluation.results_folder import prepare_results_folder
+        from canet.evaluation.results_folder import prepare_results_folder, saved_masks
 
         prepare_results_folder(out, fresh=False)  # a run folder is refused before any work
+        stale_masks = [] if resume else saved_masks(out)  # read before the new journal replaces the old
         header = {
             "settings": {k: v for k, v in s.record().items() if k != "device"},
             "patch_size": list(patch), "num_classes": num_classes, "spacing": spacing,
@@ -156,6 +158,7 @@ def evaluate_model(
         header.update({k: True for k, on in (("save_predictions", save_predictions), ("report", report)) if on})
         journal = CaseJournal(out, header)
         done = journal.open(resume)
+    journaled = len(done)  # cases a --resume would keep
     try:
         for vol in items:
             unit = "voxels" if spacing == "voxels" else getattr(vol, "spacing_unit", "mm")
@@ -211,7 +214,7 @@ def evaluate_model(
             if out is not None and not resume and not cleared:
                 # The first case of a new evaluation is scored: the last one's results go now (not at the
                 # start, so a start that is refused or killed before any case leaves them as they were).
-                prepare_results_folder(out, fresh=True)
+                prepare_results_folder(out, fresh=True, masks=stale_masks)
                 cleared = True
             if save_predictions and out is not None:
                 from canet.data import save_nifti
@@ -228,11 +231,12 @@ def evaluate_model(
                 # with its warnings and turn, so a resumed evaluation writes the same summary
                 moved = bool(turn is not None and not turn.identity)
                 journal.add({**acc.entry(vol.case_id), "warnings": notes, "reoriented": moved})
+                journaled += 1
     except KeyboardInterrupt:
         if journal is None:
             raise
         raise KeyboardInterrupt(
-            f"{len(acc.rows)} case(s) scored are kept in {out}; the same command with --resume goes on from them"
+            f"{journaled} case(s) scored are kept in {out}; the same command with --resume goes on from them"
         ) from None
     if not acc.rows:
         raise DataError("no cases to evaluate")

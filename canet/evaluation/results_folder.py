@@ -11,13 +11,14 @@ metrics, or the old ``summary.json`` left by a new evaluation that was killed).
 from __future__ import annotations
 
 import contextlib
-import csv
+import json
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 from canet.errors import DataError
 
-__all__ = ["RESULT_FILES", "case_file_stem", "prepare_results_folder"]
+__all__ = ["RESULT_FILES", "case_file_stem", "prepare_results_folder", "saved_masks"]
 
 #: What an evaluation or scoring writes into its folder (and removes on a fresh start).
 RESULT_FILES: tuple[str, ...] = ("metrics.csv", "summary.json", "report.html")
@@ -31,16 +32,36 @@ def case_file_stem(case_id: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", case_id) or "case"
 
 
-def _listed_cases(metrics_csv: Path) -> list[str]:
-    """The case ids of an earlier ``metrics.csv`` (none when it is missing or unreadable)."""
+def saved_masks(out: Path) -> list[Path]:
+    """The ``<case>_pred.nii.gz`` masks the earlier evaluation in ``out`` saved, by its journal.
+
+    Only an evaluation whose journal says it saved masks (``evaluate --save-predictions``)
+    counts, and only the cases it lists: a ``canet score`` folder (no journal) or masks of
+    other origin (``canet predict`` outputs, a user's files) are never named here. Read it
+    before a new evaluation starts its own journal.
+    """
+    from canet.metrics.journal import JOURNAL_FILE
+
     try:
-        with open(metrics_csv, newline="", encoding="utf-8", errors="replace") as fh:
-            return [row["case"] for row in csv.DictReader(fh) if row.get("case")]
-    except (OSError, csv.Error, KeyError):
+        lines = (out / JOURNAL_FILE).read_text(encoding="utf-8", errors="replace").splitlines()
+        header = json.loads(lines[0]) if lines else {}
+    except (OSError, json.JSONDecodeError):
         return []
+    if not isinstance(header, dict) or not header.get("save_predictions"):
+        return []
+    masks = []
+    for line in lines[1:]:
+        try:
+            case = str(json.loads(line)["row"]["case"])
+        except (json.JSONDecodeError, KeyError, TypeError):
+            continue  # a line cut short by a kill
+        mask = out / f"{case_file_stem(case)}{PREDICTION_SUFFIX}"
+        if mask.is_file():
+            masks.append(mask)
+    return masks
 
 
-def prepare_results_folder(out: Path, fresh: bool) -> None:
+def prepare_results_folder(out: Path, fresh: bool, masks: Sequence[Path] = ()) -> None:
     """Check that ``out`` may hold results; with ``fresh``, remove earlier ones.
 
     ``evaluate`` calls it with ``fresh`` once its first case is scored, ``score``
@@ -48,10 +69,10 @@ def prepare_results_folder(out: Path, fresh: bool) -> None:
     leaves the earlier results whole.
 
     Earlier results are :data:`RESULT_FILES`, the ``.npz`` files of
-    ``report_slices/`` and the saved masks ``<case>_pred.nii.gz`` of the cases the
-    earlier ``metrics.csv`` lists (a new evaluation of other weights would otherwise
-    sit beside the old one's masks); nothing else is touched, so masks of other
-    origin in the folder stay.
+    ``report_slices/`` and ``masks``: the ``<case>_pred.nii.gz`` files the earlier
+    evaluation saved (:func:`saved_masks`, read before the new journal replaced the
+    old one), which would otherwise sit beside the new evaluation's metrics; nothing
+    else is touched, so masks of other origin in the folder stay.
 
     Raises:
         DataError: ``out`` is a training run folder (it holds ``config.yaml`` or
@@ -64,8 +85,8 @@ def prepare_results_folder(out: Path, fresh: bool) -> None:
         )
     if not fresh or not out.is_dir():  # a new folder, or a file in the way: the writers say so
         return
-    for case in _listed_cases(out / "metrics.csv"):
-        (out / f"{case_file_stem(case)}{PREDICTION_SUFFIX}").unlink(missing_ok=True)
+    for mask in masks:
+        mask.unlink(missing_ok=True)
     for name in RESULT_FILES:
         (out / name).unlink(missing_ok=True)
     slices = out / _SLICES

@@ -94,6 +94,44 @@ def test_a_fresh_evaluation_removes_the_masks_of_the_last_one(tmp_path) -> None:
     _evaluate(out, t=0.9, save_predictions=True)
     assert nib.load(out / "c0_pred.nii.gz").get_fdata().sum() < old_voxels
 
+    class Killed(Exception):
+        pass
+
+    def dies(vols):
+        yield from vols[:2]
+        raise Killed
+
+    with pytest.raises(Killed):  # two masks saved, no metrics.csv yet: the journal still lists them
+        evaluate_model(Threshold(0.5), dies(_volumes()), (16, 16, 16), out_dir=out, mode="fast", spacing="mm",
+                       save_predictions=True)
+    # the evaluation before lost its three once this one scored its first case; c0, c1 are this one's
+    assert sorted(p.name for p in out.glob("c*_pred.nii.gz")) == ["c0_pred.nii.gz", "c1_pred.nii.gz"]
+    _evaluate(out, t=0.9)
+    assert sorted(p.name for p in out.glob("*_pred.nii.gz")) == ["mine_pred.nii.gz"]
+
+
+def test_masks_of_other_origin_are_never_removed(tmp_path, run_cli) -> None:
+    # an evaluation without --save-predictions in a folder holding canet predict's outputs, and canet
+    # score run twice on a folder of <case>_pred / <case>_gt pairs: no mask there was saved by an evaluation
+    out = tmp_path / "eval"
+    out.mkdir()
+    for case in ("c0", "c1"):
+        (out / f"{case}_pred.nii.gz").write_bytes(b"from canet predict")
+    _evaluate(out)
+    _evaluate(out, t=0.9)
+    assert sorted(p.name for p in out.glob("*_pred.nii.gz")) == ["c0_pred.nii.gz", "c1_pred.nii.gz"]
+    pairs = tmp_path / "pairs"
+    pairs.mkdir()
+    mask = np.zeros((12, 12, 8), np.uint8)
+    mask[3:8, 3:8, 2:6] = 1
+    for case in ("a", "b"):
+        for suffix in ("pred", "gt"):
+            nib.save(nib.Nifti1Image(mask, np.eye(4)), str(pairs / f"{case}_{suffix}.nii.gz"))
+    for _ in range(3):
+        code, _, err = run_cli("score", pairs, "--out", pairs, "--quiet")
+        assert code == 0, err
+    assert len(list(pairs.glob("*_pred.nii.gz"))) == 2
+
 
 def test_resume_refuses_to_leave_kept_cases_without_their_files(tmp_path) -> None:
     out = tmp_path / "eval"
