@@ -234,6 +234,10 @@ def file_format(path: str | os.PathLike[str]) -> Literal["nifti", "nrrd", "h5"]:
     raise DataError(f"{path}: not a {IMAGE_FORMATS} file (expected one of {', '.join(IMAGE_SUFFIXES)})")
 
 
+#: What joins the folders of a case id made from its image's path (when several images share a name).
+PATH_ID_JOIN = "__"
+
+
 def strip_suffix(name: str) -> str:
     """``name`` without its image extension (``a.nii.gz`` -> ``a``)."""
     lower = name.lower()
@@ -870,7 +874,7 @@ def _open_datalist(path: Path, labeled: int | None) -> DatasetSpec:
             rel = row[1].relative_to(base)
         except ValueError:
             rel = row[1]
-        return strip_suffix(rel.as_posix()).replace("/", "__")
+        return strip_suffix(rel.as_posix()).replace("/", PATH_ID_JOIN)
 
     cases = {
         key: [Case(case_id(r), r[1], r[2], normalize=normalize) for r in rows]

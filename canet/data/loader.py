@@ -37,7 +37,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from canet.data.augment import augment_pair
-from canet.data.dataset import Case, DatasetSpec, load_case
+from canet.data.dataset import PATH_ID_JOIN, Case, DatasetSpec, load_case
 from canet.data.sampler import TwoStreamBatchSampler, _whole
 from canet.errors import CanetError, ConfigError, DataError
 from canet.labels import check_label_values, label_values
@@ -359,10 +359,16 @@ class TrainLoader:
                     mine_set, saved_set = set(mine), set(saved)
                     gone = [c for c in saved if c not in mine_set]
                     new_ = [c for c in mine if c not in saved_set]
-                    how = (f"{len(gone)} of its {len(saved)} are missing (e.g. {gone[0]!r})" if gone else
-                           f"{len(new_)} more (e.g. {new_[0]!r})")
-                    if gone and new_:
-                        how += f" and {len(new_)} are new (e.g. {new_[0]!r})"
+                    if gone and new_ and all(PATH_ID_JOIN in c for c in (*gone, *new_)):
+                        # ids made from file paths (image names shared by several cases) change when
+                        # the data moves: those cannot tell other cases from the same ones elsewhere
+                        continue
+                    if gone:
+                        how = f"{len(gone)} of its {len(saved)} are missing (e.g. {gone[0]!r})"
+                        if new_:
+                            how += f" and {len(new_)} are new (e.g. {new_[0]!r})"
+                    else:  # the same ids, some repeated otherwise (duplicates let through --skip-data-check)
+                        how = "the same case ids, repeated otherwise"
                 raise ConfigError(
                     f"the data holds other {split} training cases than the run was trained on: {how}; "
                     "resume with the run's data"

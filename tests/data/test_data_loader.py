@@ -145,6 +145,16 @@ def test_resume_refuses_other_cases_of_the_same_count(synth_root: Path) -> None:
     # a state saved before the ids were recorded is still accepted
     old = {k: v for k, v in state.items() if not k.endswith("_ids")}
     build_train_loader(swapped, PATCH, 4, 2, seed=1).load_state_dict(old)
+    # ids made from paths (several images called image.nii.gz) change when the data moves: not compared
+    moved = {**state, "labeled_ids": [f"old__p{i}__image" for i in range(4)]}
+    paths = dataclasses.replace(spec, labeled=[dataclasses.replace(c, case_id=f"new__p{i}__image")
+                                               for i, c in enumerate(spec.labeled)])
+    build_train_loader(paths, PATCH, 4, 2, seed=1).load_state_dict(moved)
+    # duplicate ids repeated otherwise (let through --skip-data-check): one line, not an IndexError
+    dupes = {**state, "labeled_ids": [ids[0], ids[0], ids[1], ids[2]]}
+    twice = dataclasses.replace(spec, labeled=[spec.labeled[0], spec.labeled[1], spec.labeled[1], spec.labeled[2]])
+    with pytest.raises(ConfigError, match="the same case ids, repeated otherwise; resume with the run's data"):
+        build_train_loader(twice, PATCH, 4, 2, seed=1).load_state_dict(dupes)
 
 
 def test_supervised_only_and_size_errors(synth_root: Path) -> None:
