@@ -450,6 +450,8 @@ def load_group(
 
 def _check_members(group: Group) -> None:
     """Refuse seeds of different methods; note other differences between seeds."""
+    if not group.members:
+        raise CanetError(f"group {group.name!r} holds no evaluation")
     if not group.cases:
         raise CanetError(f"the seed evaluations of {group.path} share no case id")
     if group.n_seeds < 2:
@@ -960,10 +962,10 @@ def _setting_notes(groups: Sequence[Group]) -> list[str]:
     for key in SETTING_KEYS:
         if key == "checkpoint":
             continue
-        raw = [g.members[0].summary.get(key) for g in groups]
-        if key not in DATA_KEYS and any(v is None for v in raw):
-            continue
-        per_group = {g.name: json.dumps(v) for g, v in zip(groups, raw)}
+        raw = [(g.name, g.members[0].summary.get(key)) for g in groups]
+        if key not in DATA_KEYS:  # compared among the groups that record it
+            raw = [(name, v) for name, v in raw if v is not None]
+        per_group = {name: json.dumps(v) for name, v in raw}
         if len(set(per_group.values())) > 1:
             text = f"evaluation {key} differs: " + ", ".join(f"{n}={v}" for n, v in per_group.items())
             if key in DATA_KEYS:

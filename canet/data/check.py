@@ -163,6 +163,7 @@ class _Stats:
 
     def __init__(self) -> None:
         self.shapes: list[tuple[int, ...]] = []
+        self.training_shapes: list[tuple[int, ...]] = []  # of the labeled and unlabeled training images
         self.spacings: list[tuple[float, ...]] = []
         self.fg: list[float] = []
         self.lo = np.inf
@@ -179,6 +180,8 @@ class _Stats:
     def summary(self) -> dict[str, Any]:
         out: dict[str, Any] = {"files_read": self.files}
         unit = next(iter(self.units)) if len(self.units) == 1 else "mixed"
+        if self.training_shapes:
+            out["training_shape_min"] = [int(v) for v in np.asarray(self.training_shapes).min(axis=0)]
         if self.shapes:
             arr = np.asarray(self.shapes)
             out["shape_min"] = [int(v) for v in arr.min(axis=0)]
@@ -225,6 +228,8 @@ def _check_case(
     if image is not None:
         stats.files += 1
         stats.shapes.append(tuple(int(v) for v in image.shape))
+        if training:
+            stats.training_shapes.append(tuple(int(v) for v in image.shape))
         stats.spacings.append(tuple(float(v) for v in spacing))
         if image.size == 0:
             report.problems.append(f"{case.image}: image is empty (shape {tuple(image.shape)})")

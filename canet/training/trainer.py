@@ -416,10 +416,12 @@ class Trainer:
         (validation): 0 cases, unused``."""
         v = self.cfg.validation
         val = self.spec.split(v.split)
+        used = len(val) if v.max_cases is None else min(len(val), v.max_cases)
+        count = f"{used} cases" if used == len(val) else f"{used} of {len(val)} cases (max_cases)"
         when = f"every {v.every} iterations" if v.every else "unused"
         unlabeled = "" if self.method.needs_unlabeled else f" (unused by {self.cfg.method})"
         return (f"data: {len(self.spec.labeled)} labeled + {len(self.spec.unlabeled)} unlabeled{unlabeled} training "
-                f"cases; validation ({v.split}): {len(val)} cases, {when}")
+                f"cases; validation ({v.split}): {count}, {when}")
 
     def _check_data(self) -> None:
         """The dataset check of ``canet check-data``, on rank 0; every rank stops on a problem."""
@@ -432,13 +434,13 @@ class Trainer:
             except DataError as exc:
                 message = str(exc)
             else:
-                smallest = report.summary.get("shape_min")
+                smallest = report.summary.get("training_shape_min")
                 patch = list(self.cfg.data.patch_size)
                 if smallest is not None and any(s < p for s, p in zip(smallest, patch)):
                     self._log(
-                        f"warning: data.patch_size {patch} is larger than some volumes along an axis (smallest "
-                        f"extent per axis {list(smallest)}); those are zero-padded to the patch, so part of "
-                        "every such patch is padding"
+                        f"warning: data.patch_size {patch} is larger than some training volumes along an axis "
+                        f"(smallest extent per axis {list(smallest)}); those are zero-padded to the patch, so "
+                        "part of every such patch is padding"
                     )
         message = broadcast_object(message, self.dist)
         if message is not None:
@@ -818,6 +820,7 @@ class Trainer:
                             self._say(f"iteration {it}: validation Dice {val_dice:.4f} (best so far)")
                         self._save(payload, last_path)
                     barrier(self.dist)
+                    self.iteration_saved = self.iteration  # every rank: rank 0 wrote last.pt
                     self._ckpt_timer.reset()
         except KeyboardInterrupt:
             # Ctrl-C: say where the run can go on from (what a kill would leave, said in words)

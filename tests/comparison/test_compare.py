@@ -343,6 +343,8 @@ def test_each_side_is_named_and_different_data_is_said(tmp_path: Path, base_dice
     write_eval(tmp_path / "f", dice_rows(base_dice), data="/data/LA", split="test", mode="fast")
     notes = compare([tmp_path / "a", tmp_path / "f"], metrics=["dice"], resamples=50).all_notes()
     assert 'evaluation mode differs: a="reference", f="fast"' in notes  # both recorded: said
+    notes = compare([tmp_path / "s", tmp_path / "a", tmp_path / "f"], metrics=["dice"], resamples=50).all_notes()
+    assert 'evaluation mode differs: a="reference", f="fast"' in notes  # s records none: left out, not all
     groups = comparison.to_dict()["groups"]
     assert groups[0]["data"] == ["/data/LA"] and groups[1]["gt"] == ["/masks/gt"] and groups[1]["data"] == []
 

@@ -349,6 +349,10 @@ def test_the_split_is_said_at_the_start(make_config, tmp_path: Path, capsys) -> 
     assert "data: 2 labeled + 4 unlabeled training cases; validation (validation): 0 cases, unused" in out
     Trainer(make_config("vnet"), tmp_path / "sup", quiet=False).run()
     assert "data: 2 labeled + 4 unlabeled (unused by vnet) training cases" in "".join(capsys.readouterr())
+    run = Trainer(make_config("vnet", validation__every=1, validation__split="test", validation__max_cases=1),
+                  tmp_path / "val", quiet=False).run()
+    assert run.best_val_dice is not None
+    assert "validation (test): 1 of 2 cases (max_cases), every 1 iterations" in "".join(capsys.readouterr())
     Trainer(make_config("vnet"), tmp_path / "quiet", quiet=True).run()  # --quiet output as before
     assert "data: " not in "".join(capsys.readouterr())
 
@@ -356,8 +360,9 @@ def test_the_split_is_said_at_the_start(make_config, tmp_path: Path, capsys) -> 
 def test_a_patch_larger_than_the_volumes_is_said(make_config, tmp_path: Path) -> None:
     lines: list[str] = []
     Trainer(make_config("vnet", data__patch_size=[48, 32, 32]), tmp_path / "big", quiet=True, log=lines.append).run()
-    assert ("warning: data.patch_size [48, 32, 32] is larger than some volumes along an axis (smallest extent per "
-            "axis [32, 32, 32]); those are zero-padded to the patch, so part of every such patch is padding") in lines
+    assert ("warning: data.patch_size [48, 32, 32] is larger than some training volumes along an axis (smallest "
+            "extent per axis [32, 32, 32]); those are zero-padded to the patch, so part of every such patch is "
+            "padding") in lines
     lines.clear()
     Trainer(make_config("vnet"), tmp_path / "fits", quiet=True, log=lines.append).run()  # 32^3 on 32^3 volumes
     assert not any("patch_size" in line for line in lines)
