@@ -246,6 +246,8 @@ class TrainLoader:
         self.multiprocessing_context = multiprocessing_context
         self._drawn = 0
         self._iter: Iterator[dict[str, Any]] | None = None
+        #: Remarks of the last :meth:`load_state_dict` for the run's log (an older state's caveats).
+        self.notes: list[str] = []
 
     # -- sequence position
     @property
@@ -375,6 +377,16 @@ class TrainLoader:
                 )
         self._iter = None
         self._drawn = int(drawn)
+        sampler = self.sampler
+        group = sampler.unlabeled_bs * sampler.world_size
+        self.notes = []
+        if "unlabeled_ids" not in state and group and sampler.n_unlabeled % group:
+            # canet before the ids were recorded drew unlabeled rows across permutations here
+            self.notes.append(
+                f"warning: this checkpoint comes from an older canet whose unlabeled batches differed when "
+                f"{group} unlabeled rows per step do not divide the {sampler.n_unlabeled} unlabeled cases; the "
+                "run goes on with the current order, so it no longer repeats an uninterrupted run of that version"
+            )
 
 
 def build_train_loader(

@@ -496,6 +496,7 @@ class Trainer:
         ranks = self._state().restore(payload, self.cfg.method, self.dist.world_size)
         reseed = reseed_value(self.cfg.seed, self.dist.rank, int(payload["iteration"]))
         restore_rank_state(ranks[self.dist.rank], self.loader, self.device, self.noise_gen, reseed)
+        self._notes.extend(self.loader.notes)
         self.iteration = int(payload["iteration"])
         self.iteration_saved = self.iteration
         self.best_val = payload.get("best_val_dice")

@@ -144,7 +144,19 @@ def test_resume_refuses_other_cases_of_the_same_count(synth_root: Path) -> None:
         build_train_loader(reordered, PATCH, 4, 2, seed=1).load_state_dict(state)
     # a state saved before the ids were recorded is still accepted
     old = {k: v for k, v in state.items() if not k.endswith("_ids")}
-    build_train_loader(swapped, PATCH, 4, 2, seed=1).load_state_dict(old)
+    accepted = build_train_loader(swapped, PATCH, 4, 2, seed=1)
+    accepted.load_state_dict(old)
+    assert accepted.notes == []
+    # 4 unlabeled cases, 2 unlabeled rows a step: the unlabeled order is the one older versions drew, so
+    # an old state gets no remark; with 3 unlabeled cases (2 rows do not divide 3) it gets a warning
+    odd = dataclasses.replace(spec, unlabeled=spec.unlabeled[:3])
+    old_odd = {**old, "n_unlabeled": 3}
+    loader = build_train_loader(odd, PATCH, 4, 2, seed=1)
+    loader.load_state_dict(old_odd)
+    assert len(loader.notes) == 1 and "older canet whose unlabeled batches differed" in loader.notes[0]
+    loader.load_state_dict({**old_odd, "labeled_ids": state["labeled_ids"],
+                            "unlabeled_ids": [c.case_id for c in odd.unlabeled]})
+    assert loader.notes == []  # a state of this version
     # ids made from paths (several images called image.nii.gz) change when the data moves: not compared
     moved = {**state, "labeled_ids": [f"old__p{i}__image" for i in range(4)]}
     paths = dataclasses.replace(spec, labeled=[dataclasses.replace(c, case_id=f"new__p{i}__image")
