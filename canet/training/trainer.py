@@ -530,10 +530,10 @@ class Trainer:
         for hook in self.hooks:
             hook.on_checkpoint(self, self.iteration, path)
 
-    def _write_progress(self, status: str) -> None:
-        """``progress.json`` (rank 0): iteration, steady-state speed, sessions."""
+    def _write_progress(self, status: str, **extra: Any) -> None:
+        """``progress.json`` (rank 0): iteration, steady-state speed, sessions (and ``extra`` keys)."""
         if self.is_main:
-            write_progress(self.run_dir, self.clock.report(self.iteration, self.cfg.iterations, status))
+            write_progress(self.run_dir, {**self.clock.report(self.iteration, self.cfg.iterations, status), **extra})
 
     def _time_checkpoint_due(self, it: int) -> bool:
         """Whether ``train.checkpoint_minutes`` have passed since the last checkpoint.
@@ -825,8 +825,8 @@ class Trainer:
                     self._ckpt_timer.reset()
         except KeyboardInterrupt:
             # Ctrl-C: say where the run can go on from (what a kill would leave, said in words)
-            self._write_progress("interrupted")
             saved = self.iteration_saved
+            self._write_progress("interrupted", checkpoint_iteration=saved)  # where a resume goes on from
             where = (f"its last checkpoint (iteration {saved}) is kept; canet train --resume {self.run_dir} "
                      "goes on from it" if saved is not None else "no checkpoint was written yet")
             raise KeyboardInterrupt(f"training stopped at iteration {self.iteration}; {where}") from None

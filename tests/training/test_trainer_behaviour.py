@@ -124,6 +124,8 @@ def test_ctrl_c_says_where_the_run_goes_on_from(make_config, tmp_path: Path) -> 
         resume(run, quiet=True, hooks=[CtrlCAt(3)])
     assert str(info.value) == (f"training stopped at iteration 3; its last checkpoint (iteration 2) is kept; "
                                f"canet train --resume {run} goes on from it")
+    progress = json.loads((run / "progress.json").read_text())
+    assert (progress["status"], progress["iteration"], progress["checkpoint_iteration"]) == ("interrupted", 3, 2)
     with pytest.raises(KeyboardInterrupt, match=r"^training stopped at iteration 2; its last checkpoint \(iteration 2\)"):
         resume(run, quiet=True, hooks=[CtrlCAt(2)])  # interrupted again at once: the checkpoint it resumed from
     assert resume(run, quiet=True).iteration == 4
