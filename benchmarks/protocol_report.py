@@ -48,7 +48,7 @@ from aggregate_results import PAPER_DICE
 METRICS = ("dice", "jaccard", "hd95", "asd")
 RULES = (
     ("reference", "canet, reference mode (mean sigmoid > 0.5, largest component)"),
-    ("authors_relu", "the authors' rule (mean ReLU(logit) > 0.5, largest component)"),
+    ("authors_relu", "the CA-Net authors' rule (mean ReLU(logit) > 0.5, largest component)"),
     ("fast", "canet, fast mode"),
 )
 LOSSES = ("loss", "loss_dice", "loss_sdf", "loss_adv", "loss_d", "adv_weight", "lr")

@@ -38,7 +38,7 @@ def test_summary_rows_are_mean_and_population_std_of_the_cases() -> None:
     assert table[2].startswith("| canet, reference mode")
     assert "| 2 | 85.00 ± 5.00 |" in table[2] and "| 3.00 ± 1.00 | 1.50 ± 0.50 | 30.0 |" in table[2]
     # the authors' rule: Dice 0.7, 0.9 -> 80 ± 10; Jaccard 0.7/1.3 and 0.9/1.1 (0.5385, 0.8182) -> 67.83 ± 13.99
-    assert "| 80.00 ± 10.00 | 67.83 ± 13.99 |" in table[3] and "the authors' rule" in table[3]
+    assert "| 80.00 ± 10.00 | 67.83 ± 13.99 |" in table[3] and "the CA-Net authors' rule" in table[3]
     assert table[-1] == "| Zhao et al. (2023), as published | 20 | 90.09 | | | | |"
 
 
