@@ -377,12 +377,6 @@ def write_report(
     return target
 
 
-def _case_of(slices_file: Path) -> str:
-    """The case id a slices file was saved for (its file name is a cleaned-up form of it)."""
-    with np.load(slices_file, allow_pickle=False) as data:
-        return str(np.asarray(data["case"])) if "case" in data.files else slices_file.stem
-
-
 def _evaluation_section(eval_dir: Path) -> list[str]:
     try:
         summary = json.loads((eval_dir / "summary.json").read_text(encoding="utf-8"))
@@ -437,9 +431,11 @@ def _cases_section(eval_dir: Path) -> list[str]:
     for f in files:
         with np.load(f, allow_pickle=False) as data:
             dice = float(np.asarray(data["dice"])) if "dice" in data.files else math.nan
-        cases.append((dice if math.isfinite(dice) else -1.0, f))
+            # the case id it was saved for (the file name is a cleaned-up form of it)
+            case = str(np.asarray(data["case"])) if "case" in data.files else f.stem
+        cases.append((dice if math.isfinite(dice) else -1.0, f, case))
     cases.sort(key=lambda t: (t[0], t[1].name))
     parts = ["<h2>Cases (worst Dice first)</h2>", '<p class="meta">green: ground truth, red: prediction</p>']
-    for _, f in cases:
-        parts.append(f'<div class="case">{_img_tag(render_case_png(f), _case_of(f))}</div>')
+    for _, f, case in cases:
+        parts.append(f'<div class="case">{_img_tag(render_case_png(f), case)}</div>')
     return parts
