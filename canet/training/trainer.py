@@ -525,7 +525,7 @@ class Trainer:
 
     def _save(self, payload: dict[str, Any], path: Path) -> None:
         save_checkpoint(payload, path)
-        self.iteration_saved = self.iteration
+        self.iteration_saved = self.iteration  # at once on rank 0; the other ranks after the save's barrier
         self._write_progress("running")
         for hook in self.hooks:
             hook.on_checkpoint(self, self.iteration, path)
