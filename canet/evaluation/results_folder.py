@@ -11,7 +11,6 @@ metrics, or the old ``summary.json`` left by a new evaluation that was killed).
 from __future__ import annotations
 
 import contextlib
-import json
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -40,25 +39,16 @@ def saved_masks(out: Path) -> list[Path]:
     other origin (``canet predict`` outputs, a user's files) are never named here. Read it
     before a new evaluation starts its own journal.
     """
-    from canet.metrics.journal import JOURNAL_FILE
+    from canet.metrics.journal import JOURNAL_FILE, read_journal
 
     try:
-        lines = (out / JOURNAL_FILE).read_text(encoding="utf-8", errors="replace").splitlines()
-        header = json.loads(lines[0]) if lines else {}
-    except (OSError, json.JSONDecodeError):
-        return []
+        header, entries = read_journal(out / JOURNAL_FILE)
+    except (OSError, UnicodeDecodeError, KeyError, TypeError):
+        return []  # no journal, or none canet wrote: nothing is known to be its masks
     if not isinstance(header, dict) or not header.get("save_predictions"):
         return []
-    masks = []
-    for line in lines[1:]:
-        try:
-            case = str(json.loads(line)["row"]["case"])
-        except (json.JSONDecodeError, KeyError, TypeError):
-            continue  # a line cut short by a kill
-        mask = out / f"{case_file_stem(case)}{PREDICTION_SUFFIX}"
-        if mask.is_file():
-            masks.append(mask)
-    return masks
+    masks = (out / f"{case_file_stem(case)}{PREDICTION_SUFFIX}" for case in entries)
+    return [mask for mask in masks if mask.is_file()]
 
 
 def prepare_results_folder(out: Path, fresh: bool, masks: Sequence[Path] = ()) -> None:

@@ -38,6 +38,30 @@ def _differences(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
     return out
 
 
+def read_journal(path: Path) -> tuple[Any, dict[str, dict[str, Any]]]:
+    """A journal file's header (None when unreadable) and its entries by case id.
+
+    A line cut short by a kill is left out (that case is predicted again).
+
+    Raises:
+        OSError, UnicodeDecodeError: the file cannot be read as UTF-8 text.
+        KeyError, TypeError: an entry without ``row.case`` (no journal canet wrote).
+    """
+    lines = path.read_text(encoding="utf-8").splitlines()
+    try:
+        header = json.loads(lines[0]) if lines else None
+    except json.JSONDecodeError:
+        header = None
+    entries: dict[str, dict[str, Any]] = {}
+    for line in lines[1:]:
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        entries[str(entry["row"]["case"])] = entry
+    return header, entries
+
+
 class CaseJournal:
     """The journal of one evaluation folder.
 
@@ -59,23 +83,13 @@ class CaseJournal:
         """
         entries: dict[str, dict[str, Any]] = {}
         if resume and self.path.is_file():
-            lines = self.path.read_text(encoding="utf-8").splitlines()
-            try:
-                saved = json.loads(lines[0]) if lines else None
-            except json.JSONDecodeError:
-                saved = None
+            saved, entries = read_journal(self.path)
             if saved is not None and saved != self.header:
                 changed = _differences(saved, self.header)
                 raise CanetError(
                     f"{self.path} is from an evaluation with other settings ({', '.join(changed)} differ); "
                     "delete it or evaluate into another --out"
                 )
-            for line in lines[1:]:
-                try:
-                    entry = json.loads(line)
-                except json.JSONDecodeError:
-                    continue  # cut short by a kill: that case is predicted again
-                entries[str(entry["row"]["case"])] = entry
         # Rewritten atomically (a kill now keeps the old journal), then appended to.
         text = "".join(json.dumps(obj) + "\n" for obj in (self.header, *entries.values()))
         atomic_write_text(self.path, text)
