@@ -38,7 +38,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from canet.comparison import Comparison, Evaluation, Group, compare_groups, load_group
+from canet.comparison import (
+    Comparison,
+    Evaluation,
+    Group,
+    compare_groups,
+    load_group,
+    recorded_distance_unit,
+)
 from canet.errors import CanetError
 
 # Dice (%) reported by Zhao et al. (2023) on LA and, for the fully supervised
@@ -76,13 +83,10 @@ def distance_label(groups: list[Group]) -> str:
         CanetError: the evaluations record different units (a mean over seeds, or one
             column, would mix them).
     """
-    known = sorted({str(u) for g in groups for u in g.distance_units if u is not None})
-    if len(known) > 1 or "mixed" in known:
-        where = "; ".join(f"{g.name}: {', '.join(sorted(str(u) for u in g.distance_units))}" for g in groups)
-        raise CanetError(f"HD95/ASD are in different units across the evaluations ({where})")
-    if not known:
+    unit = recorded_distance_unit(groups)
+    if unit is None:
         return "unit?"
-    return {"voxels": "vox", "voxel": "vox"}.get(known[0], known[0])
+    return {"voxels": "vox", "voxel": "vox"}.get(unit, unit)
 
 
 def group_notes(groups: list[Group]) -> list[str]:
@@ -359,16 +363,18 @@ def main() -> None:
         try:
             finished, failed = read_result_folders(args.results)
             text = gpu_table(finished, failed)
-            comparison = paired(result_groups(finished), args.reference, args.metric, args.resamples, args.seed)
+            groups = result_groups(finished)
+            comparison = paired(groups, args.reference, args.metric, args.resamples, args.seed)
         except CanetError as exc:
             sys.exit(f"error: {exc}")
+        notes = group_notes(groups)
         if comparison is not None:  # its notes hold the groups' notes
             text += "\n\n" + comparison.markdown(kinds=("pairs",)).rstrip("\n")
             note = mixed_training_note(finished)
             if note is not None:
                 text += "\n\n" + note
-        elif group_notes(result_groups(finished)):
-            text += "\n\n" + "\n".join(group_notes(result_groups(finished)))
+        elif notes:
+            text += "\n\n" + "\n".join(notes)
         print(text)
         return
     if args.out_dir is None:
@@ -379,11 +385,12 @@ def main() -> None:
         comparison = paired(groups, args.reference, args.metric, args.resamples, args.seed)
     except CanetError as exc:
         sys.exit(f"error: {exc}")
+    notes = group_notes(groups)
     if comparison is not None:  # its notes hold the groups' notes
         comparison.write(args.out_dir)
         text += "\n\n" + comparison.markdown(kinds=("pairs",)).rstrip("\n")
-    elif group_notes(groups):
-        text += "\n\n" + "\n".join(group_notes(groups))
+    elif notes:
+        text += "\n\n" + "\n".join(notes)
     if skipped:
         text += "\n\n" + "\n".join(f"- {line}" for line in skipped)
     print(text)

@@ -81,10 +81,21 @@ __all__ = [
     "find_evaluation",
     "load_evaluation",
     "load_group",
+    "recorded_distance_unit",
 ]
 
 
 # --------------------------------------------------------------------------- loading
+
+
+def _existing_folder(folder: str | os.PathLike[str]) -> Path:
+    """``folder`` as a path, refused in one line when it is a file or does not exist."""
+    root = Path(folder)
+    if root.is_file():
+        raise CanetError(f"{root} is a file; give the evaluation folder (the one holding metrics.csv)")
+    if not root.is_dir():
+        raise CanetError(f"evaluation folder not found: {root}")
+    return root
 
 
 def find_evaluation(folder: str | os.PathLike[str]) -> Path | None:
@@ -214,11 +225,7 @@ def load_evaluation(folder: str | os.PathLike[str]) -> Evaluation:
             without a ``case`` column or without rows, a case listed twice, or a
             case count that disagrees with ``summary.json``.
     """
-    root = Path(folder)
-    if root.is_file():
-        raise CanetError(f"{root} is a file; give the evaluation folder (the one holding metrics.csv)")
-    if not root.is_dir():
-        raise CanetError(f"evaluation folder not found: {root}")
+    root = _existing_folder(folder)
     path = find_evaluation(root)
     if path is None:
         raise CanetError(f"{root} holds no evaluation (metrics.csv and summary.json, in it or in {root / 'eval'})")
@@ -411,11 +418,7 @@ def load_group(
     """
     ignored: list[str] = []
     if isinstance(source, (str, os.PathLike)):
-        root = Path(source)
-        if root.is_file():
-            raise CanetError(f"{root} is a file; give the evaluation folder (the one holding metrics.csv)")
-        if not root.is_dir():
-            raise CanetError(f"evaluation folder not found: {root}")
+        root = _existing_folder(source)
         if find_evaluation(root) is not None:
             members, member_names = [load_evaluation(root)], [_default_name(root)]
         else:
@@ -914,19 +917,25 @@ def _reference_index(groups: Sequence[Group], reference: str | int | None) -> in
     raise CanetError(f"reference {reference!r} is not one of the groups ({', '.join(g.name for g in groups)})")
 
 
-def _distance_unit(groups: Sequence[Group], metrics: Sequence[str]) -> str | None:
-    units = set().union(*(g.distance_units for g in groups))
-    known = {u for u in units if u is not None}
-    uses_distance = any(m.startswith(DISTANCE_METRICS) for m in metrics)
-    if uses_distance and ("mixed" in known or len(known) > 1):
+def recorded_distance_unit(groups: Sequence[Group], hint: str = "") -> str | None:
+    """The one distance unit the groups' evaluations record (``"voxels"``, ``"mm"``), or None
+    where none records one.
+
+    Raises:
+        CanetError: they record different units, or ``"mixed"`` (``hint`` ends the message).
+    """
+    known = {u for g in groups for u in g.distance_units if u is not None}
+    if "mixed" in known or len(known) > 1:
         where = "; ".join(f"{g.name}: {', '.join(sorted(str(u) for u in g.distance_units))}" for g in groups)
-        raise CanetError(
-            f"HD95/ASD are in different units across the evaluations ({where}); "
-            "compare them in one unit or pass --metric dice jaccard"
-        )
-    if len(known) == 1:
-        return next(iter(known))
-    return None
+        raise CanetError(f"HD95/ASD are in different units across the evaluations ({where}){hint}")
+    return next(iter(known)) if known else None
+
+
+def _distance_unit(groups: Sequence[Group], metrics: Sequence[str]) -> str | None:
+    if any(m.startswith(DISTANCE_METRICS) for m in metrics):
+        return recorded_distance_unit(groups, "; compare them in one unit or pass --metric dice jaccard")
+    known = {u for g in groups for u in g.distance_units if u is not None}
+    return next(iter(known)) if len(known) == 1 else None  # Dice/Jaccard only: units do not matter
 
 
 def _unrecorded_unit_note(groups: Sequence[Group], metrics: Sequence[str], unit: str | None) -> str | None:
