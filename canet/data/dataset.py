@@ -126,6 +126,8 @@ class Volume:
             ``.h5`` and NRRD without space directions: stored voxel order).
         nonfinite: how many NaN or infinite image voxels were set to the
             scan's smallest finite value when it was read (:func:`fill_nonfinite`).
+        source: the image file it was read from (``None`` when made in memory);
+            outputs on its grid copy a NIfTI source's header geometry (:func:`save_nifti`).
     """
 
     case_id: str
@@ -136,6 +138,7 @@ class Volume:
     spacing_unit: Literal["mm", "voxels"] = "mm"
     oriented: bool = True
     nonfinite: int = 0
+    source: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -251,6 +254,9 @@ def _to_3d(array: np.ndarray, path: Path, what: str) -> np.ndarray:
     """Drop trailing axes of length 1; DataError unless the result is 3D and real-valued."""
     if np.iscomplexobj(array):  # numpy would drop the imaginary part with only a warning
         raise DataError(f"{path}: {what} holds complex values ({array.dtype}); canet reads real-valued volumes")
+    if array.dtype.kind not in "biuf":  # RGB(A) NIfTI (a structured dtype), strings, objects
+        raise DataError(f"{path}: {what} has dtype {array.dtype}, not one number per voxel "
+                        "(an RGB or multi-field image?); canet reads single-channel real-valued volumes")
     while array.ndim > 3 and array.shape[-1] == 1:
         array = array[..., 0]
     if array.ndim != 3:
@@ -301,10 +307,15 @@ def nrrd_affine(header: dict[str, Any]) -> np.ndarray:
     the world position of voxel (0, 0, 0). Both are turned into RAS by
     negating the axes that the frame points the other way (x and y for LPS).
     Without ``space directions`` the per-axis ``spacings`` give a diagonal
-    matrix; without either the affine is the identity.
+    matrix; without either the affine is the identity. Lengths are turned into
+    mm from ``space units`` (with ``space directions``) or ``units`` (with
+    ``spacings``): m, cm, mm, um or micron; none named is mm.
 
     Returns:
         4 x 4 float64 matrix.
+
+    Raises:
+        DataError: a length unit canet does not know.
     """
     affine = np.eye(4)
     directions = header.get("space directions")
@@ -327,10 +338,47 @@ def nrrd_affine(header: dict[str, Any]) -> np.ndarray:
         vec = np.asarray(origin, dtype=np.float64).ravel()
         if vec.size >= 3 and np.all(np.isfinite(vec[:3])):
             affine[:3, 3] = vec[:3]
+    if directions is not None:  # "space units": one per world axis (origin included)
+        affine[:3, :] *= np.asarray(_nrrd_mm(header, "space units"))[:, None]
+    else:  # "units": one per voxel axis, with "spacings"
+        affine[:3, :3] *= np.asarray(_nrrd_mm(header, "units"))[None, :]
     flips = _SPACE_TO_RAS.get(_nrrd_space(header))
     if flips is not None:
         affine = np.diag([*flips, 1.0]) @ affine
     return affine
+
+
+#: Millimetres per length unit named in an NRRD header (``space units``, ``units``); an empty name is mm.
+_NRRD_MM: dict[str, float] = {
+    "": 1.0, "mm": 1.0, "millimeter": 1.0, "millimeters": 1.0, "millimetre": 1.0, "millimetres": 1.0,
+    "m": 1000.0, "meter": 1000.0, "meters": 1000.0, "metre": 1000.0, "metres": 1000.0,
+    "cm": 10.0, "centimeter": 10.0, "centimeters": 10.0,
+    "um": 0.001, "\u00b5m": 0.001, "\u03bcm": 0.001, "micron": 0.001, "microns": 0.001, "micrometer": 0.001, "micrometers": 0.001,
+}
+
+
+def _nrrd_mm(header: dict[str, Any], field: str) -> tuple[float, float, float]:
+    """Millimetres per unit of the first three entries of ``field`` (1 where the header names none).
+
+    Raises:
+        DataError: a unit canet does not know (a distance in it would be off by its factor).
+    """
+    names = header.get(field)
+    if names is None:
+        return (1.0, 1.0, 1.0)
+    if isinstance(names, str):
+        names = names.split()
+    factors = []
+    for name in list(names)[:3]:
+        key = str(name).strip().strip('"').lower()
+        if key in ("none", "???"):  # the NRRD spec's placeholders for an axis without a unit
+            key = ""
+        if key not in _NRRD_MM:
+            raise DataError(f"NRRD {field} {str(name)!r} is not a length unit canet knows "
+                            "(mm, cm, m, um or micron)")
+        factors.append(_NRRD_MM[key])
+    factors += [1.0] * (3 - len(factors))
+    return (factors[0], factors[1], factors[2])
 
 
 def spacing_of(affine: np.ndarray) -> tuple[float, float, float]:
@@ -411,9 +459,12 @@ def _nifti_geometry(img: Any, shape: tuple[int, ...]) -> Geometry:
     return Geometry(tuple(shape[:3]), affine, spacing, "mm", oriented)  # type: ignore[arg-type]
 
 
-def _nrrd_geometry(header: dict[str, Any], shape: tuple[int, ...]) -> Geometry:
+def _nrrd_geometry(header: dict[str, Any], shape: tuple[int, ...], path: Path) -> Geometry:
     has_size, oriented = _nrrd_states(header)
-    affine = nrrd_affine(header)
+    try:
+        affine = nrrd_affine(header)
+    except DataError as exc:
+        raise DataError(f"{path}: {exc}") from None
     spacing = spacing_of(affine)
     if not has_size or min(spacing) <= 0:
         return Geometry(tuple(shape[:3]), affine, (1.0, 1.0, 1.0), "voxels", False)  # type: ignore[arg-type]
@@ -451,7 +502,7 @@ def read_geometry(path: str | os.PathLike[str], key: str = "image") -> Geometry:
 
             header = nrrd.read_header(str(p))
             shape = tuple(int(v) for v in header["sizes"])
-            geometry = _nrrd_geometry(header, shape)
+            geometry = _nrrd_geometry(header, shape, p)
     except DataError:
         raise
     except Exception as exc:  # any reader failure means a bad file
@@ -511,7 +562,7 @@ def read_volume(path: str | os.PathLike[str], key: str = "image") -> tuple[np.nd
     except Exception as exc:
         raise DataError(f"{p}: cannot read NRRD file ({_reason(exc)})") from None
     array = _to_3d(np.asarray(array), p, key)
-    return array, _nrrd_geometry(header, array.shape)
+    return array, _nrrd_geometry(header, array.shape, p)
 
 
 def as_label(array: np.ndarray, path: str | os.PathLike[str]) -> np.ndarray:
@@ -621,8 +672,50 @@ def zscore(image: np.ndarray) -> np.ndarray:
     return out.astype(np.float32, copy=False)
 
 
+#: The NIfTI header fields that place voxels in the world (with ``pixdim[0:4]`` and the spatial unit).
+_PLACEMENT_FIELDS = ("qform_code", "sform_code", "quatern_b", "quatern_c", "quatern_d",
+                     "qoffset_x", "qoffset_y", "qoffset_z", "srow_x", "srow_y", "srow_z")
+
+
+def _same_grid_nifti_header(like: str | os.PathLike[str] | None, shape: tuple[int, ...],
+                            affine: np.ndarray) -> Any | None:
+    """The header of the NIfTI file ``like`` when it holds ``shape`` placed by ``affine``, else None."""
+    if like is None or not str(like).lower().endswith((".nii", ".nii.gz")):
+        return None
+    import nibabel as nib
+
+    try:
+        img = nib.load(str(like))
+        stored = tuple(int(v) for v in img.shape)
+    except Exception:  # the source was read before; a file changed since is simply not copied
+        return None
+    while len(stored) > 3 and stored[-1] == 1:
+        stored = stored[:-1]
+    if stored != tuple(shape):
+        return None
+    header = img.header
+    if not all(_usable(np.asarray(m, dtype=np.float64)) for m, code in (header.get_sform(coded=True),
+                                                                         header.get_qform(coded=True)) if code):
+        return None  # a coded matrix that places nothing is not passed on (the output claims no orientation)
+    placed = _nifti_geometry(img, stored).affine
+    if not np.allclose(placed, affine, rtol=0.0, atol=1e-6 * max(1.0, float(np.abs(affine).max()))):
+        return None
+    return header
+
+
+def _copy_placement(source: Any, target: Any) -> None:
+    """Copy the fields of NIfTI header ``source`` that place voxels into header ``target``."""
+    for key in _PLACEMENT_FIELDS:
+        target[key] = source[key]
+    pixdim = np.array(target["pixdim"], dtype=np.float32)
+    pixdim[:4] = np.asarray(source["pixdim"], dtype=np.float32)[:4]
+    target["pixdim"] = pixdim
+    target["xyzt_units"] = (int(source["xyzt_units"]) & 7) | (int(target["xyzt_units"]) & ~7 & 0xFF)
+
+
 def save_nifti(
-    path: str | os.PathLike[str], array: np.ndarray, affine: np.ndarray | None = None, oriented: bool = True
+    path: str | os.PathLike[str], array: np.ndarray, affine: np.ndarray | None = None, oriented: bool = True,
+    like: str | os.PathLike[str] | None = None,
 ) -> Path:
     """Write ``array`` as NIfTI with ``affine`` (RAS+, as in :class:`Volume`) atomically.
 
@@ -630,21 +723,33 @@ def save_nifti(
     places it where the source scan is; the spatial unit is mm. ``oriented=False`` (a source NIfTI
     whose header states no orientation: sform and qform codes 0) writes codes 0
     as well, with the affine's voxel sizes as ``pixdim``, so the output claims
-    no more than its source did and readers place the two alike. Returns the
-    path written.
+    no more than its source did and readers place the two alike.
+
+    ``like``: the source image. When it is a NIfTI file of the same grid (its
+    shape, and canet's affine of it equal to ``affine``), its header's sform,
+    qform, their codes, ``pixdim`` and spatial unit are copied as they are, so
+    that a reader places the output wherever it places the source, even when
+    the source's qform or ``pixdim`` disagree with its sform (canet and nibabel
+    use the sform; ITK-based viewers may use the qform or ``pixdim``). Otherwise
+    the output is written as above. Returns the path written.
     """
     import nibabel as nib
 
     target = Path(path)
     matrix = np.eye(4) if affine is None else np.asarray(affine, dtype=np.float64)
-    if oriented:
+    source = _same_grid_nifti_header(like, np.shape(array)[:3], matrix)
+    if source is not None:
+        img = nib.Nifti1Image(np.asarray(array), None)
+        _copy_placement(source, img.header)
+    elif oriented:
         img = nib.Nifti1Image(np.asarray(array), matrix)
         img.set_sform(matrix, code=1)
         img.set_qform(matrix, code=1)
     else:  # no affine in memory: nibabel would write it as an sform (code 2) on saving
         img = nib.Nifti1Image(np.asarray(array), None)
         img.header.set_zooms(spacing_of(matrix) + tuple(img.header.get_zooms()[3:]))
-    img.header.set_xyzt_units(xyz="mm")  # the affine is in mm (see _nifti_geometry)
+    if source is None:
+        img.header.set_xyzt_units(xyz="mm")  # the affine is in mm (see _nifti_geometry)
     suffix = ".nii.gz" if target.name.lower().endswith(".gz") else ".nii"
     with atomic_path(target, suffix=suffix) as tmp:
         nib.save(img, str(tmp))
@@ -689,7 +794,7 @@ def load_case(case: Case, with_label: bool = True, normalize: bool | None = None
         label = as_label(raw, case.label)
     return Volume(
         case.case_id, image, label, geometry.affine, geometry.spacing, geometry.unit, geometry.oriented,
-        nonfinite,
+        nonfinite, Path(case.image),
     )
 
 

@@ -67,6 +67,23 @@ RAW_LABEL = "laendo.nrrd"
 STAGING = ".prepare-la.partial"
 
 
+
+def _atrium(mask: np.ndarray, path: Path) -> np.ndarray:
+    """The atrium of a raw mask as uint8 0/1: every nonzero voxel.
+
+    NaN compares as nonzero and a fractional value is an interpolated mask, so both
+    are refused rather than counted as atrium.
+    """
+    arr = np.asarray(mask)
+    if np.issubdtype(arr.dtype, np.floating):
+        if not np.all(np.isfinite(arr)):
+            raise DataError(f"{path}: the mask holds NaN or infinite values")
+        fractional = arr != np.round(arr)
+        if fractional.any():
+            raise DataError(f"{path}: mask values must be integers (any nonzero one is atrium), "
+                            f"got {float(arr[fractional].ravel()[0])}")
+    return (arr != 0).astype(np.uint8)
+
 def _print_warning(message: str) -> None:
     print(f"warning: {message}", file=sys.stderr, flush=True)
 
@@ -248,7 +265,7 @@ def prepare_la(
             if nonfinite:
                 warn(f"{image_path}: {nonfinite} NaN or infinite voxel(s) set to the scan's smallest finite "
                      "value before the z-score")
-            label = (np.asarray(mask) != 0).astype(np.uint8)
+            label = _atrium(mask, label_path)
             stats = np.asarray(image, dtype=np.float64)
             mean, std = float(stats.mean()), float(stats.std())
             del stats

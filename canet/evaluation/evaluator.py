@@ -219,7 +219,8 @@ def evaluate_model(
             if save_predictions and out is not None:
                 from canet.data import save_nifti
 
-                save_nifti(out / f"{name}{PREDICTION_SUFFIX}", mask.astype(np.uint8), vol.affine, oriented=oriented)
+                save_nifti(out / f"{name}{PREDICTION_SUFFIX}", mask.astype(np.uint8), vol.affine, oriented=oriented,
+                           like=getattr(vol, "source", None))
             if report and out is not None:
                 from canet.report import save_case_slices
 

@@ -144,6 +144,10 @@ def find_score_pairs(
         if not gt_dir.is_dir():
             raise DataError(f"ground-truth folder not found: {gt_dir}")
         preds = index(pred_dir, ("_pred",))
+        # `canet predict --probabilities` writes <case>_prob beside <case>_pred: the map of the mask scored
+        preds = {k: f for k, f in preds.items()
+                 if not (k.endswith("_prob") and k[: -len("_prob")] in preds
+                         and strip_suffix(preds[k[: -len("_prob")]].name).endswith("_pred"))}
         gts = index(gt_dir, ("_gt",))
         where = f"{pred_dir} and {gt_dir}"
     if not preds and not gts:

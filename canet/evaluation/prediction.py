@@ -124,10 +124,11 @@ def predict_files(
                 sink(message)
         # A source that states no orientation (NIfTI codes 0, an NRRD without an anatomical
         # space, HDF5) gives outputs without one too (codes 0, its voxel size as pixdim).
-        target = save_nifti(out / f"{stem}_pred.nii.gz", mask, geometry.affine, oriented=geometry.oriented)
+        # A NIfTI source's own header placement is copied, so viewers that read its qform place both alike.
+        target = save_nifti(out / f"{stem}_pred.nii.gz", mask, geometry.affine, oriented=geometry.oriented, like=path)
         if probabilities:
             prob_out = probs if probs.ndim == 3 else np.moveaxis(probs, 0, -1)
             save_nifti(out / f"{stem}_prob.nii.gz", prob_out.astype(np.float32), geometry.affine,
-                       oriented=geometry.oriented)
+                       oriented=geometry.oriented, like=path)
         written.append(target)
     return written

@@ -387,3 +387,19 @@ def test_a_complex_valued_image_is_refused(tmp_path: Path) -> None:
     nib.save(nib.Nifti1Image(data, np.eye(4)), str(tmp_path / "c.nii.gz"))
     with pytest.raises(DataError, match=r"c.nii.gz: image holds complex values \(complex64\); canet reads real-valued"):
         read_volume(tmp_path / "c.nii.gz")
+
+
+def test_an_rgb_or_string_volume_is_refused_in_one_line(tmp_path: Path) -> None:
+    import h5py
+    import nibabel as nib
+
+    from canet.data import read_volume
+
+    rgb = np.zeros((6, 6, 4), dtype=[("R", "u1"), ("G", "u1"), ("B", "u1")])  # an RGB NIfTI (datatype 128)
+    nib.save(nib.Nifti1Image(rgb, np.eye(4)), str(tmp_path / "rgb.nii.gz"))
+    with pytest.raises(DataError, match=r"rgb.nii.gz: image has dtype .*not one number per voxel"):
+        read_volume(tmp_path / "rgb.nii.gz")
+    with h5py.File(tmp_path / "s.h5", "w") as f:
+        f["image"] = np.full((6, 6, 4), b"ab", dtype="S2")
+    with pytest.raises(DataError, match=r"s.h5: image has dtype \|S2, not one number per voxel"):
+        read_volume(tmp_path / "s.h5")

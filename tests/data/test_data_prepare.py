@@ -197,6 +197,20 @@ def test_prepare_la_reads_the_mask_by_its_header_and_fills_nan(tmp_path: Path) -
     json.loads((tmp_path / "LA" / "prepare_la.json").read_text(), parse_constant=pytest.fail)  # strict JSON
 
 
+@pytest.mark.parametrize(("value", "why"), [(np.nan, "the mask holds NaN or infinite values"),
+                                            (0.5, r"mask values must be integers \(any nonzero one is atrium\), got 0.5")])
+def test_prepare_la_refuses_a_mask_with_nan_or_fractional_values(tmp_path: Path, value: float, why: str) -> None:
+    # NaN != 0 is True: one NaN voxel in a corner was atrium, and it grew the crop to reach it
+    raw = _fake_raw(tmp_path, {"a": {}})
+    mask, header = nrrd.read(str(raw / "a" / "laendo.nrrd"))
+    mask = mask.astype(np.float32)
+    mask[39, 0, 0] = value
+    nrrd.write(str(raw / "a" / "laendo.nrrd"), mask, header)
+    with pytest.raises(DataError, match=f"laendo.nrrd: {why}"):
+        prepare_la(raw, tmp_path / "LA", patch_size=(16, 16, 16), progress=False)
+    assert list((tmp_path / "LA").iterdir()) == []  # nothing written
+
+
 def test_prepare_la_writes_all_or_nothing_into_a_new_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     raw = _fake_raw(tmp_path, {"a": {}, "b": {"empty": True}})
     out = tmp_path / "LA"

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from canet.data import read_volume
+from canet.errors import DataError
 
 
 def _image(shape=(20, 24, 16)) -> np.ndarray:
@@ -137,12 +138,14 @@ def test_nifti_spatial_units_are_converted_to_mm(tmp_path, run_cli, checkpoint) 
         np.testing.assert_allclose(geometry.affine, mm, atol=1e-9)
         assert geometry.spacing == pytest.approx((0.7, 1.3, 2.5))
     masks = []
-    for name in ("mm", "um", "m"):
+    for name, unit in (("mm", "mm"), ("um", "micron"), ("m", "meter")):
         code, _, err = run_cli("predict", checkpoint, tmp_path / name, "-o", tmp_path / f"o_{name}", "--quiet")
         assert code == 0, err
         out = nib.load(str(tmp_path / f"o_{name}" / "scan_pred.nii.gz"))
-        assert out.header.get_xyzt_units()[0] == "mm"  # the mask says its unit: readers place it with the scan
-        np.testing.assert_allclose(out.affine, mm, atol=1e-5)
+        # the mask keeps its scan's header placement and unit: every reader places the two alike
+        assert out.header.get_xyzt_units()[0] == unit
+        np.testing.assert_allclose(out.affine, nib.load(str(tmp_path / name / "scan.nii.gz")).affine, rtol=1e-6)
+        np.testing.assert_allclose(read_volume(tmp_path / f"o_{name}" / "scan_pred.nii.gz")[1].affine, mm, atol=1e-5)
         masks.append(np.asarray(out.dataobj))
     np.testing.assert_array_equal(masks[0], masks[1])
     np.testing.assert_array_equal(masks[0], masks[2])
@@ -254,3 +257,98 @@ def test_unusual_unit_codes_and_tiny_voxels_in_meters(tmp_path) -> None:
     _, geometry = read_volume(tmp_path / "tiny.nii")
     assert geometry.oriented  # not taken for a degenerate matrix because its numbers are small
     assert geometry.spacing == pytest.approx((0.05, 0.1, 0.2), rel=1e-6)
+
+
+def _header_placement(img) -> tuple:
+    h = img.header
+    return (_codes(img), np.asarray(h.get_sform()), np.asarray(h.get_qform()),
+            np.asarray(h["pixdim"][:4]), int(h["xyzt_units"]) & 7)
+
+
+def _assert_same_placement(a, b) -> None:
+    (codes_a, *rest_a), (codes_b, *rest_b) = _header_placement(a), _header_placement(b)
+    assert codes_a == codes_b
+    for x, y in zip(rest_a, rest_b):
+        np.testing.assert_allclose(x, y, atol=1e-6)
+
+
+def test_outputs_keep_a_scan_whose_qform_and_pixdim_disagree_with_its_sform_in_place(tmp_path, run_cli,
+                                                                                      checkpoint) -> None:
+    # canet (as nibabel) places voxels by the sform; ITK-based viewers may use the qform or pixdim. A mask
+    # written with qform = sform and fresh pixdim was placed elsewhere than its scan by such a viewer.
+    image = _image()
+    sform = np.diag([1.0, 1.0, 1.0, 1.0])
+    two = nib.Nifti1Image(image, None)
+    two.set_sform(sform, code=2)
+    two.set_qform(np.diag([-2.0, 2.0, 2.0, 1.0]), code=1)  # another placement, as the header says it
+    nib.save(two, str(tmp_path / "two.nii.gz"))
+    stale = nib.Nifti1Image(image, None)
+    stale.set_sform(np.diag([0.8, 0.9, 1.5, 1.0]), code=1)
+    stale.header["pixdim"][1:4] = 1.0  # a stale pixdim beside the sform's voxel sizes, no qform
+    nib.save(stale, str(tmp_path / "stale.nii.gz"))
+    scans = {n: nib.load(str(tmp_path / f"{n}.nii.gz")) for n in ("two", "stale")}
+    assert _codes(scans["two"]) == (2, 1) and _codes(scans["stale"]) == (1, 0)
+    np.testing.assert_allclose(scans["stale"].header["pixdim"][1:4], 1.0)
+
+    code, _, err = run_cli("predict", checkpoint, tmp_path / "two.nii.gz", tmp_path / "stale.nii.gz",
+                           "-o", tmp_path / "o", "--quiet", "--probabilities")
+    assert code == 0, err
+    for name, scan in scans.items():
+        for kind in ("pred", "prob"):
+            out = nib.load(str(tmp_path / "o" / f"{name}_{kind}.nii.gz"))
+            _assert_same_placement(out, scan)
+    np.testing.assert_allclose(nib.load(str(tmp_path / "o" / "two_pred.nii.gz")).affine, sform)
+
+    label = (image > 1).astype(np.uint8)
+    seg = nib.Nifti1Image(label, None)
+    seg.set_sform(sform, code=2)
+    nib.save(seg, str(tmp_path / "two_seg.nii.gz"))
+    entry = {"image": "two.nii.gz", "label": "two_seg.nii.gz"}
+    (tmp_path / "dataset.json").write_text(json.dumps({"training": [entry], "test": [entry]}))
+    code, _, err = run_cli("evaluate", checkpoint, "--data", tmp_path / "dataset.json", "--out", tmp_path / "e",
+                           "--quiet", "--save-predictions")
+    assert code == 0, err
+    _assert_same_placement(nib.load(str(tmp_path / "e" / "two_pred.nii.gz")), scans["two"])
+
+
+def test_a_source_of_another_grid_is_not_copied(tmp_path) -> None:
+    from canet.data import save_nifti
+
+    src = nib.Nifti1Image(_image(), None)
+    src.set_sform(np.diag([1.0, 1.0, 1.0, 1.0]), code=2)
+    src.set_qform(np.diag([-2.0, 2.0, 2.0, 1.0]), code=1)
+    nib.save(src, str(tmp_path / "s.nii.gz"))
+    shifted = np.eye(4)
+    shifted[:3, 3] = 5.0  # not the source's placement: written from the affine, codes 1
+    out = nib.load(str(save_nifti(tmp_path / "a.nii.gz", np.zeros((20, 24, 16), np.uint8), shifted,
+                                  like=tmp_path / "s.nii.gz")))
+    assert _codes(out) == (1, 1)
+    np.testing.assert_allclose(out.header.get_qform(), shifted, atol=1e-6)
+    out = nib.load(str(save_nifti(tmp_path / "b.nii.gz", np.zeros((20, 24, 8), np.uint8), np.eye(4),
+                                  like=tmp_path / "s.nii.gz")))  # another shape
+    assert _codes(out) == (1, 1)
+    out = nib.load(str(save_nifti(tmp_path / "c.nii.gz", np.zeros((20, 24, 16), np.uint8), np.eye(4),
+                                  like=tmp_path / "s.nii.gz")))
+    assert _codes(out) == (2, 1) and out.get_data_dtype() == np.uint8  # same grid: copied, its own dtype
+
+
+def test_nrrd_length_units_are_converted_to_mm(tmp_path) -> None:
+    image = _image()
+    directions = np.diag([500.0, 600.0, 2000.0])
+    nrrd.write(str(tmp_path / "um.nrrd"), image, {"space": "left-posterior-superior", "space directions": directions,
+                                                  "space origin": np.array([1000.0, 0.0, 0.0]),
+                                                  "space units": ["microns", "microns", "microns"]})
+    _, geometry = read_volume(tmp_path / "um.nrrd")
+    expected = np.diag([-0.5, -0.6, 2.0, 1.0])
+    expected[0, 3] = -1.0  # 1000 microns along L is -1 mm in RAS
+    np.testing.assert_allclose(geometry.affine, expected, atol=1e-9)
+    assert geometry.spacing == pytest.approx((0.5, 0.6, 2.0)) and geometry.unit == "mm"
+    nrrd.write(str(tmp_path / "cm.nrrd"), image, {"spacings": [0.05, 0.06, 0.2], "units": ["cm", "cm", "cm"]})
+    assert read_volume(tmp_path / "cm.nrrd")[1].spacing == pytest.approx((0.5, 0.6, 2.0))
+    nrrd.write(str(tmp_path / "mm.nrrd"), image, {"space": "RAS", "space directions": np.diag([0.5, 0.6, 2.0]),
+                                                  "space units": ["mm", "mm", "mm"]})
+    assert read_volume(tmp_path / "mm.nrrd")[1].spacing == pytest.approx((0.5, 0.6, 2.0))
+    nrrd.write(str(tmp_path / "in.nrrd"), image, {"space": "RAS", "space directions": np.diag([0.5, 0.6, 2.0]),
+                                                  "space units": ["inch", "inch", "inch"]})
+    with pytest.raises(DataError, match=r"in.nrrd: NRRD space units 'inch' is not a length unit canet knows"):
+        read_volume(tmp_path / "in.nrrd")

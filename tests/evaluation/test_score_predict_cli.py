@@ -742,3 +742,28 @@ def test_an_output_folder_that_is_a_file_is_one_line(tmp_path, run_cli, checkpoi
     code, _, err = run_cli("predict", checkpoint, tmp_path / "p" / "a.nii.gz", "-o", blocker, "--quiet")
     assert code == 2 and "Traceback" not in err and f"{blocker} is a file, not a folder" in err, err
     assert blocker.read_text() == "kept"
+
+
+def test_score_a_predict_folder_with_probability_maps(tmp_path, run_cli, checkpoint) -> None:
+    # `predict --probabilities` writes <case>_prob beside <case>_pred; scoring that folder against the
+    # ground truths used to stop at "prediction scan_prob.nii.gz has no ground truth"
+    (tmp_path / "in").mkdir()
+    (tmp_path / "gt").mkdir()
+    image = np.random.default_rng(5).standard_normal((20, 24, 16)).astype(np.float32)
+    _save_nifti(tmp_path / "in" / "scan.nii.gz", image, AFFINE)
+    code, _, err = run_cli("predict", checkpoint, tmp_path / "in", "-o", tmp_path / "o", "--quiet", "--probabilities")
+    assert code == 0, err
+    mask = np.asarray(nib.load(str(tmp_path / "o" / "scan_pred.nii.gz")).dataobj)
+    gt = mask.copy()
+    gt[:4] = 1 - gt[:4]  # a ground truth that differs from the mask in a known slab
+    _save_nifti(tmp_path / "gt" / "scan.nii.gz", gt, AFFINE)
+    code, _, err = run_cli("score", tmp_path / "o", tmp_path / "gt", "--out", tmp_path / "s", "--quiet")
+    assert code == 0, err
+    rows = _read_csv(tmp_path / "s" / "metrics.csv")
+    assert [r["case"] for r in rows] == ["scan"]
+    expected = 2 * np.logical_and(mask, gt).sum() / (mask.sum() + gt.sum())
+    assert float(rows[0]["dice"]) == pytest.approx(expected, abs=1e-6)
+    # a _prob file without its _pred is still a prediction of its own name
+    (tmp_path / "o" / "scan_pred.nii.gz").unlink()
+    code, _, err = run_cli("score", tmp_path / "o", tmp_path / "gt", "--out", tmp_path / "s2", "--quiet")
+    assert code == 2 and "prediction scan_prob.nii.gz has no ground truth" in err
