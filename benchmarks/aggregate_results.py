@@ -38,6 +38,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from canet.cli.argtypes import nonnegative_int, positive_int
 from canet.comparison import (
     Comparison,
     Evaluation,
@@ -97,6 +98,8 @@ def group_notes(groups: list[Group]) -> list[str]:
 def load_groups(out_dir: Path) -> tuple[list[Group], list[str]]:
     """One :class:`Group` per config folder under ``out_dir`` holding at least one
     evaluated seed, and a note per config folder without any."""
+    if not out_dir.is_dir():
+        raise CanetError(f"protocol run folder not found: {out_dir}")
     groups: list[Group] = []
     skipped: list[str] = []
     for cfg_dir in sorted(p for p in out_dir.iterdir() if p.is_dir()):
@@ -122,9 +125,8 @@ def rows_of(groups: list[Group]) -> list[dict[str, object]]:
         cells: dict[str, object] = {"config": group.name, "seeds": group.n_seeds}
         for m in METRICS:
             cells[m] = _seed_cell(group, m)
-        seconds = [
-            float(t.read_text()) for t in (ev.path.parent / "train_seconds.txt" for ev in group.members) if t.is_file()
-        ]
+        seconds = [_train_seconds(t) for t in (ev.path.parent / "train_seconds.txt" for ev in group.members)
+                   if t.is_file()]
         cells["hours"] = f"{statistics.fmean(seconds) / 3600:.2f}" if seconds else "-"
         cells["paper"] = PAPER_DICE.get(group.name, "-")
         rows.append(cells)
@@ -148,6 +150,34 @@ def _run_key(result: dict[str, Any]) -> tuple[str, int]:
     return str(result.get("config")), int(result.get("seed", 0))
 
 
+def _train_seconds(path: Path) -> float:
+    """The number in a run's ``train_seconds.txt``."""
+    text = path.read_text(encoding="utf-8", errors="replace").strip()
+    try:
+        return float(text)
+    except ValueError:
+        raise CanetError(f"{path} does not hold a number of seconds: {text[:40]!r}") from None
+
+
+def _check_result(data: Any, path: Path) -> None:
+    """CanetError unless ``data`` has the shape of a protocol_run.py result file (what the tables read)."""
+    if not isinstance(data, dict):
+        raise CanetError(f"{path} is not a protocol result file (a JSON {type(data).__name__}, not an object)")
+    try:
+        int(data.get("seed", 0))
+    except (TypeError, ValueError):
+        raise CanetError(f"{path}: seed {data.get('seed')!r} is not an integer") from None
+    if data.get("status") not in ("done", "finished"):
+        return
+    evaluations = data.get("evaluations")
+    if not isinstance(evaluations, dict) or not isinstance(evaluations.get("reference"), dict) \
+            or not isinstance(evaluations["reference"].get("cases"), dict):
+        raise CanetError(f"{path} says {data.get('status')!r} but holds no reference evaluation with its cases")
+    for key in ("sec_per_it", "train_seconds"):
+        if data.get(key) is not None and not isinstance(data[key], (int, float)):
+            raise CanetError(f"{path}: {key} {data[key]!r} is not a number")
+
+
 def read_results(results: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """The finished and the unfinished (running or failed) result files under ``results``
     (sorted by config, seed)."""
@@ -161,6 +191,7 @@ def read_results(results: Path) -> tuple[list[dict[str, Any]], list[dict[str, An
             data = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as exc:
             raise CanetError(f"cannot read {path}: {exc}") from None
+        _check_result(data, path)
         data["_path"] = str(path)
         # "finished": what result files said before protocol_run.py wrote running / done / failed.
         (finished if data.get("status") in ("done", "finished") else failed).append(data)
@@ -245,7 +276,9 @@ def result_groups(finished: list[dict[str, Any]], mode: str = "reference") -> li
 def gpu_table(finished: list[dict[str, Any]], failed: list[dict[str, Any]]) -> str:
     """The Markdown table of the GPU section of docs/RESULTS.md."""
     ref_groups = {g.name: g for g in result_groups(finished, "reference")}
-    fast_groups = {g.name: g for g in result_groups(finished, "fast")}
+    # the fast-mode column only for configs whose every seed has a fast evaluation
+    no_fast = {r["config"] for r in finished if "fast" not in r["evaluations"]}
+    fast_groups = {g.name: g for g in result_groups([r for r in finished if r["config"] not in no_fast], "fast")}
     unit = distance_label(list(ref_groups.values()))
     header = (f"| config | seeds | Dice % | Jaccard % | 95HD ({unit}) | ASD ({unit}) | fast-mode Dice % "
               "| paper Dice % | s/it | train min | device |")
@@ -253,8 +286,8 @@ def gpu_table(finished: list[dict[str, Any]], failed: list[dict[str, Any]]) -> s
     for name, group in ref_groups.items():
         runs = [r for r in finished if r["config"] == name]
         cells = [_seed_cell(group, m) for m in METRICS]
-        fast = _seed_cell(fast_groups[name], "dice")
-        timed = [r for r in runs if r.get("sec_per_it") is not None]
+        fast = _seed_cell(fast_groups[name], "dice") if name in fast_groups else "-"
+        timed = [r for r in runs if r.get("sec_per_it") is not None and r.get("train_seconds") is not None]
         spi = statistics.fmean(r["sec_per_it"] for r in timed) if timed else float("nan")
         minutes = statistics.fmean(r["train_seconds"] for r in timed) / 60 if timed else float("nan")
         gpus = sorted({str((r.get("environment") or {}).get("device_name") or (r.get("cpu") or {}).get("model")
@@ -350,8 +383,8 @@ def main() -> None:
                              "e.g. exact CPU and fast GPU runs): SECOND's against FIRST's")
     parser.add_argument("--reference", default=None, help="config the others are compared with (default the first)")
     parser.add_argument("--metric", nargs="+", default=["dice"], help="metrics of the paired table (default dice)")
-    parser.add_argument("--resamples", type=int, default=10_000, help="bootstrap resamples (default 10000)")
-    parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    parser.add_argument("--resamples", type=positive_int, default=10_000, help="bootstrap resamples (default 10000)")
+    parser.add_argument("--seed", type=nonnegative_int, default=0, help="bootstrap seed (default 0)")
     args = parser.parse_args()
     if args.across is not None:
         try:

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from canet.cli.argtypes import positive_int
+from canet.cli.argtypes import nonnegative_int, positive_int
 from canet.metrics.paired import DEFAULT_RESAMPLES
 
 
@@ -54,7 +54,7 @@ def add_parser(subparsers: Any) -> None:
                    help="group to compare the others with: its name or folder as given (default the first)")
     p.add_argument("--resamples", type=positive_int, default=DEFAULT_RESAMPLES,
                    help=f"bootstrap resamples (default {DEFAULT_RESAMPLES})")
-    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default 0)")
+    p.add_argument("--seed", type=nonnegative_int, default=0, help="seed of the bootstrap (default 0)")
     p.add_argument("--distance-penalty", default=None, metavar="diagonal|NUMBER",
                    help="count HD95/ASD of a missed structure (one mask empty: Dice 0, distance NaN) as this "
                         "distance instead of leaving the case out: 'diagonal' (the volume's diagonal, from "

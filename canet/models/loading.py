@@ -9,8 +9,10 @@ arrows run ``canet.models -> canet.checkpoint``.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from typing import Any
 
+import torch
 from torch import nn
 
 from canet.checkpoint import load_checkpoint
@@ -35,13 +37,33 @@ def build_generator(payload: dict[str, Any], source: str | os.PathLike[str] | No
         raise CheckpointError(
             f"{source or 'the checkpoint'} holds the discriminator {spec['name']!r}, not a segmentation network"
         )
-    missing, unexpected = model.load_state_dict(payload["generator"], strict=False)
+    weights = payload["generator"]
+    try:
+        missing, unexpected = model.load_state_dict(weights, strict=False)
+    except RuntimeError as exc:  # a tensor of another shape (the recorded kwargs are not the weights')
+        first = next((line.strip() for line in str(exc).splitlines()[1:] if line.strip()), type(exc).__name__)
+        raise CheckpointError(
+            f"{source or 'the checkpoint'}: weights do not fit model {spec['name']!r} with its recorded "
+            f"arguments ({first})"
+        ) from None
     if missing or unexpected:
         raise CheckpointError(
             f"checkpoint weights do not fit model {spec['name']!r}: "
             f"{len(missing)} missing keys, {len(unexpected)} unexpected keys"
         )
+    bad = nonfinite_tensors(weights)
+    if bad:
+        raise CheckpointError(
+            f"{source or 'the checkpoint'}: {len(bad)} weight tensor(s) hold NaN or infinite values "
+            f"(first {bad[0]!r}); the training that wrote it diverged, so it would segment nothing"
+        )
     return model
+
+
+def nonfinite_tensors(state: Mapping[str, Any]) -> list[str]:
+    """Keys of the floating-point tensors in ``state`` that hold NaN or infinite values."""
+    return [k for k, v in state.items()
+            if isinstance(v, torch.Tensor) and v.is_floating_point() and not bool(torch.isfinite(v).all())]
 
 
 def load_model(path: str | os.PathLike[str], map_location: str = "cpu") -> nn.Module:

@@ -45,6 +45,7 @@ from torch import Tensor, nn
 from canet.checkpoint import FORMAT, make_checkpoint, read_torch_file, save_checkpoint
 from canet.errors import CheckpointError, ConfigError
 from canet.models.common import DOWNSAMPLE_FACTOR
+from canet.models.loading import nonfinite_tensors
 from canet.models.registry import create_model
 from canet.patch_size import check_patch_size
 
@@ -404,6 +405,9 @@ def import_checkpoint(
     if src_path.exists() and dst_path.exists() and src_path.resolve() == dst_path.resolve():
         raise CheckpointError(f"destination {dst_path} is the source file; choose another path")
     state_dict = read_state_dict(src_path)
+    bad = nonfinite_tensors(state_dict)
+    if bad:
+        raise CheckpointError(f"{src_path}: {len(bad)} weight tensor(s) hold NaN or infinite values (first {bad[0]!r})")
     model = generator_from_original(state_dict, patch_size=patch_size, source=str(src_path))
     payload = make_checkpoint(
         model, created_by="canet import-checkpoint", config=None, source=str(src_path)

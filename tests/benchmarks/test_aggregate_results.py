@@ -249,3 +249,41 @@ def test_the_same_runs_compared_across_two_folders(tmp_path: Path, monkeypatch: 
         aggregate_results.main()
     message = str(exc.value.code)
     assert message == f"error: no config and seed is finished in both {cpu} and {gpu}"
+
+
+@pytest.mark.parametrize(("content", "why"), [
+    ([1, 2], "is not a protocol result file (a JSON list, not an object)"),
+    ({"config": "c", "seed": "x", "status": "done"}, "seed 'x' is not an integer"),
+    ({"config": "c", "seed": 1, "status": "done"}, "says 'done' but holds no reference evaluation with its cases"),
+    ({"config": "c", "seed": 1, "status": "done", "evaluations": {"reference": {"cases": {}}},
+      "train_seconds": "long"}, "train_seconds 'long' is not a number"),
+])
+def test_a_malformed_result_file_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, content: object,
+                                             why: str) -> None:
+    res = tmp_path / "results"
+    res.mkdir()
+    (res / "c_seed1.json").write_text(json.dumps(content))
+    monkeypatch.setattr(sys, "argv", ["aggregate_results.py", "--results", str(res)])
+    with pytest.raises(SystemExit) as exc:  # a traceback (TypeError, KeyError, ValueError) before
+        aggregate_results.main()
+    message = str(exc.value)
+    assert message.startswith(f"error: {res / 'c_seed1.json'}") and message.endswith(why) and "\n" not in message
+
+
+def test_bad_folders_and_arguments_are_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(sys, "argv", ["aggregate_results.py", str(tmp_path / "nope")])
+    with pytest.raises(SystemExit) as exc:
+        aggregate_results.main()
+    assert str(exc.value) == f"error: protocol run folder not found: {tmp_path / 'nope'}"
+    _run(tmp_path / "out", "la_canet_16", 1, [0.9, 0.8, 0.7, 0.6], 100.0)
+    (tmp_path / "out" / "la_canet_16" / "seed1" / "train_seconds.txt").write_text("n/a\n")
+    monkeypatch.setattr(sys, "argv", ["aggregate_results.py", str(tmp_path / "out")])
+    with pytest.raises(SystemExit) as exc:
+        aggregate_results.main()
+    assert "train_seconds.txt does not hold a number of seconds: 'n/a'" in str(exc.value)
+    for option in ("--seed", "--resamples"):
+        monkeypatch.setattr(sys, "argv", ["aggregate_results.py", str(tmp_path / "out"), option, "-1"])
+        with pytest.raises(SystemExit) as exc:
+            aggregate_results.main()
+        assert exc.value.code == 2 and "got '-1'" in capsys.readouterr().err

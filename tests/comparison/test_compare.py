@@ -313,6 +313,9 @@ def test_bad_input_ends_in_one_line(tmp_path: Path, base_dice: dict[str, float],
     bad = write_eval(tmp_path / "bad", {"c1": {"dice": 0.5}})
     (bad / "metrics.csv").write_text("case,dice,jaccard,hd95,asd,seconds\nc1,oops,0,0,0,0\n")
     assert "'oops'" in _one_line_error(capsys, [str(a), str(bad)])
+    with pytest.raises(SystemExit) as exc:  # numpy's traceback for a negative bootstrap seed before
+        main(["compare", str(a), str(mm), "--seed", "-1"])
+    assert exc.value.code == 2 and "--seed: expected an integer >= 0, got '-1'" in capsys.readouterr().err
     # a unit difference does not matter when only Dice is compared; the reference can be named
     code, out, _ = run_cli([str(a), str(mm), "--metric", "dice", "--reference", "mm", "--resamples", "50"], capsys)
     assert code == 0 and "| mm | a | dice % | 12 |" in out

@@ -116,3 +116,21 @@ def test_the_training_datalist_gives_the_normalisation_orientation_and_lcc(tmp_p
         f"{OLD} {START} and its training data {OLD_ROOT} cannot be read: assuming raw images in stored voxel "
         "order, LCC off, no voxel-size check"
     )
+
+
+def test_weights_that_do_not_fit_their_recorded_model_or_diverged_are_one_line(tmp_path, run_cli, checkpoint) -> None:
+    nib.save(nib.Nifti1Image(np.zeros((20, 24, 16), np.float32), np.eye(4)), str(tmp_path / "s.nii.gz"))
+    payload = load_checkpoint(checkpoint)
+    wider = {**payload, "model": {**payload["model"], "kwargs": {**payload["model"]["kwargs"], "n_filters": 4}}}
+    save_checkpoint(wider, tmp_path / "wider.pt")  # recorded as 4 filters, weights of 2: a traceback before
+    code, _, err = run_cli("predict", tmp_path / "wider.pt", tmp_path / "s.nii.gz", "-o", tmp_path / "o", "--quiet")
+    assert code == 2 and err.count("\n") == 1, err
+    assert f"error: {tmp_path / 'wider.pt'}: weights do not fit model 'vnet' with its recorded arguments (" in err
+    # NaN weights gave an empty mask, exit 0 and no word
+    key = next(k for k, v in payload["generator"].items() if v.is_floating_point() and v.numel() > 1)
+    nan = {**payload, "generator": {**payload["generator"], key: payload["generator"][key] * float("nan")}}
+    save_checkpoint(nan, tmp_path / "nan.pt")
+    code, _, err = run_cli("predict", tmp_path / "nan.pt", tmp_path / "s.nii.gz", "-o", tmp_path / "o", "--quiet")
+    assert code == 2 and err == (f"error: {tmp_path / 'nan.pt'}: 1 weight tensor(s) hold NaN or infinite values "
+                                 f"(first {key!r}); the training that wrote it diverged, so it would segment nothing\n")
+    assert not (tmp_path / "o" / "s_pred.nii.gz").exists()

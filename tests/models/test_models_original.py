@@ -276,6 +276,12 @@ def test_refuses_files_that_are_not_original_checkpoints(tmp_path, capsys, small
     torch.save({"block_one.conv.0.weight": torch.zeros(16, 1, 3, 3, 3), "lr": 0.01}, mixed)
     assert "entry 'lr' is a float, not a tensor" in _cli_error(["import-checkpoint", str(mixed), dst], capsys)
 
+    diverged = tmp_path / "diverged.pth"
+    torch.save({**small_original, "block_one.conv.0.weight": torch.full_like(small_original["block_one.conv.0.weight"],
+                                                                             float("nan"))}, diverged)
+    err = _cli_error(["import-checkpoint", str(diverged), dst, "--patch-size", "32", "32", "32"], capsys)
+    assert "1 weight tensor(s) hold NaN or infinite values (first 'block_one.conv.0.weight')" in err
+
     ours = tmp_path / "ours.pt"
     save_checkpoint(make_checkpoint(create_model("vnet", n_filters=4), created_by="test"), ours)
     err = _cli_error(["import-checkpoint", str(ours), dst], capsys)
