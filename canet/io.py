@@ -113,6 +113,22 @@ def make_folder(folder: str | os.PathLike[str]) -> Path:
     return path
 
 
+def _sync(path: Path) -> None:
+    """Flush ``path``'s data to its disk (whatever wrote it has closed it); a file system that
+    cannot sync (some network mounts) is left to its own guarantees."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:  # a writer that left no file: os.replace says so
+        return
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        if exc.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EROFS):
+            raise
+    finally:
+        os.close(fd)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str], suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it replaces ``path``.
@@ -150,6 +166,7 @@ def atomic_path(path: str | os.PathLike[str], suffix: str = "") -> Iterator[Path
         os.umask(umask)
         with contextlib.suppress(FileNotFoundError):
             os.chmod(tmp_path, 0o666 & ~umask)
+        _sync(tmp_path)  # its bytes on disk before its name: a power loss leaves the old file, not an empty one
         os.replace(tmp_path, target)
     except BaseException as exc:
         free = _out_of_space(exc, target.parent)  # measured before the partial file goes
@@ -168,10 +185,8 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "w", **kwargs: Any) ->
     """Open a temporary file for writing; it replaces ``path`` when the block ends cleanly."""
     if not mode.startswith(("w", "x")):
         raise ValueError(f"atomic_open writes only, got mode {mode!r}")
-    with atomic_path(path) as tmp, open(tmp, mode.replace("x", "w"), **kwargs) as fh:
+    with atomic_path(path) as tmp, open(tmp, mode.replace("x", "w"), **kwargs) as fh:  # atomic_path syncs it
         yield fh
-        fh.flush()
-        os.fsync(fh.fileno())
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str, errors: str = "strict") -> None:

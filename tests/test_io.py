@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import os
 from pathlib import Path
 
 import pytest
@@ -167,3 +168,31 @@ def test_an_output_path_blocked_by_a_file_or_a_folder_is_one_line(tmp_path: Path
         make_folder(tmp_path / "a_file" / "run")
     assert make_folder(tmp_path / "a_folder" / "new" / "deeper").is_dir()
     assert make_folder(tmp_path / "a_folder").is_dir()  # already there: fine
+
+
+def test_a_file_reaches_the_disk_before_it_replaces_the_old_one(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    # renaming an unsynced file can leave an empty last.pt after a power loss, the old one gone
+    cio = canet_io
+    events: list[tuple[str, int]] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd: int) -> None:
+        events.append(("fsync", os.fstat(fd).st_size))
+        real_fsync(fd)
+
+    def replace(src: object, dst: object) -> None:
+        events.append(("replace", Path(str(src)).stat().st_size))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(cio.os, "fsync", fsync)
+    monkeypatch.setattr(cio.os, "replace", replace)
+    (tmp_path / "a.txt").write_text("old")
+    with cio.atomic_path(tmp_path / "a.txt") as tmp:
+        tmp.write_text("new text")
+    assert events == [("fsync", 8), ("replace", 8)]
+    events.clear()
+    with cio.atomic_open(tmp_path / "b.txt") as fh:
+        fh.write("12345")
+    assert events == [("fsync", 5), ("replace", 5)]  # once, with the whole file
+    assert (tmp_path / "a.txt").read_text() == "new text" and (tmp_path / "b.txt").read_text() == "12345"

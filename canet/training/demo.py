@@ -104,6 +104,7 @@ def run_demo(
     from canet.training.trainer import Trainer
 
     folder = Path(out)
+    demo_config(folder / "data", iterations, device, overrides)  # bad settings refused before data is written
     data_root = ensure_synthetic_data(folder / "data", **(data_kwargs or {}))
     cfg = demo_config(data_root, iterations, device, overrides)
     if quick:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
+from canet.errors import ConfigError
 from canet.training.demo import run_demo
 
 TINY_DATA = {"n_train": 6, "n_test": 2, "shape": (32, 32, 32)}
@@ -38,3 +41,11 @@ def test_demo_tiny(tmp_path: Path) -> None:
         data_kwargs=TINY_DATA, log=lambda m: None,
     )
     assert again["run_dir"] != run_dir and again["run_dir"].parent == run_dir.parent
+
+
+def test_bad_demo_settings_are_refused_before_any_data_is_written(tmp_path: Path) -> None:
+    for kwargs, why in (({"iterations": 0}, "iterations must be >= 1, got 0"),
+                        ({"device": "gpu"}, "gpu")):
+        with pytest.raises(ConfigError, match=why):  # 51 MB of synthetic volumes were written first
+            run_demo(tmp_path / "demo", quiet=True, data_kwargs=TINY_DATA, log=lambda m: None, **kwargs)
+        assert not (tmp_path / "demo").exists()
