@@ -51,6 +51,7 @@ import contextlib
 import csv
 import hashlib
 import json
+import math
 import shlex
 import statistics
 import subprocess
@@ -728,6 +729,7 @@ def export_weights(run_dir: Path, out_dir: Path, part_mib: float = 15.0) -> list
     import torch
 
     from canet.checkpoint import load_checkpoint, save_checkpoint
+    from canet.io import atomic_path, atomic_write_text
 
     payload = load_checkpoint(run_dir / "checkpoints" / "last.pt")
     light = {k: v for k, v in payload.items() if k not in TRAINING_STATE}
@@ -742,13 +744,14 @@ def export_weights(run_dir: Path, out_dir: Path, part_mib: float = 15.0) -> list
     save_checkpoint(light, whole)
     data = whole.read_bytes()
     whole.unlink()
-    size = int(part_mib * 2**20)
+    size = max(1, int(part_mib * 2**20))
     parts = []
     for k in range(0, max(len(data), 1), size):
         part = out_dir / f"{name}.part{k // size:03d}"
-        part.write_bytes(data[k : k + size])
+        with atomic_path(part) as tmp:
+            tmp.write_bytes(data[k : k + size])
         parts.append(part)
-    (out_dir / f"{name}.sha256").write_text(hashlib.sha256(data).hexdigest() + "\n")
+    atomic_write_text(out_dir / f"{name}.sha256", hashlib.sha256(data).hexdigest() + "\n")
     return parts
 
 
@@ -756,16 +759,30 @@ def join_weights(parts: list[Path], output: Path) -> Path:
     """Concatenate parts (sorted by name) into ``output``, checking the SHA-256 if it is beside them.
 
     Raises:
-        SystemExit: a hash mismatch.
+        CanetError: a file not named ``<name>.part<N>``, parts of two files, a part number
+            missing (the file would be cut short), or a hash mismatch.
     """
+    from canet.errors import CanetError
     from canet.io import atomic_path
 
-    ordered = sorted(parts, key=lambda p: int(p.name.rsplit(".part", 1)[1]))
-    data = b"".join(p.read_bytes() for p in ordered)
-    stem = ordered[0].name.rsplit(".part", 1)[0]
-    digest = ordered[0].parent / f"{stem}.sha256"
+    numbered = []
+    for p in parts:
+        stem, sep, number = p.name.rpartition(".part")
+        if not sep or not number.isdigit():
+            raise CanetError(f"{p} is not an exported part (<name>.part<N>)")
+        numbered.append((stem, int(number), p))
+    stems = sorted({stem for stem, _, _ in numbered})
+    if len(stems) > 1:
+        raise CanetError(f"the parts belong to {len(stems)} files ({', '.join(stems)}); join one at a time")
+    numbered.sort(key=lambda t: t[1])
+    missing = sorted(set(range(numbered[-1][1] + 1)) - {n for _, n, _ in numbered})
+    if missing:
+        raise CanetError(f"part {missing[0]:03d} of {stems[0]} is missing ({len(missing)} missing)")
+    data = b"".join(p.read_bytes() for _, _, p in numbered)
+    stem = stems[0]
+    digest = numbered[0][2].parent / f"{stem}.sha256"
     if digest.is_file() and digest.read_text().strip() != hashlib.sha256(data).hexdigest():
-        raise SystemExit(f"error: the parts of {stem} do not match {digest} (a part is missing or damaged)")
+        raise CanetError(f"the parts of {stem} do not match {digest} (a part is missing or damaged)")
     with atomic_path(output) as tmp:
         Path(tmp).write_bytes(data)
     return output
@@ -775,6 +792,8 @@ def join_weights(parts: list[Path], output: Path) -> Path:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from canet.cli.argtypes import nonnegative_int, positive_int
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -795,15 +814,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="one config and seed")
     p.add_argument("config")
-    p.add_argument("--seed", type=int, default=1337)
+    p.add_argument("--seed", type=nonnegative_int, default=1337)
     common(p)
     p = sub.add_parser("next", help="the next runs of the protocol's order without a result")
-    p.add_argument("--count", type=int, default=1)
+    p.add_argument("--count", type=positive_int, default=1)
     p.add_argument("--parallel", action="store_true", help="run them side by side on one device")
     common(p)
     p = sub.add_parser("interim", help="evaluate the newest checkpoint of an unfinished run (not its result)")
     p.add_argument("config")
-    p.add_argument("--seed", type=int, default=1337)
+    p.add_argument("--seed", type=nonnegative_int, default=1337)
     p.add_argument("--mode", choices=tuple(EVALUATIONS), action="append", dest="modes",
                    help="evaluation, as named in the result file: fast (default, about 7x quicker), reference "
                         "(the paper's protocol) or authors_relu (the same windows, the authors' decision rule); "
@@ -812,7 +831,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export-weights", help="a run's generator in parts")
     p.add_argument("run_dir", type=Path)
     p.add_argument("out_dir", type=Path)
-    p.add_argument("--part-mib", type=float, default=15.0)
+    p.add_argument("--part-mib", type=_part_mib, default=15.0)
     p = sub.add_parser("join-weights", help="put exported parts back together")
     p.add_argument("parts", nargs="+", type=Path)
     p.add_argument("-o", "--output", type=Path, required=True)
@@ -830,14 +849,39 @@ def _summary_line(result: dict[str, Any]) -> str:
             f"{speed} s/it, Dice reference {100 * (ref or 0):.2f} %, fast {100 * (fast or 0):.2f} %")
 
 
+def _part_mib(text: str) -> float:
+    """A part size in MiB: a finite number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of MiB, got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a number of MiB > 0, got {text!r}")
+    return value
+
+
+def _folders_usable(*folders: Path) -> str | None:
+    """A line naming the first of ``folders`` that exists but is not a folder, else None."""
+    for folder in folders:
+        if folder.exists() and not folder.is_dir():
+            return f"{folder} is a file, not a folder"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
+    from canet.errors import CanetError
+
     args = build_parser().parse_args(argv)
-    if args.command == "export-weights":
-        for part in export_weights(args.run_dir, args.out_dir, args.part_mib):
-            print(part)
-        return 0
-    if args.command == "join-weights":
-        print(join_weights(args.parts, args.output))
+    if args.command in ("export-weights", "join-weights"):
+        try:
+            if args.command == "export-weights":
+                for part in export_weights(args.run_dir, args.out_dir, args.part_mib):
+                    print(part)
+            else:
+                print(join_weights(args.parts, args.output))
+        except (CanetError, OSError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
         return 0
     if args.command == "interim":
         try:
@@ -853,8 +897,17 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from canet.training.progress import RunLockedError
 
+    try:
+        train_args, eval_args = shlex.split(args.train_args), shlex.split(args.eval_args)
+    except ValueError as exc:  # unbalanced quotes
+        print(f"error: --train-args / --eval-args: {exc}", file=sys.stderr)
+        return 2
+    blocked = _folders_usable(args.runs, args.results)
+    if blocked:
+        print(f"error: {blocked}", file=sys.stderr)
+        return 2
     kw = dict(data=args.data, runs=args.runs, results=args.results, device=args.device, exact=args.exact,
-              train_args=shlex.split(args.train_args), eval_args=shlex.split(args.eval_args), kept=args.kept)
+              train_args=train_args, eval_args=eval_args, kept=args.kept)
     if args.command == "run":
         try:
             result = run_one(args.config, args.seed, **kw)

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from canet.checkpoint import load_checkpoint
+from canet.errors import CanetError
 from canet.data import write_synthetic_dataset
 from canet.models import load_model
 
@@ -112,7 +113,7 @@ def test_weights_in_parts_round_trip(finished, tmp_path: Path) -> None:
     model = load_model(joined)  # loads as an ordinary canet checkpoint
     assert next(model.parameters()).dtype == torch.float32
     parts[0].write_bytes(parts[0].read_bytes()[:-1])
-    with pytest.raises(SystemExit, match="do not match"):
+    with pytest.raises(CanetError, match="do not match"):
         pr.join_weights(parts, tmp_path / "bad.pt")
 
 
@@ -443,3 +444,55 @@ def test_a_run_of_the_other_profile_is_neither_resumed_nor_replaced(
     (run_dir / "config.yaml").write_text("train: {profile: fast, amp: bf16}\n")
     assert pr.profile_conflict({}, run_dir, exact=False) is None
     assert "leave out --exact" in str(pr.profile_conflict({}, run_dir, exact=True))
+
+
+def test_join_weights_refuses_a_gap_other_files_and_odd_names(tmp_path: Path) -> None:
+    for k, chunk in enumerate((b"ab", b"cd", b"ef")):
+        (tmp_path / f"m.pt.part{k:03d}").write_bytes(chunk)
+    # without the .sha256 beside them, a missing middle part wrote a shortened file with exit 0
+    with pytest.raises(CanetError, match=r"part 001 of m.pt is missing \(1 missing\)"):
+        pr.join_weights([tmp_path / "m.pt.part000", tmp_path / "m.pt.part002"], tmp_path / "out.pt")
+    assert not (tmp_path / "out.pt").exists()
+    (tmp_path / "n.pt.part000").write_bytes(b"x")
+    with pytest.raises(CanetError, match=r"the parts belong to 2 files \(m.pt, n.pt\)"):
+        pr.join_weights([tmp_path / "m.pt.part000", tmp_path / "n.pt.part000"], tmp_path / "out.pt")
+    with pytest.raises(CanetError, match="is not an exported part"):
+        pr.join_weights([tmp_path / "m.pt"], tmp_path / "out.pt")
+    parts = sorted(tmp_path.glob("m.pt.part*"), reverse=True)
+    assert pr.join_weights(parts, tmp_path / "out.pt").read_bytes() == b"abcdef"
+
+
+@pytest.mark.parametrize(("argv", "why"), [
+    (["next", "--count", "0"], "--count: expected a positive integer, got '0'"),
+    (["next", "--count", "-17"], "--count: expected a positive integer, got '-17'"),  # started 1 run of 18
+    (["run", "la_canet_16", "--seed", "-1"], "--seed: expected an integer >= 0, got '-1'"),
+    (["export-weights", "r", "o", "--part-mib", "0"], "--part-mib: expected a number of MiB > 0, got '0'"),
+    (["export-weights", "r", "o", "--part-mib", "-1"], "--part-mib: expected a number of MiB > 0, got '-1'"),
+    (["export-weights", "r", "o", "--part-mib", "nan"], "--part-mib: expected a number of MiB > 0, got 'nan'"),
+])
+def test_bad_arguments_are_usage_errors(argv: list[str], why: str, tmp_path: Path,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    if argv[0] in ("run", "next"):  # never the repository's results folder, whatever happens
+        argv = [*argv, "--results", str(tmp_path / "results"), "--runs-dir", str(tmp_path / "runs")]
+    with pytest.raises(SystemExit) as exc:
+        pr.main(argv)
+    assert exc.value.code == 2 and why in capsys.readouterr().err
+
+
+def test_user_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "file").write_text("x")
+    cases = [
+        (["run", "la_canet_16", "--train-args", "'unbalanced", "--runs-dir", str(tmp_path / "r")],
+         "error: --train-args / --eval-args: No closing quotation"),
+        (["run", "la_canet_16", "--runs-dir", str(tmp_path / "file")], f"error: {tmp_path / 'file'} is a file, not a folder"),
+        (["next", "--results", str(tmp_path / "file")], f"error: {tmp_path / 'file'} is a file, not a folder"),
+        (["export-weights", str(tmp_path / "nope"), str(tmp_path / "o")], "error: "),
+        (["join-weights", str(tmp_path / "gone.pt.part000"), "-o", str(tmp_path / "j.pt")], "error: "),
+    ]
+    for argv, start in cases:
+        if argv[0] in ("run", "next") and "--results" not in argv:  # never the repository's results folder
+            argv = [*argv, "--results", str(tmp_path / "results")]
+        assert pr.main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert err.startswith(start) and err.count("\n") == 1, (argv, err)
+    assert not (tmp_path / "r").exists()
