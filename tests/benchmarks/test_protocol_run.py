@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from canet.checkpoint import load_checkpoint
-from canet.errors import CanetError
 from canet.data import write_synthetic_dataset
+from canet.errors import CanetError
 from canet.models import load_model
 
 TINY = ("--iterations 2 --patch-size 32 32 32 --labeled 2 --num-workers 0 --set model.n_filters=4 "
