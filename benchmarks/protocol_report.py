@@ -372,12 +372,21 @@ def interim_report(content: dict[str, Any]) -> str:
     return "\n\n".join(parts) + "\n"
 
 
-def _read_json(path: Path) -> Any:
-    """``path``'s JSON; exits with one line where it is not JSON."""
+def _read_json(path: Path) -> dict[str, Any]:
+    """``path``'s JSON object; exits with one line where it is not one."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         sys.exit(f"error: {path} is not JSON ({exc.msg} at line {exc.lineno})")
+    except UnicodeDecodeError:
+        sys.exit(f"error: {path} is not UTF-8 text (not a result file)")
+    except OSError as exc:
+        sys.exit(f"error: cannot read {path} ({exc.strerror or exc})")
+    if not isinstance(data, dict):
+        sys.exit(f"error: {path} is not a result file of protocol_run.py (a JSON {type(data).__name__})")
+    if "attempts" in data and not isinstance(data["attempts"], dict):
+        sys.exit(f"error: {path}: 'attempts' is not an object (not an interim file of protocol_run.py)")
+    return data
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -401,7 +410,19 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if result.get("status") != "done":
         sys.exit(f"error: {args.result} is not a finished run (status {result.get('status')!r})")
-    metrics = read_metrics(args.metrics_csv) if args.metrics_csv else None
+    evaluations = result.get("evaluations")
+    if not isinstance(evaluations, dict) or not all(
+            isinstance(evaluations.get(m), dict) and isinstance(evaluations[m].get("cases"), dict)
+            for m in ("reference", "fast")):
+        sys.exit(f"error: {args.result} says done but lacks its reference and fast evaluations with their cases")
+    metrics = None
+    if args.metrics_csv:
+        try:
+            metrics = read_metrics(args.metrics_csv)
+        except (OSError, UnicodeDecodeError) as exc:
+            sys.exit(f"error: cannot read {args.metrics_csv} ({exc})")
+        if not metrics or not any(k in row for row in metrics for k in LOSSES):
+            sys.exit(f"error: {args.metrics_csv} holds no iteration rows with losses (not a run's metrics.csv)")
     interim = None
     if args.interim is not None:
         interim = _read_json(args.interim)

@@ -101,6 +101,34 @@ def test_report_and_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
         rep.main([str(tmp_path / "absent.json")])
 
 
+@pytest.mark.parametrize(("content", "why"), [
+    (b"[1, 2]", "is not a result file of protocol_run.py (a JSON list)"),
+    (b'"text"', "is not a result file of protocol_run.py (a JSON str)"),
+    (b'{"attempts": 5}', "'attempts' is not an object"),
+    (b"\xff\xfe{}", "is not UTF-8 text"),
+    (b'{"status": "done", "evaluations": {"reference": {"cases": {}}}}',
+     "says done but lacks its reference and fast evaluations with their cases"),
+])
+def test_a_file_that_is_not_a_result_is_one_line(tmp_path: Path, content: bytes, why: str) -> None:
+    path = tmp_path / "r.json"
+    path.write_bytes(content)
+    with pytest.raises(SystemExit) as exc:  # tracebacks (AttributeError, UnicodeDecodeError), or an empty table
+        rep.main([str(path)])
+    assert str(exc.value).startswith(f"error: {path}") and why in str(exc.value)
+
+
+def test_a_metrics_csv_without_losses_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps(_result(0.1)))
+    (tmp_path / "config.yaml").write_text("iterations: 6000\n")
+    (tmp_path / "other.csv").write_text("case,dice\nc1,0.5\n")
+    for name in ("config.yaml", "other.csv"):  # the loss section was left out without a word
+        with pytest.raises(SystemExit, match=f"{name} holds no iteration rows with losses"):
+            rep.main([str(path), "--metrics-csv", str(tmp_path / name)])
+    (tmp_path / "metrics.csv").write_text("iteration,loss,lr\n1,0.5,0.01\n2,0.4,0.01\n")
+    assert rep.main([str(path), "--metrics-csv", str(tmp_path / "metrics.csv"), "--every", "2"]) == 0
+
+
 def _entry(iteration: int, mode: str, dice: dict[str, float], mean: float) -> dict:
     return {"iteration": iteration, "mode": mode, "mean": {"dice": mean},
             "cases": {c: {"dice": d} for c, d in dice.items()}}
