@@ -768,8 +768,10 @@ def join_weights(parts: list[Path], output: Path) -> Path:
     numbered = []
     for p in parts:
         stem, sep, number = p.name.rpartition(".part")
-        if not sep or not number.isdigit():
+        if not sep or not (number.isascii() and number.isdigit()):
             raise CanetError(f"{p} is not an exported part (<name>.part<N>)")
+        if any((s, n) == (stem, int(number)) for s, n, _ in numbered):
+            raise CanetError(f"part {int(number):03d} of {stem} is given twice")
         numbered.append((stem, int(number), p))
     stems = sorted({stem for stem, _, _ in numbered})
     if len(stems) > 1:

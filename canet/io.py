@@ -114,10 +114,11 @@ def make_folder(folder: str | os.PathLike[str]) -> Path:
 
 
 def _sync(path: Path) -> None:
-    """Flush ``path``'s data to its disk (whatever wrote it has closed it); a file system that
-    cannot sync (some network mounts) is left to its own guarantees."""
+    """Ask the OS to flush ``path``'s data to its disk (whatever wrote it has closed it); a file
+    system that cannot sync (some network mounts) is left to its own guarantees. (macOS's fsync
+    reaches the drive's cache, not always its platters.)"""
     try:
-        fd = os.open(path, os.O_RDONLY)
+        fd = os.open(path, os.O_RDWR if os.name == "nt" else os.O_RDONLY)  # Windows syncs only writable handles
     except FileNotFoundError:  # a writer that left no file: os.replace says so
         return
     try:
@@ -166,7 +167,7 @@ def atomic_path(path: str | os.PathLike[str], suffix: str = "") -> Iterator[Path
         os.umask(umask)
         with contextlib.suppress(FileNotFoundError):
             os.chmod(tmp_path, 0o666 & ~umask)
-        _sync(tmp_path)  # its bytes on disk before its name: a power loss leaves the old file, not an empty one
+        _sync(tmp_path)  # its bytes before its name: a power loss leaves the old file, not an empty one
         os.replace(tmp_path, target)
     except BaseException as exc:
         free = _out_of_space(exc, target.parent)  # measured before the partial file goes

@@ -250,13 +250,22 @@ def strip_suffix(name: str) -> str:
     return name
 
 
+def check_voxel_dtype(dtype: np.dtype[Any], path: str | os.PathLike[str], what: str = "image") -> None:
+    """DataError unless ``dtype`` holds one real number per voxel (bool, integer or float).
+
+    Complex values (numpy would drop the imaginary part with only a warning), RGB(A)
+    NIfTI (a structured dtype), strings and objects are refused.
+    """
+    if dtype.kind == "c":
+        raise DataError(f"{path}: {what} holds complex values ({dtype}); canet reads real-valued volumes")
+    if dtype.kind not in "biuf":
+        raise DataError(f"{path}: {what} has dtype {dtype}, not one number per voxel "
+                        "(an RGB or multi-field image?); canet reads single-channel real-valued volumes")
+
+
 def _to_3d(array: np.ndarray, path: Path, what: str) -> np.ndarray:
     """Drop trailing axes of length 1; DataError unless the result is 3D and real-valued."""
-    if np.iscomplexobj(array):  # numpy would drop the imaginary part with only a warning
-        raise DataError(f"{path}: {what} holds complex values ({array.dtype}); canet reads real-valued volumes")
-    if array.dtype.kind not in "biuf":  # RGB(A) NIfTI (a structured dtype), strings, objects
-        raise DataError(f"{path}: {what} has dtype {array.dtype}, not one number per voxel "
-                        "(an RGB or multi-field image?); canet reads single-channel real-valued volumes")
+    check_voxel_dtype(array.dtype, path, what)
     while array.ndim > 3 and array.shape[-1] == 1:
         array = array[..., 0]
     if array.ndim != 3:
@@ -328,20 +337,17 @@ def nrrd_affine(header: dict[str, Any]) -> np.ndarray:
             if vec.size >= 3 and np.all(np.isfinite(vec[:3])):
                 rows.append(vec[:3])
         if len(rows) >= 3:
-            affine[:3, :3] = np.stack(rows[:3], axis=1)  # column i: step along voxel axis i
+            # column i: the step along voxel axis i; "space units": one per world axis
+            affine[:3, :3] = np.stack(rows[:3], axis=1) * np.asarray(_nrrd_mm(header, "space units"))[:, None]
     elif header.get("spacings") is not None:
         steps = [float(s) for s in np.asarray(header["spacings"], dtype=np.float64).ravel()[:3]]
         if len(steps) == 3 and all(np.isfinite(steps)):
-            affine[:3, :3] = np.diag(steps)
+            affine[:3, :3] = np.diag(steps) * np.asarray(_nrrd_mm(header, "units"))[None, :]
     origin = header.get("space origin")
     if origin is not None:
         vec = np.asarray(origin, dtype=np.float64).ravel()
         if vec.size >= 3 and np.all(np.isfinite(vec[:3])):
-            affine[:3, 3] = vec[:3]
-    if directions is not None:  # "space units": one per world axis (origin included)
-        affine[:3, :] *= np.asarray(_nrrd_mm(header, "space units"))[:, None]
-    else:  # "units": one per voxel axis, with "spacings"
-        affine[:3, :3] *= np.asarray(_nrrd_mm(header, "units"))[None, :]
+            affine[:3, 3] = vec[:3] * np.asarray(_nrrd_mm(header, "space units"))
     flips = _SPACE_TO_RAS.get(_nrrd_space(header))
     if flips is not None:
         affine = np.diag([*flips, 1.0]) @ affine
@@ -349,11 +355,12 @@ def nrrd_affine(header: dict[str, Any]) -> np.ndarray:
 
 
 #: Millimetres per length unit named in an NRRD header (``space units``, ``units``); an empty name is mm.
+#: (pynrrd drops non-ASCII characters, so "µm" arrives as "m": :func:`_nrrd_units_ascii` refuses it.)
 _NRRD_MM: dict[str, float] = {
     "": 1.0, "mm": 1.0, "millimeter": 1.0, "millimeters": 1.0, "millimetre": 1.0, "millimetres": 1.0,
     "m": 1000.0, "meter": 1000.0, "meters": 1000.0, "metre": 1000.0, "metres": 1000.0,
     "cm": 10.0, "centimeter": 10.0, "centimeters": 10.0,
-    "um": 0.001, "\u00b5m": 0.001, "\u03bcm": 0.001, "micron": 0.001, "microns": 0.001, "micrometer": 0.001, "micrometers": 0.001,
+    "um": 0.001, "micron": 0.001, "microns": 0.001, "micrometer": 0.001, "micrometers": 0.001,
 }
 
 
@@ -368,6 +375,8 @@ def _nrrd_mm(header: dict[str, Any], field: str) -> tuple[float, float, float]:
         return (1.0, 1.0, 1.0)
     if isinstance(names, str):
         names = names.split()
+    if len(list(names)) < 3:
+        raise DataError(f"NRRD {field} names {len(list(names))} unit(s) for 3 axes: {list(names)!r}")
     factors = []
     for name in list(names)[:3]:
         key = str(name).strip().strip('"').lower()
@@ -459,9 +468,28 @@ def _nifti_geometry(img: Any, shape: tuple[int, ...]) -> Geometry:
     return Geometry(tuple(shape[:3]), affine, spacing, "mm", oriented)  # type: ignore[arg-type]
 
 
+def _nrrd_units_ascii(path: Path, header: dict[str, Any]) -> None:
+    """DataError when the file's ``space units`` or ``units`` line holds non-ASCII bytes.
+
+    The NRRD reader drops such characters, so ``"µm"`` would be read as ``"m"``: a
+    distance a million times too long.
+    """
+    if header.get("space units") is None and header.get("units") is None:
+        return
+    with open(path, "rb") as fh:
+        head = fh.read(1 << 20).split(b"\n\n", 1)[0]  # the header ends at its first blank line
+    for line in head.splitlines():
+        name = line.split(b":", 1)[0].strip().lower()
+        if name in (b"space units", b"units") and any(b >= 0x80 for b in line):
+            text = line.decode("utf-8", errors="replace").split(":", 1)[1].strip()
+            raise DataError(f"NRRD {name.decode()} {text} holds a non-ASCII unit that the NRRD reader drops "
+                            "(µm would be read as m); write it in ASCII, e.g. um")
+
+
 def _nrrd_geometry(header: dict[str, Any], shape: tuple[int, ...], path: Path) -> Geometry:
     has_size, oriented = _nrrd_states(header)
     try:
+        _nrrd_units_ascii(path, header)
         affine = nrrd_affine(header)
     except DataError as exc:
         raise DataError(f"{path}: {exc}") from None

@@ -9,6 +9,7 @@ from pathlib import Path
 from canet.data.dataset import (
     IMAGE_FORMATS,
     IMAGE_SUFFIXES,
+    check_voxel_dtype,
     file_format,
     read_geometry,
     strip_suffix,
@@ -77,7 +78,9 @@ def image_file_shape(path: str | os.PathLike[str]) -> tuple[int, int, int]:
         if fmt == "nifti":
             import nibabel as nib
 
-            shape = tuple(int(s) for s in nib.load(str(p)).shape)
+            img = nib.load(str(p))
+            check_voxel_dtype(img.get_data_dtype(), p)  # an RGB file is refused before any case is predicted
+            shape = tuple(int(s) for s in img.shape)
         elif fmt == "nrrd":
             import nrrd
 
@@ -94,6 +97,16 @@ def image_file_shape(path: str | os.PathLike[str]) -> tuple[int, int, int]:
     if len(shape) != 3:
         raise DataError(f"{p} holds a {len(shape)}D image of shape {shape}; expected a 3D volume")
     return shape  # type: ignore[return-value]
+
+
+def _probability_map(key: str, path: Path, preds: dict[str, Path], gts: dict[str, Path]) -> bool:
+    """Whether prediction ``path`` (case ``key``) is `canet predict`'s probability map of another
+    prediction: ``<case>_prob`` beside ``<case>_pred``, itself not a ``_pred`` file, and no
+    ground truth of its own name."""
+    if not key.endswith("_prob") or key in gts or strip_suffix(path.name).endswith("_pred"):
+        return False
+    mask = preds.get(key[: -len("_prob")])
+    return mask is not None and strip_suffix(mask.name).endswith("_pred")
 
 
 def find_score_pairs(
@@ -144,11 +157,9 @@ def find_score_pairs(
         if not gt_dir.is_dir():
             raise DataError(f"ground-truth folder not found: {gt_dir}")
         preds = index(pred_dir, ("_pred",))
-        # `canet predict --probabilities` writes <case>_prob beside <case>_pred: the map of the mask scored
-        preds = {k: f for k, f in preds.items()
-                 if not (k.endswith("_prob") and k[: -len("_prob")] in preds
-                         and strip_suffix(preds[k[: -len("_prob")]].name).endswith("_pred"))}
         gts = index(gt_dir, ("_gt",))
+        # `canet predict --probabilities` writes <case>_prob beside <case>_pred: the map of the mask scored
+        preds = {k: f for k, f in preds.items() if not _probability_map(k, f, preds, gts)}
         where = f"{pred_dir} and {gt_dir}"
     if not preds and not gts:
         raise DataError(f"no {IMAGE_FORMATS} files matched in {where}")

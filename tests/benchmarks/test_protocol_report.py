@@ -106,8 +106,8 @@ def test_report_and_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     (b'"text"', "is not a result file of protocol_run.py (a JSON str)"),
     (b'{"attempts": 5}', "'attempts' is not an object"),
     (b"\xff\xfe{}", "is not UTF-8 text"),
-    (b'{"status": "done", "evaluations": {"reference": {"cases": {}}}}',
-     "says done but lacks its reference and fast evaluations with their cases"),
+    (b'{"status": "done", "evaluations": {"fast": {"cases": {}}}}',
+     "says done but lacks its reference evaluation with its cases"),
 ])
 def test_a_file_that_is_not_a_result_is_one_line(tmp_path: Path, content: bytes, why: str) -> None:
     path = tmp_path / "r.json"

@@ -458,6 +458,10 @@ def test_join_weights_refuses_a_gap_other_files_and_odd_names(tmp_path: Path) ->
         pr.join_weights([tmp_path / "m.pt.part000", tmp_path / "n.pt.part000"], tmp_path / "out.pt")
     with pytest.raises(CanetError, match="is not an exported part"):
         pr.join_weights([tmp_path / "m.pt"], tmp_path / "out.pt")
+    with pytest.raises(CanetError, match="is not an exported part"):
+        pr.join_weights([tmp_path / "m.pt.part0\u00b2"], tmp_path / "out.pt")  # a digit int() cannot read
+    with pytest.raises(CanetError, match="part 000 of m.pt is given twice"):
+        pr.join_weights([tmp_path / "m.pt.part000", *sorted(tmp_path.glob("m.pt.part*"))], tmp_path / "out.pt")
     parts = sorted(tmp_path.glob("m.pt.part*"), reverse=True)
     assert pr.join_weights(parts, tmp_path / "out.pt").read_bytes() == b"abcdef"
 

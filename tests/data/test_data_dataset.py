@@ -399,6 +399,10 @@ def test_an_rgb_or_string_volume_is_refused_in_one_line(tmp_path: Path) -> None:
     nib.save(nib.Nifti1Image(rgb, np.eye(4)), str(tmp_path / "rgb.nii.gz"))
     with pytest.raises(DataError, match=r"rgb.nii.gz: image has dtype .*not one number per voxel"):
         read_volume(tmp_path / "rgb.nii.gz")
+    from canet.evaluation.files import image_file_shape
+
+    with pytest.raises(DataError, match=r"rgb.nii.gz: image has dtype .*not one number per voxel"):
+        image_file_shape(tmp_path / "rgb.nii.gz")  # predict's check of every input before the first is segmented
     with h5py.File(tmp_path / "s.h5", "w") as f:
         f["image"] = np.full((6, 6, 4), b"ab", dtype="S2")
     with pytest.raises(DataError, match=r"s.h5: image has dtype \|S2, not one number per voxel"):

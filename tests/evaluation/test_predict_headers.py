@@ -352,3 +352,24 @@ def test_nrrd_length_units_are_converted_to_mm(tmp_path) -> None:
                                                   "space units": ["inch", "inch", "inch"]})
     with pytest.raises(DataError, match=r"in.nrrd: NRRD space units 'inch' is not a length unit canet knows"):
         read_volume(tmp_path / "in.nrrd")
+
+
+def test_nrrd_units_the_reader_cannot_read_are_refused(tmp_path) -> None:
+    image = _image()
+    # pynrrd drops non-ASCII characters: "µm" arrived as "m", a distance a million times too long
+    nrrd.write(str(tmp_path / "mu.nrrd"), image, {"space": "RAS", "space directions": np.eye(3),
+                                                  "space units": ["um", "um", "um"]})
+    raw = (tmp_path / "mu.nrrd").read_bytes()
+    assert raw.count(b'"um"') == 3
+    (tmp_path / "mu.nrrd").write_bytes(raw.replace(b'"um"', '"µm"'.encode()))
+    assert nrrd.read_header(str(tmp_path / "mu.nrrd"))["space units"] == ["m", "m", "m"]  # what canet is given
+    with pytest.raises(DataError, match=r"mu.nrrd: NRRD space units .* holds a non-ASCII unit that the NRRD reader "
+                                        r"drops \(µm would be read as m\)"):
+        read_volume(tmp_path / "mu.nrrd")
+    header = {"space": "RAS", "space directions": np.eye(3), "space units": ["cm"]}
+    nrrd.write(str(tmp_path / "one.nrrd"), image, header)  # x alone was scaled
+    with pytest.raises(DataError, match=r"one.nrrd: NRRD space units names 1 unit\(s\) for 3 axes"):
+        read_volume(tmp_path / "one.nrrd")
+    nrrd.write(str(tmp_path / "t.nrrd"), image, {"units": ["s", "mm", "mm"]})  # no spacings: units say nothing
+    _, geometry = read_volume(tmp_path / "t.nrrd")
+    assert geometry.unit == "voxels"

@@ -320,7 +320,8 @@ def test_predict_output_of_an_unoriented_nifti_claims_no_orientation(tmp_path, r
         np.testing.assert_allclose(out.header.get_zooms()[:3], (0.8, 0.7, 1.4), atol=1e-6)
         np.testing.assert_allclose(out.affine, source.affine, atol=1e-6)
     placed = nib.load(str(tmp_path / "out" / "placed_pred.nii.gz"))
-    assert (int(placed.header["sform_code"]), int(placed.header["qform_code"])) == (1, 1)
+    # nibabel wrote the oriented source with sform code 2, qform code 0: its mask keeps both
+    assert (int(placed.header["sform_code"]), int(placed.header["qform_code"])) == (2, 0)
     np.testing.assert_allclose(placed.affine, AFFINE, atol=1e-5)
 
 
@@ -763,6 +764,15 @@ def test_score_a_predict_folder_with_probability_maps(tmp_path, run_cli, checkpo
     assert [r["case"] for r in rows] == ["scan"]
     expected = 2 * np.logical_and(mask, gt).sum() / (mask.sum() + gt.sum())
     assert float(rows[0]["dice"]) == pytest.approx(expected, abs=1e-6)
+    # a scan that is itself called <x>_prob keeps its pair (its mask is <x>_prob_pred)
+    (tmp_path / "gt" / "scan_prob.nii.gz").write_bytes((tmp_path / "gt" / "scan.nii.gz").read_bytes())
+    (tmp_path / "o2").mkdir()
+    for name in ("scan_pred.nii.gz", "scan_prob_pred.nii.gz"):
+        (tmp_path / "o2" / name).write_bytes((tmp_path / "o" / "scan_pred.nii.gz").read_bytes())
+    code, _, err = run_cli("score", tmp_path / "o2", tmp_path / "gt", "--out", tmp_path / "s3", "--quiet")
+    assert code == 0, err
+    assert [r["case"] for r in _read_csv(tmp_path / "s3" / "metrics.csv")] == ["scan", "scan_prob"]
+    (tmp_path / "gt" / "scan_prob.nii.gz").unlink()
     # a _prob file without its _pred is still a prediction of its own name
     (tmp_path / "o" / "scan_pred.nii.gz").unlink()
     code, _, err = run_cli("score", tmp_path / "o", tmp_path / "gt", "--out", tmp_path / "s2", "--quiet")
