@@ -408,9 +408,13 @@ def main(argv: list[str] | None = None) -> int:
     if "attempts" in result:  # an interim file of `protocol_run.py interim`
         sys.stdout.write(interim_report(result))
         return 0
-    if result.get("status") != "done":
-        sys.exit(f"error: {args.result} is not a finished run (status {result.get('status')!r})")
     evaluations = result.get("evaluations")
+    status = result.get("status")
+    # The protocol's result is the last checkpoint in every way; a run still scoring its kept
+    # checkpoints (--kept) already holds it, and the report says the rest is to come.
+    scored = isinstance(evaluations, dict) and all(m in evaluations for m, _ in RULES)
+    if status != "done" and not (status == "running" and scored and result.get("checkpoint_sha256")):
+        sys.exit(f"error: {args.result} is not a finished run (status {status!r})")
     if not isinstance(evaluations, dict) or not isinstance(evaluations.get("reference"), dict) \
             or not isinstance(evaluations["reference"].get("cases"), dict):
         sys.exit(f"error: {args.result} says done but lacks its reference evaluation with its cases")
@@ -430,7 +434,11 @@ def main(argv: list[str] | None = None) -> int:
         if interim_attempt(result, interim) is None:
             sys.exit(f"error: {args.interim} holds no attempt started {result.get('started')!r} "
                      f"(it has {', '.join(interim['attempts']) or 'none'})")
-    sys.stdout.write(report(result, metrics, args.every, interim))
+    text = report(result, metrics, args.every, interim)
+    if status != "done":
+        text = (f"Still running: its last checkpoint is evaluated in every way (the result below); the kept "
+                f"checkpoints' evaluations are still to come.\n\n{text}")
+    sys.stdout.write(text)
     return 0
 
 

@@ -94,7 +94,16 @@ def test_report_and_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     assert "reached iteration 282 on Old CPU and was lost" in out
     assert "Training losses" not in out  # no metrics.csv given
 
-    path.write_text(json.dumps({**_result(0.1), "status": "running"}))
+    # still scoring its kept checkpoints: the last checkpoint's evaluations are the result, said so
+    running = {**_result(0.1), "status": "running"}
+    path.write_text(json.dumps(running))
+    assert rep.main([str(path)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("Still running: its last checkpoint is evaluated in every way")
+    assert "| canet, fast mode | 2 | 85.50 ± 4.50 |" in out
+    # not yet scored in every way (or not trained to the end): refused
+    running["evaluations"] = {k: v for k, v in running["evaluations"].items() if k != "fast"}
+    path.write_text(json.dumps(running))
     with pytest.raises(SystemExit, match="is not a finished run \\(status 'running'\\)"):
         rep.main([str(path)])
     with pytest.raises(SystemExit, match="not found"):
