@@ -150,6 +150,18 @@ def _run_key(result: dict[str, Any]) -> tuple[str, int]:
     return str(result.get("config")), int(result.get("seed", 0))
 
 
+#: The evaluations of a run's last checkpoint, its result in the protocol (protocol_run.py's order).
+LAST_CHECKPOINT_MODES = ("reference", "authors_relu", "fast")
+
+
+def last_checkpoint_scored(result: dict[str, Any]) -> bool:
+    """Whether ``result`` is a run still scoring its kept checkpoints (``--kept``) whose last
+    checkpoint is already evaluated in every way: its result in the protocol is complete."""
+    evaluations = result.get("evaluations")
+    return (result.get("status") == "running" and bool(result.get("checkpoint_sha256"))
+            and isinstance(evaluations, dict) and all(m in evaluations for m in LAST_CHECKPOINT_MODES))
+
+
 def _train_seconds(path: Path) -> float:
     """The number in a run's ``train_seconds.txt``."""
     text = path.read_text(encoding="utf-8", errors="replace").strip()
@@ -167,7 +179,7 @@ def _check_result(data: Any, path: Path) -> None:
         int(data.get("seed", 0))
     except (TypeError, ValueError):
         raise CanetError(f"{path}: seed {data.get('seed')!r} is not an integer") from None
-    if data.get("status") not in ("done", "finished"):
+    if data.get("status") not in ("done", "finished") and not last_checkpoint_scored(data):
         return
     evaluations = data.get("evaluations")
     if not isinstance(evaluations, dict) or not isinstance(evaluations.get("reference"), dict) \
@@ -194,7 +206,8 @@ def read_results(results: Path) -> tuple[list[dict[str, Any]], list[dict[str, An
         _check_result(data, path)
         data["_path"] = str(path)
         # "finished": what result files said before protocol_run.py wrote running / done / failed.
-        (finished if data.get("status") in ("done", "finished") else failed).append(data)
+        counted = data.get("status") in ("done", "finished") or last_checkpoint_scored(data)
+        (finished if counted else failed).append(data)
     return sorted(finished, key=_run_key), sorted(failed, key=_run_key)
 
 
@@ -296,6 +309,11 @@ def gpu_table(finished: list[dict[str, Any]], failed: list[dict[str, Any]]) -> s
             f"| {name} | {group.n_seeds} | {' | '.join(cells)} | {fast} | {PAPER_DICE.get(name, '-')} "
             f"| {spi:.4f} | {minutes:.1f} | {', '.join(gpus)} |"
         )
+    scoring = [r for r in finished if r.get("status") == "running"]
+    if scoring:
+        lines.append("")
+        lines += [f"- {r.get('config')} seed {r.get('seed')}: its last checkpoint (the result) is evaluated in every "
+                  "way; its kept checkpoints are still being evaluated" for r in scoring]
     if failed:
         lines.append("")
         lines.append("Runs that did not finish:")

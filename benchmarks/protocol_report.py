@@ -43,7 +43,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from aggregate_results import PAPER_DICE
+from aggregate_results import PAPER_DICE, last_checkpoint_scored
 
 METRICS = ("dice", "jaccard", "hd95", "asd")
 RULES = (
@@ -412,8 +412,7 @@ def main(argv: list[str] | None = None) -> int:
     status = result.get("status")
     # The protocol's result is the last checkpoint in every way; a run still scoring its kept
     # checkpoints (--kept) already holds it, and the report says the rest is to come.
-    scored = isinstance(evaluations, dict) and all(m in evaluations for m, _ in RULES)
-    if status != "done" and not (status == "running" and scored and result.get("checkpoint_sha256")):
+    if status != "done" and not last_checkpoint_scored(result):
         sys.exit(f"error: {args.result} is not a finished run (status {status!r})")
     if not isinstance(evaluations, dict) or not isinstance(evaluations.get("reference"), dict) \
             or not isinstance(evaluations["reference"].get("cases"), dict):

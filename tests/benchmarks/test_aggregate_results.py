@@ -287,3 +287,29 @@ def test_bad_folders_and_arguments_are_one_line(tmp_path: Path, monkeypatch: pyt
         with pytest.raises(SystemExit) as exc:
             aggregate_results.main()
         assert exc.value.code == 2 and "got '-1'" in capsys.readouterr().err
+
+
+def test_a_run_still_scoring_its_kept_checkpoints_counts_once_its_last_checkpoint_is_scored(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    res = tmp_path / "results"
+    _result_file(res, "la_canet_16", 1337, [0.90, 0.80, 0.70, 0.60], [0.90, 0.80, 0.70, 0.60], 0.05)
+    _result_file(res, "la_vnet_16", 1337, [0.88, 0.78, 0.68, 0.58], [0.88, 0.78, 0.68, 0.58], 0.02)
+    path = res / "la_vnet_16_seed1337.json"
+    data = json.loads(path.read_text())
+    data.update(status="running", checkpoint_sha256="ab" * 32, iteration=6000)
+    data["evaluations"]["authors_relu"] = data["evaluations"]["reference"]
+    path.write_text(json.dumps(data))
+    monkeypatch.setattr(sys, "argv", ["aggregate_results.py", "--results", str(res), "--resamples", "200",
+                                      "--reference", "la_vnet_16"])
+    aggregate_results.main()
+    out = capsys.readouterr().out
+    assert ("- la_vnet_16 seed 1337: its last checkpoint (the result) is evaluated in every way; its kept "
+            "checkpoints are still being evaluated") in out
+    pair = [line for line in out.splitlines() if line.startswith("| la_vnet_16 | la_canet_16 | dice")]
+    assert pair and "+2.00" in pair[0], out  # 75 - 73 points on every case
+    # without every evaluation of its last checkpoint it is an unfinished run, not a row
+    del data["evaluations"]["fast"]
+    path.write_text(json.dumps(data))
+    aggregate_results.main()
+    out = capsys.readouterr().out
+    assert "- la_vnet_16 seed 1337: running, iteration 6000" in out and "| la_vnet_16 | la_canet_16 |" not in out
