@@ -38,6 +38,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from protocol_run import EVALUATIONS  # benchmarks/ is on sys.path when a script of it runs
+
 from canet.cli.argtypes import nonnegative_int, positive_int
 from canet.comparison import (
     Comparison,
@@ -150,8 +152,8 @@ def _run_key(result: dict[str, Any]) -> tuple[str, int]:
     return str(result.get("config")), int(result.get("seed", 0))
 
 
-#: The evaluations of a run's last checkpoint, its result in the protocol (protocol_run.py's order).
-LAST_CHECKPOINT_MODES = ("reference", "authors_relu", "fast")
+#: The evaluations of a run's last checkpoint, its result in the protocol.
+LAST_CHECKPOINT_MODES = tuple(EVALUATIONS)
 
 
 def last_checkpoint_scored(result: dict[str, Any]) -> bool:
