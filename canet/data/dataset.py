@@ -370,15 +370,14 @@ def _nrrd_mm(header: dict[str, Any], field: str) -> tuple[float, float, float]:
     Raises:
         DataError: a unit canet does not know (a distance in it would be off by its factor).
     """
-    names = header.get(field)
-    if names is None:
+    raw = header.get(field)
+    if raw is None:
         return (1.0, 1.0, 1.0)
-    if isinstance(names, str):
-        names = names.split()
-    if len(list(names)) < 3:
-        raise DataError(f"NRRD {field} names {len(list(names))} unit(s) for 3 axes: {list(names)!r}")
+    names = raw.split() if isinstance(raw, str) else list(raw)
+    if len(names) < 3:
+        raise DataError(f"NRRD {field} names {len(names)} unit(s) for 3 axes: {names!r}")
     factors = []
-    for name in list(names)[:3]:
+    for name in names[:3]:
         key = str(name).strip().strip('"').lower()
         if key in ("none", "???"):  # the NRRD spec's placeholders for an axis without a unit
             key = ""
@@ -386,7 +385,6 @@ def _nrrd_mm(header: dict[str, Any], field: str) -> tuple[float, float, float]:
             raise DataError(f"NRRD {field} {str(name)!r} is not a length unit canet knows "
                             "(mm, cm, m, um or micron)")
         factors.append(_NRRD_MM[key])
-    factors += [1.0] * (3 - len(factors))
     return (factors[0], factors[1], factors[2])
 
 
