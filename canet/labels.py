@@ -12,6 +12,10 @@ rule, with the same words:
 * Negative values, and values that are not whole numbers (2.4), are refused
   in both cases.
 
+Across the masks of one set, binary masks that mark their object with values
+other than 1 and 255 mixed (0/1 beside 0/2) may be one class a case of a label
+map; :data:`BINARY_CONVENTIONS` are the values that may be mixed.
+
 The byte range (values up to 255, whole numbers) is the data layer's concern
 (:func:`canet.data.dataset.as_label`), not this rule's.
 """
@@ -24,9 +28,14 @@ import numpy as np
 
 from canet.errors import DataError
 
-__all__ = ["check_label_values", "label_value_problem", "label_values"]
+__all__ = ["BINARY_CONVENTIONS", "check_label_values", "label_value_problem", "label_values"]
 
 _SHOWN = 6
+
+#: Object values of binary masks that a set of masks may mix without a question: 0/1 and
+#: 0/255 masks from different tools are both binary. Other mixes (0/1 beside 0/2) may be
+#: the classes of one label map, one class a case; ``canet score`` and ``check-data`` ask.
+BINARY_CONVENTIONS: frozenset[int] = frozenset({1, 255})
 
 
 def label_values(mask: np.ndarray) -> list[int | float]:

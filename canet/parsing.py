@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Collection
 from typing import Any
 
 import yaml
@@ -47,6 +48,30 @@ class _StrictLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+class _AsWrittenLoader(_StrictLoader):
+    """_StrictLoader that keeps the plain scalars under :attr:`as_written` keys as their text.
+
+    YAML 1.1 reads ``010`` as 8, ``0x1A`` as 26, ``1:10`` as 70, ``1.10`` as 1.1 and ``yes``
+    as True; for an identifier such as a case id the text is what was meant.
+    """
+
+    as_written: frozenset[str] = frozenset()
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        for key_node, value_node in node.value:
+            if (
+                isinstance(key_node, yaml.ScalarNode) and key_node.value in self.as_written
+                and isinstance(value_node, yaml.ScalarNode) and value_node.style is None
+                and value_node.tag in _RETYPED_TAGS
+            ):
+                value_node.tag = "tag:yaml.org,2002:str"
+        return super().construct_mapping(node, deep=deep)
+
+
+#: The implicit types whose text YAML 1.1 rewrites (null stays null: no value).
+_RETYPED_TAGS = frozenset(f"tag:yaml.org,2002:{t}" for t in ("int", "float", "bool", "timestamp"))
+
+
 class _Loader(_StrictLoader):
     """_StrictLoader that also reads ``1e-3`` as a float."""
 
@@ -61,7 +86,7 @@ for _cls in (_Loader, _Dumper):
     _cls.add_implicit_resolver("tag:yaml.org,2002:float", _EXPONENT_FLOAT, list("-+0123456789"))
 
 
-def parse_yaml(text: str, exponent_floats: bool = True) -> Any:
+def parse_yaml(text: str, exponent_floats: bool = True, as_written: Collection[str] = ()) -> Any:
     """``text`` as YAML (safe types only).
 
     Args:
@@ -69,12 +94,21 @@ def parse_yaml(text: str, exponent_floats: bool = True) -> Any:
         exponent_floats: read ``1e-3`` as a float (configs); ``False`` keeps
             PyYAML's reading, a string (datalists, whose case ids such as
             ``12e45`` must stay as written).
+        as_written: keys whose plain scalar values stay the text as written
+            (a datalist's ``id: 010`` is ``"010"``, not 8); only with
+            ``exponent_floats=False``.
 
     Raises:
         DuplicateKeyError: a key repeated in one mapping.
         yaml.YAMLError: text that is not YAML.
     """
-    return yaml.load(text, Loader=_Loader if exponent_floats else _StrictLoader)  # noqa: S506 - SafeLoaders
+    if as_written:
+        if exponent_floats:
+            raise ValueError("as_written keys need exponent_floats=False")
+        loader: type[yaml.SafeLoader] = type("_Keys", (_AsWrittenLoader,), {"as_written": frozenset(as_written)})
+    else:
+        loader = _Loader if exponent_floats else _StrictLoader
+    return yaml.load(text, Loader=loader)  # noqa: S506 - SafeLoaders
 
 
 def dump_yaml(data: Any) -> str:

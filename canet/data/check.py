@@ -12,7 +12,9 @@ with the file it is in:
 * label values that :mod:`canet.labels` refuses (the rule the trainer and
   the metrics apply: outside ``0..num_classes-1``, or in a binary dataset
   more than one object value; 0/255 masks are fine), above 255, or not whole
-  numbers;
+  numbers; binary labels of a datalist that leaves ``num_classes`` at its
+  default and that mark their object with different values (0/1 beside 0/2,
+  one class a case of a label map?; 1 beside 255 is fine);
 * an image without any finite value (NaN or inf everywhere); an image with
   some NaN or inf voxels is a warning: they are set to the scan's smallest
   finite value when it is read (:func:`canet.data.dataset.fill_nonfinite`);
@@ -22,10 +24,12 @@ with the file it is in:
 
 Labels are read for labeled, validation and test cases; unlabeled cases only
 need an image. Conditions that do not stop training (a label without any
-foreground, a case both in training and test, a validation case also in
-training or test, training images stored in more than one orientation, validation
-images stored in another orientation than the training images, NaN or inf image voxels, a class of a multi-class
-dataset that no labeled training label holds) are *warnings*.
+foreground, one image file listed under two ids, a case (id or image file) both
+in training and test, a validation case also in training or test, a label file
+shared by two images, training images stored in more than one orientation,
+validation images stored in another orientation than the training images, NaN
+or inf image voxels, a class of a multi-class dataset that no labeled training
+label holds) are *warnings*.
 It never raises for a problem of the data; :func:`ensure_clean` turns a report
 with problems into a :class:`~canet.errors.DataError`.
 """
@@ -49,7 +53,7 @@ from canet.data.dataset import (
     read_volume,
 )
 from canet.errors import DataError
-from canet.labels import label_value_problem, label_values
+from canet.labels import BINARY_CONVENTIONS, label_value_problem, label_values
 
 
 @dataclass
@@ -176,6 +180,7 @@ class _Stats:
         self.validation_orientations: dict[str, list[str]] = {}  # axis codes -> validation case ids
         self.labeled_read = 0  # labeled training labels whose values passed the rule
         self.labeled_classes: dict[int, int] = {}  # class -> how many of them hold it
+        self.object_values: dict[int, str] = {}  # binary labels: object value -> the first case id with it
 
     def summary(self) -> dict[str, Any]:
         out: dict[str, Any] = {"files_read": self.files}
@@ -312,6 +317,8 @@ def _check_case(
     if problem is not None:
         report.problems.append(f"{case.label}: label {problem}")
         return
+    if num_classes == 2 and objects:
+        stats.object_values.setdefault(int(objects[0]), case.case_id)
     if training and need_label:
         stats.labeled_read += 1
         for value in objects:
@@ -323,23 +330,62 @@ def _check_case(
 
 
 def _duplicates(spec: DatasetSpec, report: CheckReport) -> None:
+    """Cases listed twice, or in training and test (or validation), by id and by file.
+
+    The files are compared by their real path, so one image listed under two ids, or
+    once relative and once absolute, is caught like an id listed twice.
+    """
     seen: dict[str, str] = {}
+    files: dict[tuple[str, str], str] = {}  # (group, real path of the image) -> case id
     for split in ("labeled", "unlabeled", "validation", "test"):
         for case in getattr(spec, split):
             group = "train" if split in ("labeled", "unlabeled") else split
             key = f"{group}:{case.case_id}"
+            where = (group, os.path.realpath(case.image))
             if key in seen:
                 report.problems.append(f"{case.image}: case {case.case_id!r} is listed twice in {group}")
+            elif where in files:  # a warning: two annotations of one scan may be meant
+                report.warnings.append(
+                    f"{case.image}: the image of case {case.case_id!r} is also that of case {files[where]!r} "
+                    f"in {group} (one scan listed under two ids)"
+                )
             seen[key] = split
+            files.setdefault(where, case.case_id)
     train_ids = {c.case_id for c in spec.train}
     test_ids = {c.case_id for c in spec.test}
+    train_files: dict[str, str] = {}  # real path of an image -> the first case id with it
+    test_files: dict[str, str] = {}
+    for by_file, group in ((train_files, spec.train), (test_files, spec.test)):
+        for case in group:
+            by_file.setdefault(os.path.realpath(case.image), case.case_id)
     for case in spec.test:
         if case.case_id in train_ids:
             report.warnings.append(f"{case.image}: case {case.case_id!r} is in both training and test")
+        elif os.path.realpath(case.image) in train_files:
+            other = train_files[os.path.realpath(case.image)]
+            report.warnings.append(
+                f"{case.image}: test case {case.case_id!r} is the image of training case {other!r}"
+            )
     for case in spec.validation:  # a checkpoint chosen on such a case is chosen partly on what it saw or is tested on
-        for ids, other in ((train_ids, "training"), (test_ids, "test")):
+        for ids, by_file, other in ((train_ids, train_files, "training"), (test_ids, test_files, "test")):
             if case.case_id in ids:
                 report.warnings.append(f"{case.image}: case {case.case_id!r} is in both {other} and validation")
+            elif os.path.realpath(case.image) in by_file:
+                report.warnings.append(
+                    f"{case.image}: validation case {case.case_id!r} is the image of {other} case "
+                    f"{by_file[os.path.realpath(case.image)]!r}"
+                )
+    labels: dict[str, tuple[str, str]] = {}  # real path of a label -> (case id, real path of its image)
+    for case in [*spec.labeled, *spec.validation, *spec.test]:
+        if case.label is None or case.label == case.image:
+            continue
+        label, image = os.path.realpath(case.label), os.path.realpath(case.image)
+        first = labels.setdefault(label, (case.case_id, image))
+        if first[1] != image:
+            report.warnings.append(
+                f"{case.label}: the label of case {case.case_id!r} is also that of case {first[0]!r}, "
+                "whose image is another file (a copy-paste slip?)"
+            )
 
 
 def check_dataset(
@@ -418,6 +464,15 @@ def check_dataset(
                 f"({', '.join(sorted(other))}) than the training images ({trained}): {shown}; validation "
                 "during training sees them in stored voxel order, so reorient them to the training orientation"
             )
+    values = stats.object_values
+    if spec.kind == "datalist" and not spec.num_classes_stated and len(values) > 1 and not set(values) <= BINARY_CONVENTIONS:
+        (v1, c1), (v2, c2) = sorted(values.items())[:2]
+        report.problems.append(
+            f"{spec.datalist}: the labels mark their object with different values ({v1} in case {c1!r}, {v2} in "
+            f"case {c2!r}): one structure, or the classes of one label map, one class a case? state num_classes "
+            f"in the datalist: {max(values) + 1} to learn each value as its own class, 2 to read any non-zero "
+            "value as the object"
+        )
     if spec.num_classes > 2 and spec.labeled and stats.labeled_read == len(spec.labeled):
         absent = [c for c in range(1, spec.num_classes) if c not in stats.labeled_classes]
         if absent:

@@ -184,6 +184,9 @@ class DatasetSpec:
         lcc: largest-connected-component post-processing by default when the
             dataset is evaluated (True for LA; a datalist's ``postprocess.lcc``,
             default False).
+        num_classes_stated: the datalist states ``num_classes`` (not the
+            default 2); ``check-data`` then lets binary labels mark their object
+            with different values.
     """
 
     root: Path
@@ -196,6 +199,7 @@ class DatasetSpec:
     kind: Literal["la", "datalist"] = "la"
     datalist: Path | None = None
     lcc: bool = True
+    num_classes_stated: bool = False
 
     @property
     def train(self) -> list[Case]:
@@ -882,8 +886,11 @@ def _load_datalist_file(path: Path) -> Any:
     from canet.parsing import DuplicateKeyError, parse_json, parse_yaml
 
     try:
-        # YAML 1.1 scalars: an id written 12e45 stays the string "12e45"
-        return parse_json(text) if path.suffix.lower() == ".json" else parse_yaml(text, exponent_floats=False)
+        # YAML 1.1 scalars: an id written 12e45 stays the string "12e45", and ids are read as
+        # their text (010 is "010", not 8)
+        if path.suffix.lower() == ".json":
+            return parse_json(text)
+        return parse_yaml(text, exponent_floats=False, as_written=("id", "case_id"))
     except DuplicateKeyError as exc:  # a second "training" list would drop the first one's cases
         raise DataError(f"{path}: {exc}") from None
     except Exception as exc:
@@ -944,6 +951,10 @@ def _entry_paths(
     if need_label and label is None:
         raise DataError(f"{path}: {where} has no 'label' path (labeled cases need one)")
     cid = entry.get("id", entry.get("case_id"))
+    if cid is not None and (isinstance(cid, bool) or not isinstance(cid, (str, int))):
+        # a JSON 1.10 is the float 1.1, true is no name: what was written is lost
+        raise DataError(f"{path}: {where} has the id {cid!r}, which is not text; write it as a string "
+                        f"(in quotes)")
     return image, label, (str(cid) if cid is not None else None)
 
 
@@ -1001,8 +1012,8 @@ def _open_datalist(path: Path, labeled: int | None) -> DatasetSpec:
         stem = strip_suffix(row[1].name)
         if stems.count(stem) == 1:
             return stem
-        try:
-            rel = row[1].relative_to(base)
+        try:  # an absolute entry inside the datalist's folder gets the same id as a relative one
+            rel = Path(os.path.abspath(row[1])).relative_to(os.path.abspath(base))
         except ValueError:
             rel = row[1]
         return strip_suffix(rel.as_posix()).replace("/", PATH_ID_JOIN)
@@ -1017,6 +1028,7 @@ def _open_datalist(path: Path, labeled: int | None) -> DatasetSpec:
         unlabeled=[*cases["training"][n:], *cases["unlabeled"]],
         validation=cases["validation"], test=cases["test"], num_classes=num_classes,
         normalize=normalize, kind="datalist", datalist=path, lcc=lcc,
+        num_classes_stated="num_classes" in data,
     )
 
 

@@ -352,6 +352,13 @@ def evaluate(
         cases = cases[:max_cases]
     if not cases:
         raise DataError(f"split {split!r} of {data} has no cases")
+    bare = [c.case_id for c in cases if c.label is None]
+    if bare:  # refused before the first prediction, not after the cases before it
+        shown = ", ".join(repr(c) for c in bare[:3]) + (", ..." if len(bare) > 3 else "")
+        raise DataError(
+            f"{len(bare)} of the {len(cases)} cases of split {split!r} of {data} have no label ({shown}); "
+            "evaluation needs ground truth (canet predict segments scans without one)"
+        )
     num_classes = int(getattr(spec, "num_classes", recorded["num_classes"]))
     if num_classes != recorded["num_classes"]:
         raise DataError(

@@ -18,6 +18,7 @@ import numpy as np
 
 from canet.errors import CanetError, DataError
 from canet.evaluation.files import find_score_pairs
+from canet.labels import BINARY_CONVENTIONS
 from canet.metrics.summary import MetricAccumulator
 
 __all__ = ["score"]
@@ -32,10 +33,6 @@ def _read_label(path: Path) -> tuple[np.ndarray, Any]:
     return as_label(array, path), geometry
 
 
-#: Object values of binary masks that a set may mix without a question: 0/1 and 0/255 masks
-#: from different tools are both binary. Other mixes (0/1 beside 0/2) may be the classes of
-#: one label map, one class a case, and are refused unless ``--num-classes`` says which.
-BINARY_CONVENTIONS: frozenset[int] = frozenset({1, 255})
 
 
 def _refuse_mixed_object_values(seen: dict[int, str], masks: str) -> None:

@@ -332,6 +332,16 @@ class Trainer:
                 f"validation.every is {cfg.validation.every} but the dataset has no "
                 f"{cfg.validation.split!r} cases (set validation.every: 0)"
             )
+        if cfg.validation.every > 0:  # found now, not at the first validation with the work since the last checkpoint
+            used = self.spec.split(cfg.validation.split)[: cfg.validation.max_cases]
+            bare = [c.case_id for c in used if c.label is None]
+            if bare:
+                shown = ", ".join(repr(c) for c in bare[:3]) + (", ..." if len(bare) > 3 else "")
+                raise ConfigError(
+                    f"validation.every is {cfg.validation.every} but {len(bare)} of the {len(used)} "
+                    f"{cfg.validation.split!r} cases it scores have no label ({shown}); validation needs ground "
+                    "truth (give them labels, or set validation.every: 0)"
+                )
         self.method: Method = build_method(cfg, num_classes)
         if self.method.needs_unlabeled and not self.spec.unlabeled:
             raise ConfigError(
@@ -441,6 +451,14 @@ class Trainer:
                         f"warning: data.patch_size {patch} is larger than some training volumes along an axis "
                         f"(smallest extent per axis {list(smallest)}); those are zero-padded to the patch, so "
                         "part of every such patch is padding"
+                    )
+                elif smallest is not None and min(smallest[:2]) < max(patch[:2]):
+                    # the augmentation's rot90 in the x-y plane swaps x and y before the crop
+                    self._log(
+                        f"warning: data.patch_size {patch} fits the training volumes as stored (smallest extent "
+                        f"per axis {list(smallest)}) but not once the augmentation's 90-degree rotation swaps "
+                        f"x and y; about half of the patches of those volumes are then partly zero padding "
+                        f"(x and y sides of at most {min(smallest[:2])} avoid it)"
                     )
         message = broadcast_object(message, self.dist)
         if message is not None:

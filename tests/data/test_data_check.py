@@ -200,7 +200,10 @@ def test_datalist_problems(tmp_path: Path) -> None:
         "one non-zero value, such as 1 or 255, marks the object); give the number of classes it has"
     )
     assert report.problems[2].startswith(f"{tmp_path / 'c.nii.gz'}: cannot read NIfTI file (")
-    assert len(report.problems) == 3
+    # case a's object is 1, case d's 4, and the datalist leaves num_classes at 2: which is meant?
+    assert report.problems[3].startswith(f"{path}: the labels mark their object with different values (1 in case "
+                                         "'a', 4 in case 'd')")
+    assert len(report.problems) == 4
     assert report.summary["spacing_unit"] == "mm" and report.summary["spacing_max"] == [1.0, 1.0, 2.0]
     datalist["num_classes"] = 5
     path.write_text(json.dumps(datalist))
@@ -329,3 +332,70 @@ def test_class_absent_from_the_labeled_training_labels_is_a_warning(tmp_path: Pa
     warnings = check_dataset(path).warnings
     assert not [w for w in warnings if "labeled training labels" in w]
     assert f"{tmp_path / 'c_seg.nii.gz'}: label has no foreground" in warnings
+
+
+def _binary_set(root: Path, values: dict[str, int]) -> list[dict[str, str]]:
+    """One 12 x 12 x 8 image and binary label per case; ``values``: case -> the label's object value."""
+    rng = np.random.default_rng(4)
+    entries = []
+    for name, value in values.items():
+        img = rng.normal(size=(12, 12, 8)).astype(np.float32)
+        lab = np.zeros(img.shape, np.uint8)
+        lab[3:8, 3:8, 2:6] = value
+        nib.save(nib.Nifti1Image(img, np.eye(4)), str(root / f"{name}.nii.gz"))
+        nib.save(nib.Nifti1Image(lab, np.eye(4)), str(root / f"{name}_seg.nii.gz"))
+        entries.append({"image": f"{name}.nii.gz", "label": f"{name}_seg.nii.gz"})
+    return entries
+
+
+def test_binary_labels_with_different_object_values_are_a_problem(tmp_path: Path) -> None:
+    """0/1 masks beside 0/2 masks: one class a case of a label map, which binary training merged silently.
+
+    `canet score` refuses the same set; check-data (and so training) said OK.
+    """
+    entries = _binary_set(tmp_path, {"a": 1, "b": 2, "c": 1})
+    path = tmp_path / "dataset.json"
+    path.write_text(json.dumps({"training": entries[:2], "test": entries[2:]}))
+    report = check_dataset(path)
+    assert report.problems == [
+        f"{path}: the labels mark their object with different values (1 in case 'a', 2 in case 'b'): one "
+        "structure, or the classes of one label map, one class a case? state num_classes in the datalist: 3 to "
+        "learn each value as its own class, 2 to read any non-zero value as the object"
+    ]
+    # a test label is checked too: 0/1 training labels beside a 0/2 test label
+    path.write_text(json.dumps({"training": [entries[0], entries[2]], "test": entries[1:2]}))
+    assert len(check_dataset(path).problems) == 1
+    # the datalist says what it means: binary (every value the object) or three classes
+    for num_classes in (2, 3):
+        path.write_text(json.dumps({"num_classes": num_classes, "training": entries[:2], "test": entries[2:]}))
+        assert check_dataset(path).ok, num_classes
+    # 0/1 beside 0/255: two binary conventions, no question
+    entries = _binary_set(tmp_path, {"a": 1, "b": 255})
+    path.write_text(json.dumps({"training": entries}))
+    assert check_dataset(path).ok
+
+
+def test_one_file_listed_under_two_ids_is_a_warning(tmp_path: Path) -> None:
+    """Ids differ, files do not: the same scan twice in training, or in training and test."""
+    entries = _binary_set(tmp_path, {"a": 1, "b": 1, "c": 1})
+    path = tmp_path / "dataset.json"
+    twice = {**entries[0], "id": "a_again"}
+    absolute = {"image": str(tmp_path / "a.nii.gz"), "label": str(tmp_path / "a_seg.nii.gz"), "id": "t"}
+    path.write_text(json.dumps({"training": [*entries[:2], twice], "test": [absolute, entries[2]]}))
+    report = check_dataset(path)
+    assert report.ok, report.problems
+    assert report.warnings == [
+        f"{tmp_path / 'a.nii.gz'}: the image of case 'a_again' is also that of case 'a' in train (one scan "
+        "listed under two ids)",
+        f"{tmp_path / 'a.nii.gz'}: test case 't' is the image of training case 'a'",
+    ]
+    # a label file pasted into a second entry: two images, one label
+    slip = {"image": "b.nii.gz", "label": "c_seg.nii.gz", "id": "b"}
+    path.write_text(json.dumps({"training": [entries[0], slip], "test": [entries[2]]}))
+    assert check_dataset(path).warnings == [
+        f"{tmp_path / 'c_seg.nii.gz'}: the label of case 'c' is also that of case 'b', whose image is another "
+        "file (a copy-paste slip?)"
+    ]
+    # distinct files: no warning
+    path.write_text(json.dumps({"training": entries[:2], "test": [entries[2]]}))
+    assert check_dataset(path).warnings == []

@@ -266,6 +266,41 @@ def test_a_yaml_datalist_keeps_ids_that_look_like_numbers(datalist_dir: Path) ->
     assert [c.case_id for c in open_dataset(path).labeled] == ["12e45", "0e12"]
 
 
+@pytest.mark.parametrize(
+    ("written", "case_id"),
+    [("010", "010"), ("0x1A", "0x1A"), ("1:10", "1:10"), ("1.10", "1.10"), ("1_000", "1_000"),
+     ("yes", "yes"), ("+12", "+12"), ("7", "7"), ("'007'", "007")],
+)
+def test_a_yaml_datalist_keeps_ids_as_written(datalist_dir: Path, written: str, case_id: str) -> None:
+    """YAML 1.1 reads 010 as 8, 0x1A as 26, 1:10 as 70, 1.10 as 1.1, yes as True: ids are kept as text.
+
+    Read as numbers, 010 became the case '8' (which another case may be called) and the
+    masks were saved as 26_pred.nii.gz, with exit 0.
+    """
+    entry = _datalist()["training"][0]
+    lines = ["training:", f"- image: {entry['image']}", f"  label: {entry['label']}", f"  id: {written}",
+             "- image: imagesTr/b.nrrd", "  label: labelsTr/b.nrrd", "  case_id: b", "  age: 010"]
+    path = datalist_dir / "ids.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    if written not in ("7", "'007'"):  # what a plain YAML reader makes of it
+        assert str(yaml.safe_load(path.read_text())["training"][0]["id"]) != case_id
+    assert [c.case_id for c in open_dataset(path).labeled] == [case_id, "b"]
+
+
+@pytest.mark.parametrize("written", ["1.10", "true", "[1, 2]", "{\"a\": 1}"])
+def test_a_json_id_that_is_not_text_is_refused(datalist_dir: Path, written: str) -> None:
+    """JSON has no way to keep 1.10 as written; an id that is not a string or integer is refused."""
+    data = _datalist()
+    text = json.dumps(data).replace('"image": "imagesTr/a.nii.gz"', f'"id": {written}, "image": "imagesTr/a.nii.gz"', 1)
+    path = datalist_dir / "ids.json"
+    path.write_text(text)
+    with pytest.raises(DataError, match=r"ids.json: training\[0\] has the id .*, which is not text; write it "
+                                        r"as a string \(in quotes\)$"):
+        open_dataset(path)
+    path.write_text(json.dumps(data).replace('"image": "imagesTr/a.nii.gz"', '"id": 17, "image": "imagesTr/a.nii.gz"', 1))
+    assert open_dataset(path).labeled[0].case_id == "17"
+
+
 def test_unparseable_datalist(tmp_path: Path) -> None:
     path = tmp_path / "broken.json"
     path.write_text('{"training": [')

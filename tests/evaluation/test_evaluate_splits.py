@@ -56,3 +56,26 @@ def test_spacing_mm_on_la_volumes_is_refused(trained_on, tmp_path) -> None:
     with pytest.raises(DataError, match=r"^--spacing mm: the LA volumes of .* state no voxel size"):
         evaluate(ckpt, root, spacing="mm", out_dir=tmp_path / "e", progress=False)
     assert not (tmp_path / "e").exists()
+
+
+def test_a_split_with_cases_without_labels_is_refused_before_any_prediction(trained_on, tmp_path) -> None:
+    """The bare case used to be found after the cases before it had been predicted and scored."""
+    import json
+
+    from canet.data import LA_CASES_DIR, LA_FILE_NAME
+    from canet.errors import DataError
+
+    root, ckpt = trained_on
+    h5 = [str(root / LA_CASES_DIR / i / LA_FILE_NAME) for i in (root / "train.list").read_text().split()]
+    datalist = tmp_path / "dataset.json"
+    datalist.write_text(json.dumps({
+        "normalize": False, "training": [{"image": h5[0], "label": h5[0]}],
+        "test": [{"image": h5[1], "label": h5[1], "id": "scored"}, {"image": h5[2], "id": "bare"}],
+    }))
+    with pytest.raises(DataError, match=rf"^1 of the 2 cases of split 'test' of {datalist} have no label "
+                                        r"\('bare'\); evaluation needs ground truth \(canet predict segments "
+                                        r"scans without one\)$"):
+        evaluate(ckpt, datalist, out_dir=tmp_path / "e", progress=False)
+    assert not (tmp_path / "e").exists()  # nothing predicted
+    evaluate(ckpt, datalist, out_dir=tmp_path / "e", progress=False, max_cases=1)  # the labeled one alone
+    assert _cases(tmp_path / "e") == ["scored"]

@@ -370,6 +370,58 @@ def test_a_patch_larger_than_the_volumes_is_said(make_config, tmp_path: Path) ->
     assert not any("patch_size" in line for line in lines)
 
 
+def test_a_patch_that_fits_only_unrotated_is_said(tmp_path: Path) -> None:
+    """48 x 32 x 32 volumes, patch 48 x 32 x 32: it fits as stored, but the x-y rot90 swaps x and y.
+
+    The warning compared the patch with the volumes as stored only, while about half of
+    the patches (rotated by 90 or 270 degrees) were a third zero padding.
+    """
+    import numpy as np
+
+    from canet.data import augment_pair, write_synthetic_dataset
+    from tests.training.conftest import tiny_config
+
+    ones = np.ones((48, 32, 32), np.float32)
+    padded = [bool((augment_pair(ones, None, (48, 32, 32), np.random.default_rng(s))[0] == 0).any()) for s in range(40)]
+    assert 10 < sum(padded) < 30  # what the warning is about, on the augmentation itself
+    data = write_synthetic_dataset(tmp_path / "data", n_train=3, n_test=1, seed=1, shape=(48, 32, 32))
+    lines: list[str] = []
+    cfg = tiny_config(data, "vnet", data__patch_size=[48, 32, 32])
+    Trainer(cfg, tmp_path / "run", quiet=True, log=lines.append).run()
+    assert ("warning: data.patch_size [48, 32, 32] fits the training volumes as stored (smallest extent per axis "
+            "[48, 32, 32]) but not once the augmentation's 90-degree rotation swaps x and y; about half of the "
+            "patches of those volumes are then partly zero padding (x and y sides of at most 32 avoid it)") in lines
+    lines.clear()
+    Trainer(tiny_config(data, "vnet"), tmp_path / "square", quiet=True, log=lines.append).run()  # 32^3
+    assert not any("patch_size" in line for line in lines)
+
+
+def test_validation_cases_without_labels_are_refused_at_the_start(tiny_data: Path, make_config, tmp_path: Path) -> None:
+    """A validation case without a label passed the checks and stopped the run at its first validation.
+
+    By then the work since the last checkpoint was lost; now the run does not start.
+    """
+    from canet.data import LA_CASES_DIR, LA_FILE_NAME
+
+    ids = (tiny_data / "train.list").read_text().split()
+    h5 = [str(tiny_data / LA_CASES_DIR / i / LA_FILE_NAME) for i in ids]
+    path = tmp_path / "dataset.json"
+    path.write_text(json.dumps({
+        "normalize": False,
+        "training": [{"image": f, "label": f} for f in h5[:4]],
+        "validation": [{"image": h5[4], "label": h5[4], "id": "v_labeled"}, {"image": h5[5], "id": "v_bare"}],
+    }))
+    with pytest.raises(ConfigError, match=r"^validation.every is 2 but 1 of the 2 'validation' cases it scores have "
+                                          r"no label \('v_bare'\); validation needs ground truth \(give them labels, "
+                                          r"or set validation.every: 0\)$"):
+        Trainer(make_config("vnet", data__root=str(path), validation__every=2), tmp_path / "run", quiet=True).run()
+    assert not list((tmp_path / "run").glob("checkpoints/*.pt"))
+    # only the cases it scores need a label (max_cases 1: the labeled one)
+    run = Trainer(make_config("vnet", data__root=str(path), validation__every=1, validation__max_cases=1,
+                              data__patch_size=[32, 32, 32]), tmp_path / "one", quiet=True).run()
+    assert run.best_val_dice is not None
+
+
 def test_training_starts_with_the_dataset_check(tiny_data: Path, make_config, tmp_path: Path, capsys) -> None:
     """The checks of `canet check-data` run when training starts; --skip-data-check skips them."""
     import shutil
