@@ -26,42 +26,90 @@ def _is_image(path: Path) -> bool:
 #: Stem endings of the files ``canet predict`` writes; a folder's files with them are outputs, not scans.
 OUTPUT_STEM_ENDINGS: tuple[str, ...] = ("_pred", "_prob")
 
+#: Endings of medical image files canet does not read: a folder's files with them are named
+#: when they are left out, so that a scan in another format is not dropped without a word.
+OTHER_IMAGE_SUFFIXES: tuple[str, ...] = (
+    ".mha", ".mhd", ".dcm", ".ima", ".nii.bz2", ".nii.zst", ".hdr", ".img", ".mnc", ".mgz", ".mgh",
+)
+
+
+def _left_out(entry: Path) -> str | None:
+    """Why a folder entry that looks like a scan is not read (``None``: it is read, or is no scan)."""
+    name = entry.name.lower()
+    if name.startswith("."):
+        return None
+    if entry.is_symlink() and not entry.exists():
+        return "a broken link" if name.endswith(IMAGE_SUFFIXES) else None
+    if entry.is_dir():
+        try:
+            holds = any(_is_image(f) for f in entry.iterdir())
+        except OSError:
+            return None
+        return "a sub-folder: its files are not searched" if holds else None
+    if entry.is_file() and name.endswith(OTHER_IMAGE_SUFFIXES):
+        return f"not a {IMAGE_FORMATS} file"
+    return None
+
 
 def find_image_files(
-    inputs: Sequence[str | os.PathLike[str]], skipped: list[Path] | None = None
+    inputs: Sequence[str | os.PathLike[str]], skipped: list[Path] | None = None,
+    unread: list[tuple[Path, str]] | None = None,
 ) -> list[Path]:
     """Image files named by ``inputs`` (files, or folders whose images are taken, sorted).
 
     A folder is not searched below its own files, and its files named like canet's
     outputs (``<name>_pred.*``, ``<name>_prob.*``: masks of an earlier run into the same
     folder) are left out and appended to ``skipped``; a file named on its own is always taken.
+    A folder's entries that look like scans canet does not read (a broken link, a
+    ``.mha`` / ``.mhd`` / DICOM / ... file, a sub-folder holding images) are appended to
+    ``unread`` with the reason. A file named twice (or also through its folder) is taken once.
 
     Raises:
         DataError: an input does not exist, or no image file was found.
     """
     files: list[Path] = []
+    seen: set[Path] = set()
+
+    def take(f: Path) -> None:
+        real = f.resolve()
+        if real not in seen:
+            seen.add(real)
+            files.append(f)
+
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            for f in sorted(f for f in p.iterdir() if _is_image(f)):
+            for f in sorted(p.iterdir()):
+                if not _is_image(f):
+                    why = _left_out(f) if unread is not None else None
+                    if why is not None and unread is not None:
+                        unread.append((f, why))
+                    continue
                 if strip_suffix(f.name).endswith(OUTPUT_STEM_ENDINGS):
                     if skipped is not None:
                         skipped.append(f)
                     continue
-                files.append(f)
+                take(f)
         elif p.is_file():
             if not p.name.lower().endswith(IMAGE_SUFFIXES):
                 raise DataError(f"not a {IMAGE_FORMATS} file ({', '.join(IMAGE_SUFFIXES)}): {p}")
-            files.append(p)
+            take(p)
         else:
             raise DataError(f"input not found: {p}")
     if not files:
         outputs = " (only files named like canet's outputs, *_pred / *_prob, which are left out)" if skipped else ""
+        others = f" (left out: {describe_unread(unread)})" if unread else ""
         raise DataError(
-            f"no {IMAGE_FORMATS} files matched {', '.join(str(i) for i in inputs)}{outputs}; "
+            f"no {IMAGE_FORMATS} files matched {', '.join(str(i) for i in inputs)}{outputs}{others}; "
             "a folder's own files are taken, not those of its sub-folders"
         )
     return files
+
+
+def describe_unread(unread: Sequence[tuple[Path, str]], shown: int = 3) -> str:
+    """``"f.mha (not a NIfTI, NRRD or HDF5 file), sub (a sub-folder: ...), ..."``: the first few entries."""
+    text = ", ".join(f"{p.name} ({why})" for p, why in unread[:shown])
+    return text + (f" and {len(unread) - shown} more" if len(unread) > shown else "")
 
 
 def image_file_shape(path: str | os.PathLike[str]) -> tuple[int, int, int]:
@@ -125,19 +173,22 @@ def find_score_pairs(
     if not pred_dir.is_dir():
         raise DataError(f"prediction folder not found: {pred_dir}")
 
+    def add(found: dict[str, Path], key: str, f: Path, folder: Path) -> None:
+        if key in found:  # a.nii.gz and a.nrrd: which one is the case's cannot be told
+            raise DataError(f"two files in {folder} stand for case {key!r}: {found[key].name}, {f.name}")
+        found[key] = f
+
     def index(folder: Path, strip: Sequence[str]) -> dict[str, Path]:
         found: dict[str, Path] = {}
         for f in sorted(folder.iterdir()):
             if not _is_image(f):
                 continue
             key = strip_suffix(f.name)
-            for tail in strip:
-                if key.endswith(tail) and len(key) > len(tail):
+            for tail in strip:  # _pred, _PRED and _Pred alike
+                if key.lower().endswith(tail) and len(key) > len(tail):
                     key = key[: -len(tail)]
                     break
-            if key in found:
-                raise DataError(f"two files in {folder} stand for case {key!r}: {found[key].name}, {f.name}")
-            found[key] = f
+            add(found, key, f, folder)
         return found
 
     if gt is None:
@@ -147,10 +198,10 @@ def find_score_pairs(
             if not _is_image(f):
                 continue
             stem = strip_suffix(f.name)
-            if stem.endswith("_pred"):
-                preds[stem[: -len("_pred")]] = f
-            elif stem.endswith("_gt"):
-                gts[stem[: -len("_gt")]] = f
+            for tail, found in (("_pred", preds), ("_gt", gts)):  # any letter case, as in two-folder mode
+                if stem.lower().endswith(tail) and len(stem) > len(tail):
+                    add(found, stem[: -len(tail)], f, pred_dir)
+                    break
         where = f"{pred_dir} (<case>_pred / <case>_gt pairs)"
     else:
         gt_dir = Path(gt)

@@ -18,7 +18,12 @@ from canet.evaluation.checkpoints import (
     load_for_inference,
     older_checkpoint_note,
 )
-from canet.evaluation.files import find_image_files, image_file_shape
+from canet.evaluation.files import (
+    OUTPUT_STEM_ENDINGS,
+    describe_unread,
+    find_image_files,
+    image_file_shape,
+)
 from canet.evaluation.notes import nonfinite_warning, print_warning, spacing_mismatch
 from canet.evaluation.oriented import predict_oriented
 from canet.inferers.settings import InferenceSettings
@@ -44,7 +49,11 @@ def predict_files(
     ``X x Y x Z x K`` map for multi-class; with ``decision="relu"`` the mean
     ReLU(logit) the authors' rule thresholds at 0.5, not a probability). An
     output name that is one of the inputs is refused before anything is written; a folder's
-    files named like these outputs are left out (with a warning). NaN and infinite voxels are set to
+    files named like these outputs are left out (with a warning), and so are its entries that
+    look like scans canet does not read (a warning names them). An earlier
+    ``<name>_prob.nii.gz`` in ``out_dir`` is removed before ``<name>_pred`` is written, so a mask
+    never sits beside another run's map; masks of other scans already in ``out_dir`` are
+    named in a warning. NaN and infinite voxels are set to
     the scan's smallest finite value (with a warning naming their count).
     Images are z-scored over the whole volume when the network was trained on
     z-scored images, and predicted in the training orientation (see the module
@@ -59,12 +68,15 @@ def predict_files(
     """
     s = InferenceSettings.make(settings, **changes)
     skipped: list[Path] = []
-    files = find_image_files(inputs, skipped)
+    unread: list[tuple[Path, str]] = []
+    files = find_image_files(inputs, skipped, unread)
     stems = [strip_suffix(f.name) for f in files]
-    dupes = sorted({s for s in stems if stems.count(s) > 1})
-    if dupes:
-        first, second = [f for f, stem in zip(files, stems) if stem == dupes[0]][:2]
-        raise DataError(f"two inputs would write the same output name {dupes[0]!r}: {first} and {second}")
+    # Case1 and case1 are one file name on macOS's and Windows' file systems
+    folded = [stem.casefold() for stem in stems]
+    clash = next((i for i, key in enumerate(folded) if folded.count(key) > 1), None)
+    if clash is not None:
+        first, second = [f for f, key in zip(files, folded) if key == folded[clash]][:2]
+        raise DataError(f"two inputs would write the same output name {stems[clash]!r}: {first} and {second}")
     out = Path(out_dir)
     if out.exists() and not out.is_dir():  # found now, not after the network has run on every scan
         raise DataError(f"cannot write into {out}: {out} is a file, not a folder")
@@ -93,6 +105,21 @@ def predict_files(
         shown = ", ".join(f.name for f in skipped[:3]) + (", ..." if len(skipped) > 3 else "")
         sink(f"left out {len(skipped)} file(s) named like canet's outputs (*_pred, *_prob): {shown}; "
              "name such a file on its own to segment it")
+    if unread:
+        sink(f"left out {len(unread)} entr{'y' if len(unread) == 1 else 'ies'} of the input folder(s) that "
+             f"canet does not read: {describe_unread(unread)}")
+    named_like_outputs = [f for f in files if strip_suffix(f.name).endswith(OUTPUT_STEM_ENDINGS)]
+    if named_like_outputs:  # a shell glob names an earlier run's masks one by one
+        shown = ", ".join(f.name for f in named_like_outputs[:3]) + (", ..." if len(named_like_outputs) > 3 else "")
+        sink(f"segmenting {len(named_like_outputs)} file(s) named like canet's outputs as scans: {shown}")
+    if out.is_dir():  # masks of other scans, from an earlier run: `canet score` of the folder would take them too
+        ours = {stem.casefold() for stem in stems}
+        others = sorted(f.name for f in out.iterdir() if f.name.endswith("_pred.nii.gz")
+                        and f.name[: -len("_pred.nii.gz")].casefold() not in ours)
+        if others:
+            shown = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
+            sink(f"{out} already holds {len(others)} mask(s) of scans this run does not segment ({shown}); "
+                 "a score of the folder would count them too")
     note = older_checkpoint_note(str(checkpoint), recorded, normalize, use_lcc)
     if note:
         sink(note)
@@ -122,6 +149,11 @@ def predict_files(
             message = spacing_mismatch(str(path), seen, recorded["spacing"])
             if message:
                 sink(message)
+        # An earlier run's probability map of this scan goes first: beside the new mask it would
+        # be another model's (or, after a kill between the two writes, another run's).
+        stale = out / f"{stem}_prob.nii.gz"
+        if stale.is_file() and stale.resolve() not in inputs_at:
+            stale.unlink()
         # A source that states no orientation (NIfTI codes 0, an NRRD without an anatomical
         # space, HDF5) gives outputs without one too (codes 0, its voxel size as pixdim).
         # A NIfTI source's own header placement is copied, so viewers that read its qform place both alike.

@@ -552,17 +552,17 @@ def test_predict_fills_nan_voxels_and_says_how_many(tmp_path, run_cli) -> None:
     assert 0.3 < got.mean() < 0.7  # not the empty mask a NaN z-score gave
     (tmp_path / "all").mkdir()
     _save_nifti(tmp_path / "all" / "void.nii.gz", np.full((8, 8, 8), np.nan, np.float32), np.eye(4))
-    code, _, err = run_cli("predict", tmp_path / "ras.pt", tmp_path / "all", "-o", tmp_path / "out", "--quiet")
+    code, _, err = run_cli("predict", tmp_path / "ras.pt", tmp_path / "all", "-o", tmp_path / "out_void", "--quiet")
     assert code == 2 and err.count("\n") == 1 and "every voxel of the image is NaN or infinite" in err
     # A constant scan (blank, or a failed export) is predicted, with one line saying it holds nothing.
     _save_nifti(tmp_path / "blank.nii.gz", np.full((36, 34, 18), 5, np.int16), np.diag([0.8, 0.9, 1.5, 1.0]))
-    code, _, err = run_cli("predict", tmp_path / "ras.pt", tmp_path / "blank.nii.gz", "-o", tmp_path / "out", "--quiet")
+    code, _, err = run_cli("predict", tmp_path / "ras.pt", tmp_path / "blank.nii.gz", "-o", tmp_path / "out_blank", "--quiet")
     assert code == 0, err
     assert err.strip().splitlines() == [
         f"warning: {tmp_path / 'blank.nii.gz'}: the image is constant (every voxel is 5): it holds nothing to "
         "segment; the mask written says only what the network makes of a blank"
     ]
-    assert (tmp_path / "out" / "blank_pred.nii.gz").is_file()
+    assert (tmp_path / "out_blank" / "blank_pred.nii.gz").is_file()
 
 
 def test_score_reads_a_prediction_in_the_ground_truths_voxel_order(tmp_path, run_cli) -> None:
@@ -777,3 +777,107 @@ def test_score_a_predict_folder_with_probability_maps(tmp_path, run_cli, checkpo
     (tmp_path / "o" / "scan_pred.nii.gz").unlink()
     code, _, err = run_cli("score", tmp_path / "o", tmp_path / "gt", "--out", tmp_path / "s2", "--quiet")
     assert code == 2 and "prediction scan_prob.nii.gz has no ground truth" in err
+
+
+def _without_older_note(err: str) -> str:
+    """stderr less the line that says a test checkpoint has no preprocessing record."""
+    return "".join(line for line in err.splitlines(keepends=True) if "has no record of its training" not in line)
+
+
+def _biased_checkpoint(path, bias: float) -> None:
+    """A 2-filter V-Net whose segmentation bias decides every voxel: +50 all object, -50 all background."""
+    torch.manual_seed(0)
+    model = create_model("vnet", n_filters=2)
+    with torch.no_grad():
+        model.head_seg.bias.fill_(bias)
+    save_checkpoint(make_checkpoint(model, "tests", config={"patch_size": [32, 32, 16]}), path)
+
+
+def test_predict_into_a_folder_of_an_earlier_run_leaves_no_stale_map(tmp_path, run_cli) -> None:
+    """A second run into the same -o kept the first run's _prob beside its own _pred, and said nothing of
+    the first run's masks of other scans, which a score of the folder then mixed in."""
+    _biased_checkpoint(tmp_path / "all.pt", 50.0)
+    _biased_checkpoint(tmp_path / "none.pt", -50.0)
+    (tmp_path / "in").mkdir()
+    for name in ("a", "c"):
+        _save_nifti(tmp_path / "in" / f"{name}.nii.gz", _scan(), AFFINE)
+    out = tmp_path / "out"
+    code, _, err = run_cli("predict", tmp_path / "all.pt", tmp_path / "in", "-o", out, "--probabilities", "--quiet")
+    assert code == 0 and _without_older_note(err) == "", err
+    assert np.asarray(nib.load(str(out / "a_prob.nii.gz")).dataobj).min() > 0.99
+    code, _, err = run_cli("predict", tmp_path / "none.pt", tmp_path / "in" / "a.nii.gz", "-o", out, "--quiet")
+    assert code == 0, err
+    assert _without_older_note(err) == (f"warning: {out} already holds 1 mask(s) of scans this run does not segment (c_pred.nii.gz); "
+                   "a score of the folder would count them too\n")
+    assert not np.asarray(nib.load(str(out / "a_pred.nii.gz")).dataobj).any()
+    assert not (out / "a_prob.nii.gz").exists()  # the all-object map of the first model is gone
+    assert (out / "c_pred.nii.gz").is_file() and (out / "c_prob.nii.gz").is_file()  # not this run's: kept
+    # with --probabilities the new map replaces the old one
+    code, _, err = run_cli("predict", tmp_path / "none.pt", tmp_path / "in" / "c.nii.gz", "-o", out,
+                           "--probabilities", "--quiet")
+    assert code == 0, err
+    assert np.asarray(nib.load(str(out / "c_prob.nii.gz")).dataobj).max() < 0.01
+
+
+def test_predict_names_the_folder_entries_it_does_not_read(tmp_path, run_cli, checkpoint) -> None:
+    """A broken link, a .mha scan and a sub-folder of scans were left out of a folder without a word."""
+    import os
+
+    scans = tmp_path / "in"
+    (scans / "sub").mkdir(parents=True)
+    for name in ("a.nii.gz", "sub/d.nii.gz"):
+        _save_nifti(scans / name, _scan(), AFFINE)
+    (scans / "f.mha").write_bytes(b"ObjectType = Image\n")
+    (scans / "notes.txt").write_text("not a scan")
+    (scans / "empty").mkdir()
+    os.symlink(tmp_path / "missing.nii.gz", scans / "c.nii.gz")
+    out = tmp_path / "out"
+    # the folder and a file in it: the file is taken once, not refused as two inputs of one name
+    code, stdout, err = run_cli("predict", checkpoint, scans, scans / "a.nii.gz", "-o", out, "--quiet")
+    assert code == 0, err
+    assert _without_older_note(err) == (
+        "warning: left out 3 entries of the input folder(s) that canet does not read: c.nii.gz (a broken link), "
+        "f.mha (not a NIfTI, NRRD or HDF5 file), sub (a sub-folder: its files are not searched)\n"
+    )
+    assert sorted(p.name for p in out.iterdir()) == ["a_pred.nii.gz"]
+    # nothing readable at all: the error says what was there
+    (scans / "a.nii.gz").unlink()
+    code, _, err = run_cli("predict", checkpoint, scans, "-o", tmp_path / "o3", "--quiet")
+    assert code == 2 and err.startswith("error: no NIfTI, NRRD or HDF5 files matched ") and err.count("\n") == 1
+    assert "(left out: c.nii.gz (a broken link), f.mha (not a NIfTI, NRRD or HDF5 file), sub (a sub-folder" in err
+
+
+def test_predict_refuses_names_that_differ_only_in_letter_case(tmp_path, run_cli, checkpoint) -> None:
+    """siteA/Case1 and siteB/case1 write one file on macOS's and Windows' file systems: the second replaced
+    the first while the run said it wrote two masks."""
+    for site, name in (("siteA", "Case1"), ("siteB", "case1")):
+        (tmp_path / site).mkdir()
+        _save_nifti(tmp_path / site / f"{name}.nii.gz", _scan(), AFFINE)
+    code, _, err = run_cli("predict", checkpoint, tmp_path / "siteA", tmp_path / "siteB", "-o", tmp_path / "o")
+    assert code == 2 and not (tmp_path / "o").exists()
+    assert err == (f"error: two inputs would write the same output name 'Case1': {tmp_path / 'siteA' / 'Case1.nii.gz'} "
+                   f"and {tmp_path / 'siteB' / 'case1.nii.gz'}\n")
+
+
+def test_score_one_folder_refuses_two_files_of_one_case_and_reads_any_letter_case(tmp_path, run_cli) -> None:
+    """One-folder mode kept the last of a_pred.nii.gz and a_pred.nrrd (here the empty one: Dice 0, exit 0),
+    and dropped b_Pred / b_GT from the mean without a word."""
+    rng = np.random.default_rng(5)
+    pred, gt = _blob_pair(rng, (30, 28, 20))
+    folder = tmp_path / "one"
+    folder.mkdir()
+    _save_nifti(folder / "a_pred.nii.gz", gt, np.eye(4))
+    nrrd.write(str(folder / "a_pred.nrrd"), np.zeros_like(gt))
+    _save_nifti(folder / "a_gt.nii.gz", gt, np.eye(4))
+    code, _, err = run_cli("score", folder, "--out", tmp_path / "s1")
+    assert code == 2
+    assert err == f"error: two files in {folder} stand for case 'a': a_pred.nii.gz, a_pred.nrrd\n"
+    (folder / "a_pred.nrrd").unlink()
+    _save_nifti(folder / "b_Pred.nii.gz", pred, np.eye(4))
+    _save_nifti(folder / "b_GT.nii.gz", gt, np.eye(4))
+    code, _, err = run_cli("score", folder, "--out", tmp_path / "s2", "--voxels")
+    assert code == 0, err
+    rows = {r["case"]: r for r in _read_csv(tmp_path / "s2" / "metrics.csv")}
+    assert sorted(rows) == ["a", "b"]
+    assert float(rows["a"]["dice"]) == 1.0
+    assert float(rows["b"]["dice"]) == pytest.approx(mb.dc(pred, gt))
