@@ -24,7 +24,11 @@ is refused (:class:`~canet.errors.DataError`), because scoring it as binary
 would merge its classes. With ``num_classes > 2`` every label must be below
 ``num_classes``. A class absent from both the prediction and the
 ground truth of a case has no score there: its four metrics are NaN, and
-``absent_classes`` counts such cases per class.
+``absent_classes`` counts such cases per class. A multi-class row's ``dice`` and
+``jaccard`` are the means over the classes scored; its ``hd95`` and ``asd`` too,
+unless a class is in one mask only (missed, or predicted where there is none):
+then they are NaN, as for an empty binary mask, and the case counts in
+``empty_pred`` (a class missed) or ``empty_gt`` (a class predicted that is not there).
 """
 
 from __future__ import annotations
@@ -44,6 +48,8 @@ from canet.labels import check_label_values, label_values
 from canet.metrics.binary import Spacing, binary_metrics
 
 METRICS: tuple[str, ...] = ("dice", "jaccard", "hd95", "asd")
+#: The surface distances: undefined (NaN) where a mask is empty.
+DISTANCE_METRICS: tuple[str, ...] = ("hd95", "asd")
 
 __all__ = [
     "METRICS",
@@ -198,13 +204,17 @@ class MetricAccumulator:
             absent = [1] if pred_empty and gt_empty else []
         else:
             per_class = multiclass_metrics(pred_arr, gt_arr, self.num_classes, sp)  # type: ignore[arg-type]
+            # a class in one mask only: missed (or made up), no distance, as an empty binary mask
+            missed = [c for c in per_class if c in gt_values and c not in pred_values]
+            made_up = [c for c in per_class if c in pred_values and c not in gt_values]
             for m in METRICS:
-                row[m] = _nanmean([v[m] for v in per_class.values()])
+                # the mean of the others' distances would make a missed class look perfect: NaN
+                one_sided = m in DISTANCE_METRICS and (missed or made_up)
+                row[m] = float("nan") if one_sided else _nanmean([v[m] for v in per_class.values()])
             for c, values in per_class.items():
                 for m in METRICS:
                     row[f"{m}_{c}"] = values[m]
-            pred_empty = any(c not in pred_values for c in per_class)
-            gt_empty = any(c not in gt_values for c in per_class)
+            pred_empty, gt_empty = bool(missed), bool(made_up)
             absent = [c for c in per_class if c not in pred_values and c not in gt_values]
         for c in absent:
             self.absent[c] += 1

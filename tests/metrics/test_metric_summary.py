@@ -95,10 +95,33 @@ def test_multiclass_rows_are_per_class() -> None:
     assert row["diagonal"] == pytest.approx(math.sqrt(15**2 + 15**2 + 9**2))  # voxels
     assert "dice_2" in acc.columns and "asd_1" in acc.columns
     assert row["dice"] == pytest.approx((per_class[1]["dice"] + 0.0) / 2)
-    assert row["hd95"] == per_class[1]["hd95"]  # mean over classes with a value
+    # class 2 missed: no distance for the case (class 1's alone read as a perfect 1-voxel score)
+    assert math.isnan(row["hd95"]) and math.isnan(row["asd"]) and per_class[1]["hd95"] == 1.0
     s = acc.summary()
     assert s["per_class"]["2"]["hd95"]["nan"] == 1
-    assert s["empty_pred"] == 1
+    assert s["hd95"] == {"mean": None, "std": None, "n": 0, "nan": 1}
+    assert s["empty_pred"] == 1 and s["empty_gt"] == 0
+
+
+def test_multiclass_distances_and_empty_counts_one_side_at_a_time() -> None:
+    """A class missed, a class made up, a class in neither mask: only the first two leave the case without a
+    distance, and each is counted on its own side (a class in neither mask counted as both)."""
+    shape = (16, 16, 10)
+    gt = np.zeros(shape, np.uint8)
+    gt[2:7, 2:7, 2:7] = 1
+    gt[9:14, 9:14, 3:8] = 2
+    acc = MetricAccumulator(num_classes=4)  # class 3 in neither mask of case "same"
+    same = acc.add("same", gt, gt)
+    assert same["hd95"] == 0.0 and same["dice"] == 1.0 and math.isnan(same["dice_3"])
+    made_up = gt.copy()
+    made_up[0:2, 0:2, 0:2] = 3
+    row = acc.add("made_up", made_up, gt)
+    assert math.isnan(row["hd95"]) and math.isnan(row["asd"]) and row["dice_3"] == 0.0
+    assert row["dice"] == pytest.approx(2 / 3)  # classes 1 and 2 perfect, 3 zero
+    s = acc.summary()
+    assert (s["empty_pred"], s["empty_gt"]) == (0, 1)
+    assert s["absent_classes"] == {"1": 0, "2": 0, "3": 1}
+    assert s["hd95"]["n"] == 1 and s["hd95"]["nan"] == 1
 
 
 def test_summarize_plain_rows() -> None:

@@ -107,3 +107,51 @@ def test_amp_needs_cuda(make_config, tmp_path: Path) -> None:
 
     with pytest.raises(ConfigError, match="train.amp 'bf16' needs a CUDA device, got cpu"):
         Trainer(make_config("canet", train__amp="bf16"), tmp_path / "run", quiet=True).setup()
+
+
+@pytest.fixture(scope="module")
+def three_class_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A datalist of 4 training cases (2 labeled) of 32^3 voxels whose labels hold classes 1 and 2."""
+    import json
+
+    import nibabel as nib
+    import numpy as np
+
+    root = tmp_path_factory.mktemp("three")
+    rng = np.random.default_rng(3)
+    entries = []
+    for i in range(4):
+        label = np.zeros((32, 32, 32), np.uint8)
+        label[4:14, 6:16, 8:20] = 1
+        label[18:28, 14:26, 10:22] = 2
+        image = (label * 1.5 + rng.normal(size=label.shape)).astype(np.float32)
+        nib.save(nib.Nifti1Image(image, np.eye(4)), str(root / f"c{i}.nii.gz"))
+        nib.save(nib.Nifti1Image(label, np.eye(4)), str(root / f"c{i}_seg.nii.gz"))
+        entries.append({"image": f"c{i}.nii.gz", "label": f"c{i}_seg.nii.gz"})
+    path = root / "dataset.json"
+    path.write_text(json.dumps({"num_classes": 3, "training": entries}))
+    return path
+
+
+@pytest.mark.parametrize("method", ["canet", "sassnet", "vnet", "mt", "uamt"])
+def test_one_iteration_with_three_classes(method: str, three_class_data: Path, make_config, tmp_path: Path) -> None:
+    """Every method trains on a 3-class label map: softmax channels, K-channel SDM and discriminator input,
+    UA-MT's threshold from ln 3 (no test trained with more than two classes before)."""
+    cfg = make_config(method, data__root=str(three_class_data), data__num_classes=3)
+    trainer = Trainer(cfg, tmp_path / "run", quiet=True, log=lambda m: None)
+    result = trainer.run()
+    assert result.iteration == 1
+    gen = trainer.generator
+    assert gen.head_seg.out_channels == 3
+    if method in ("canet", "sassnet"):
+        assert gen.head_sdf.out_channels == 3 and trainer.discriminator.map_channels == 3
+        assert math.isfinite(result.logs["loss_sdf"]) and result.logs["loss_sdf"] > 0
+        assert math.isfinite(result.logs["loss_d"])
+    logs = result.logs
+    assert math.isfinite(logs["loss"]) and math.isfinite(logs["loss_dice"])
+    if method == "uamt":  # the binary threshold is below ln 2; three classes' starts at 0.75 ln 3 > ln 2
+        assert math.log(2) < logs["threshold"] < math.log(3)
+    model = canet.load_model(result.last_checkpoint)
+    with torch.no_grad():
+        out = model(torch.zeros(1, 1, 32, 32, 32))
+    assert out.seg.shape == (1, 3, 32, 32, 32)
