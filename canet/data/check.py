@@ -467,11 +467,15 @@ def check_dataset(
     values = stats.object_values
     if spec.kind == "datalist" and not spec.num_classes_stated and len(values) > 1 and not set(values) <= BINARY_CONVENTIONS:
         (v1, c1), (v2, c2) = sorted(values.items())[:2]
+        consecutive = sorted(values) == list(range(1, len(values) + 1))
+        classes = (
+            f"{max(values) + 1} to learn each value as its own class" if consecutive
+            else f"or relabel them as classes 1..{len(values)} and state {len(values) + 1} to learn each as its own"
+        )
         report.problems.append(
             f"{spec.datalist}: the labels mark their object with different values ({v1} in case {c1!r}, {v2} in "
             f"case {c2!r}): one structure, or the classes of one label map, one class a case? state num_classes "
-            f"in the datalist: {max(values) + 1} to learn each value as its own class, 2 to read any non-zero "
-            "value as the object"
+            f"in the datalist: 2 to read any non-zero value as the object, {classes}"
         )
     if spec.num_classes > 2 and spec.labeled and stats.labeled_read == len(spec.labeled):
         absent = [c for c in range(1, spec.num_classes) if c not in stats.labeled_classes]

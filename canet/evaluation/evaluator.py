@@ -356,7 +356,8 @@ def evaluate(
     if bare:  # refused before the first prediction, not after the cases before it
         shown = ", ".join(repr(c) for c in bare[:3]) + (", ..." if len(bare) > 3 else "")
         raise DataError(
-            f"{len(bare)} of the {len(cases)} cases of split {split!r} of {data} have no label ({shown}); "
+            f"{len(bare)} of the {len(cases)} cases of split {split!r} of {data} "
+            f"{'has' if len(bare) == 1 else 'have'} no label ({shown}); "
             "evaluation needs ground truth (canet predict segments scans without one)"
         )
     num_classes = int(getattr(spec, "num_classes", recorded["num_classes"]))

@@ -40,9 +40,13 @@ def _left_out(entry: Path) -> str | None:
         return None
     if entry.is_symlink() and not entry.exists():
         return "a broken link" if name.endswith(IMAGE_SUFFIXES) else None
-    if entry.is_dir():
+    if entry.is_dir():  # a folder of scans (or a DICOM series), not one of canet's own outputs
         try:
-            holds = any(_is_image(f) for f in entry.iterdir())
+            holds = any(
+                (_is_image(f) and not strip_suffix(f.name).endswith(OUTPUT_STEM_ENDINGS))
+                or f.name.lower().endswith(OTHER_IMAGE_SUFFIXES)
+                for f in entry.iterdir()
+            )
         except OSError:
             return None
         return "a sub-folder: its files are not searched" if holds else None
@@ -61,19 +65,20 @@ def find_image_files(
     outputs (``<name>_pred.*``, ``<name>_prob.*``: masks of an earlier run into the same
     folder) are left out and appended to ``skipped``; a file named on its own is always taken.
     A folder's entries that look like scans canet does not read (a broken link, a
-    ``.mha`` / ``.mhd`` / DICOM / ... file, a sub-folder holding images) are appended to
-    ``unread`` with the reason. A file named twice (or also through its folder) is taken once.
+    ``.mha`` / ``.mhd`` / DICOM / ... file, a sub-folder holding such files or images) are
+    appended to ``unread`` with the reason. A path named twice (or also through its folder)
+    is taken once; two names of one file (links) are two inputs.
 
     Raises:
         DataError: an input does not exist, or no image file was found.
     """
     files: list[Path] = []
-    seen: set[Path] = set()
+    seen: set[str] = set()
 
     def take(f: Path) -> None:
-        real = f.resolve()
-        if real not in seen:
-            seen.add(real)
+        where = os.path.abspath(f)  # not the link's target: two links of one scan are two cases
+        if where not in seen:
+            seen.add(where)
             files.append(f)
 
     for item in inputs:
@@ -151,10 +156,10 @@ def _probability_map(key: str, path: Path, preds: dict[str, Path], gts: dict[str
     """Whether prediction ``path`` (case ``key``) is `canet predict`'s probability map of another
     prediction: ``<case>_prob`` beside ``<case>_pred``, itself not a ``_pred`` file, and no
     ground truth of its own name."""
-    if not key.endswith("_prob") or key in gts or strip_suffix(path.name).endswith("_pred"):
+    if not key.lower().endswith("_prob") or key in gts or strip_suffix(path.name).lower().endswith("_pred"):
         return False
     mask = preds.get(key[: -len("_prob")])
-    return mask is not None and strip_suffix(mask.name).endswith("_pred")
+    return mask is not None and strip_suffix(mask.name).lower().endswith("_pred")
 
 
 def find_score_pairs(

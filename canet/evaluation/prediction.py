@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,54 @@ from canet.inferers.settings import InferenceSettings
 __all__ = ["predict_files"]
 
 
+def ignores_letter_case(folder: Path) -> bool:
+    """Whether the file system ``folder`` is on (or would be: its nearest existing parent) takes
+    ``Case1`` and ``case1`` for one name, as macOS's and Windows' do by default.
+
+    Found by writing a probe file; a folder that cannot be written to counts as telling them
+    apart (predict stops on writing there anyway).
+    """
+    import tempfile
+
+    base = folder
+    while not base.exists() and base.parent != base:
+        base = base.parent
+    if not base.is_dir():
+        return False
+    try:
+        handle, probe = tempfile.mkstemp(prefix=".canet-LetterCase-", dir=base)
+    except OSError:
+        return False
+    os.close(handle)
+    try:
+        return os.path.exists(os.path.join(base, os.path.basename(probe).lower()))
+    finally:
+        os.unlink(probe)
+
+
+def _refuse_shared_output_names(files: Sequence[Path], stems: Sequence[str], out: Path) -> None:
+    """Refuse two inputs whose outputs would be one file in ``out`` (the second would replace the first).
+
+    Raises:
+        DataError: two inputs of one name (``a.nii.gz``, ``a.nrrd``), or of names that differ only in
+            letter case where ``out``'s file system does not tell them apart.
+    """
+    exact = Counter(stems)
+    clash = next((i for i, stem in enumerate(stems) if exact[stem] > 1), None)
+    if clash is not None:
+        first, second = [f for f, stem in zip(files, stems) if stem == stems[clash]][:2]
+        raise DataError(f"two inputs would write the same output name {stems[clash]!r}: {first} and {second}")
+    folded = [stem.casefold() for stem in stems]
+    counts = Counter(folded)
+    clash = next((i for i, key in enumerate(folded) if counts[key] > 1), None)
+    if clash is not None and ignores_letter_case(out):
+        first, second = [f for f, key in zip(files, folded) if key == folded[clash]][:2]
+        raise DataError(
+            f"two inputs would write output names that differ only in letter case, which the file system of "
+            f"{out} takes for one name: {first} and {second}"
+        )
+
+
 def predict_files(
     checkpoint: str | os.PathLike[str],
     inputs: Sequence[str | os.PathLike[str]],
@@ -52,8 +101,10 @@ def predict_files(
     files named like these outputs are left out (with a warning), and so are its entries that
     look like scans canet does not read (a warning names them). An earlier
     ``<name>_prob.nii.gz`` in ``out_dir`` is removed before ``<name>_pred`` is written, so a mask
-    never sits beside another run's map; masks of other scans already in ``out_dir`` are
-    named in a warning. NaN and infinite voxels are set to
+    never sits beside another run's map (a warning names those not replaced); masks of other
+    scans already in ``out_dir`` are named in a warning. Two inputs whose outputs would be one
+    file are refused: the same name, or names that differ only in letter case where the file
+    system of ``out_dir`` does not tell them apart (:func:`ignores_letter_case`). NaN and infinite voxels are set to
     the scan's smallest finite value (with a warning naming their count).
     Images are z-scored over the whole volume when the network was trained on
     z-scored images, and predicted in the training orientation (see the module
@@ -71,15 +122,10 @@ def predict_files(
     unread: list[tuple[Path, str]] = []
     files = find_image_files(inputs, skipped, unread)
     stems = [strip_suffix(f.name) for f in files]
-    # Case1 and case1 are one file name on macOS's and Windows' file systems
-    folded = [stem.casefold() for stem in stems]
-    clash = next((i for i, key in enumerate(folded) if folded.count(key) > 1), None)
-    if clash is not None:
-        first, second = [f for f, key in zip(files, folded) if key == folded[clash]][:2]
-        raise DataError(f"two inputs would write the same output name {stems[clash]!r}: {first} and {second}")
     out = Path(out_dir)
     if out.exists() and not out.is_dir():  # found now, not after the network has run on every scan
         raise DataError(f"cannot write into {out}: {out} is a file, not a folder")
+    _refuse_shared_output_names(files, stems, out)
     suffixes = ("_pred", "_prob") if probabilities else ("_pred",)
     inputs_at = {f.resolve(): f for f in (*files, *skipped)}  # an earlier output left out is still not overwritten
     for stem in stems:  # never write over a scan being segmented (out_dir may be the input folder)
@@ -124,6 +170,7 @@ def predict_files(
     if note:
         sink(note)
     written: list[Path] = []
+    removed: list[str] = []  # earlier runs' probability maps of the scans segmented again
     items: Iterable[tuple[Path, str]] = list(zip(files, stems))
     if progress:
         from tqdm import tqdm
@@ -154,6 +201,7 @@ def predict_files(
         stale = out / f"{stem}_prob.nii.gz"
         if stale.is_file() and stale.resolve() not in inputs_at:
             stale.unlink()
+            removed.append(stale.name)
         # A source that states no orientation (NIfTI codes 0, an NRRD without an anatomical
         # space, HDF5) gives outputs without one too (codes 0, its voxel size as pixdim).
         # A NIfTI source's own header placement is copied, so viewers that read its qform place both alike.
@@ -163,4 +211,8 @@ def predict_files(
             save_nifti(out / f"{stem}_prob.nii.gz", prob_out.astype(np.float32), geometry.affine,
                        oriented=geometry.oriented, like=path)
         written.append(target)
+    if removed and not probabilities:  # with --probabilities each was replaced by this run's
+        shown = ", ".join(removed[:3]) + (", ..." if len(removed) > 3 else "")
+        sink(f"removed {len(removed)} probability map(s) of an earlier run from {out} ({shown}): they were "
+             "not of the masks now beside them (--probabilities writes this run's)")
     return written

@@ -33,8 +33,6 @@ def _read_label(path: Path) -> tuple[np.ndarray, Any]:
     return as_label(array, path), geometry
 
 
-
-
 def _refuse_mixed_object_values(seen: dict[int, str], masks: str) -> None:
     """Refuse binary ``masks`` that mark their object with different values beyond :data:`BINARY_CONVENTIONS`.
 

@@ -339,7 +339,8 @@ class Trainer:
                 shown = ", ".join(repr(c) for c in bare[:3]) + (", ..." if len(bare) > 3 else "")
                 raise ConfigError(
                     f"validation.every is {cfg.validation.every} but {len(bare)} of the {len(used)} "
-                    f"{cfg.validation.split!r} cases it scores have no label ({shown}); validation needs ground "
+                    f"{cfg.validation.split!r} cases it scores {'has' if len(bare) == 1 else 'have'} no label "
+                    f"({shown}); validation needs ground "
                     "truth (give them labels, or set validation.every: 0)"
                 )
         self.method: Method = build_method(cfg, num_classes)

@@ -359,8 +359,8 @@ def test_binary_labels_with_different_object_values_are_a_problem(tmp_path: Path
     report = check_dataset(path)
     assert report.problems == [
         f"{path}: the labels mark their object with different values (1 in case 'a', 2 in case 'b'): one "
-        "structure, or the classes of one label map, one class a case? state num_classes in the datalist: 3 to "
-        "learn each value as its own class, 2 to read any non-zero value as the object"
+        "structure, or the classes of one label map, one class a case? state num_classes in the datalist: 2 to "
+        "read any non-zero value as the object, 3 to learn each value as its own class"
     ]
     # a test label is checked too: 0/1 training labels beside a 0/2 test label
     path.write_text(json.dumps({"training": [entries[0], entries[2]], "test": entries[1:2]}))
@@ -369,6 +369,13 @@ def test_binary_labels_with_different_object_values_are_a_problem(tmp_path: Path
     for num_classes in (2, 3):
         path.write_text(json.dumps({"num_classes": num_classes, "training": entries[:2], "test": entries[2:]}))
         assert check_dataset(path).ok, num_classes
+    # 0/2 beside 0/255: 256 classes would be no advice; relabelling is
+    entries = _binary_set(tmp_path, {"a": 2, "b": 255})
+    path.write_text(json.dumps({"training": entries}))
+    assert check_dataset(path).problems[0].endswith(
+        "state num_classes in the datalist: 2 to read any non-zero value as the object, or relabel them as classes "
+        "1..2 and state 3 to learn each as its own"
+    )
     # 0/1 beside 0/255: two binary conventions, no question
     entries = _binary_set(tmp_path, {"a": 1, "b": 255})
     path.write_text(json.dumps({"training": entries}))

@@ -72,7 +72,7 @@ def test_a_split_with_cases_without_labels_is_refused_before_any_prediction(trai
         "normalize": False, "training": [{"image": h5[0], "label": h5[0]}],
         "test": [{"image": h5[1], "label": h5[1], "id": "scored"}, {"image": h5[2], "id": "bare"}],
     }))
-    with pytest.raises(DataError, match=rf"^1 of the 2 cases of split 'test' of {datalist} have no label "
+    with pytest.raises(DataError, match=rf"^1 of the 2 cases of split 'test' of {datalist} has no label "
                                         r"\('bare'\); evaluation needs ground truth \(canet predict segments "
                                         r"scans without one\)$"):
         evaluate(ckpt, datalist, out_dir=tmp_path / "e", progress=False)

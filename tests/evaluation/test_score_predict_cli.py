@@ -807,8 +807,11 @@ def test_predict_into_a_folder_of_an_earlier_run_leaves_no_stale_map(tmp_path, r
     assert np.asarray(nib.load(str(out / "a_prob.nii.gz")).dataobj).min() > 0.99
     code, _, err = run_cli("predict", tmp_path / "none.pt", tmp_path / "in" / "a.nii.gz", "-o", out, "--quiet")
     assert code == 0, err
-    assert _without_older_note(err) == (f"warning: {out} already holds 1 mask(s) of scans this run does not segment (c_pred.nii.gz); "
-                   "a score of the folder would count them too\n")
+    assert _without_older_note(err) == (
+        f"warning: {out} already holds 1 mask(s) of scans this run does not segment (c_pred.nii.gz); a score of the "
+        f"folder would count them too\nwarning: removed 1 probability map(s) of an earlier run from {out} "
+        "(a_prob.nii.gz): they were not of the masks now beside them (--probabilities writes this run's)\n"
+    )
     assert not np.asarray(nib.load(str(out / "a_pred.nii.gz")).dataobj).any()
     assert not (out / "a_prob.nii.gz").exists()  # the all-object map of the first model is gone
     assert (out / "c_pred.nii.gz").is_file() and (out / "c_prob.nii.gz").is_file()  # not this run's: kept
@@ -816,6 +819,7 @@ def test_predict_into_a_folder_of_an_earlier_run_leaves_no_stale_map(tmp_path, r
     code, _, err = run_cli("predict", tmp_path / "none.pt", tmp_path / "in" / "c.nii.gz", "-o", out,
                            "--probabilities", "--quiet")
     assert code == 0, err
+    assert "removed" not in err
     assert np.asarray(nib.load(str(out / "c_prob.nii.gz")).dataobj).max() < 0.01
 
 
@@ -830,33 +834,64 @@ def test_predict_names_the_folder_entries_it_does_not_read(tmp_path, run_cli, ch
     (scans / "f.mha").write_bytes(b"ObjectType = Image\n")
     (scans / "notes.txt").write_text("not a scan")
     (scans / "empty").mkdir()
+    (scans / "masks").mkdir()  # an earlier -o inside the input folder: outputs, not scans
+    _save_nifti(scans / "masks" / "a_pred.nii.gz", np.zeros((4, 4, 4), np.uint8), AFFINE)
+    (scans / "series").mkdir()  # a DICOM series
+    (scans / "series" / "IM0001.dcm").write_bytes(b"DICM")
     os.symlink(tmp_path / "missing.nii.gz", scans / "c.nii.gz")
     out = tmp_path / "out"
     # the folder and a file in it: the file is taken once, not refused as two inputs of one name
     code, stdout, err = run_cli("predict", checkpoint, scans, scans / "a.nii.gz", "-o", out, "--quiet")
     assert code == 0, err
     assert _without_older_note(err) == (
-        "warning: left out 3 entries of the input folder(s) that canet does not read: c.nii.gz (a broken link), "
-        "f.mha (not a NIfTI, NRRD or HDF5 file), sub (a sub-folder: its files are not searched)\n"
+        "warning: left out 4 entries of the input folder(s) that canet does not read: c.nii.gz (a broken link), "
+        "f.mha (not a NIfTI, NRRD or HDF5 file), series (a sub-folder: its files are not searched) and 1 more\n"
     )
     assert sorted(p.name for p in out.iterdir()) == ["a_pred.nii.gz"]
     # nothing readable at all: the error says what was there
     (scans / "a.nii.gz").unlink()
     code, _, err = run_cli("predict", checkpoint, scans, "-o", tmp_path / "o3", "--quiet")
     assert code == 2 and err.startswith("error: no NIfTI, NRRD or HDF5 files matched ") and err.count("\n") == 1
-    assert "(left out: c.nii.gz (a broken link), f.mha (not a NIfTI, NRRD or HDF5 file), sub (a sub-folder" in err
+    assert ("(left out: c.nii.gz (a broken link), f.mha (not a NIfTI, NRRD or HDF5 file), series (a sub-folder: "
+            "its files are not searched) and 1 more)") in err
 
 
-def test_predict_refuses_names_that_differ_only_in_letter_case(tmp_path, run_cli, checkpoint) -> None:
+def test_predict_refuses_names_that_differ_only_in_letter_case_where_they_are_one(
+    tmp_path, run_cli, checkpoint, monkeypatch
+) -> None:
     """siteA/Case1 and siteB/case1 write one file on macOS's and Windows' file systems: the second replaced
-    the first while the run said it wrote two masks."""
+    the first while the run said it wrote two masks. Where the names are two files (here), both are written."""
+    from canet.evaluation import prediction
+
     for site, name in (("siteA", "Case1"), ("siteB", "case1")):
         (tmp_path / site).mkdir()
         _save_nifti(tmp_path / site / f"{name}.nii.gz", _scan(), AFFINE)
-    code, _, err = run_cli("predict", checkpoint, tmp_path / "siteA", tmp_path / "siteB", "-o", tmp_path / "o")
-    assert code == 2 and not (tmp_path / "o").exists()
-    assert err == (f"error: two inputs would write the same output name 'Case1': {tmp_path / 'siteA' / 'Case1.nii.gz'} "
-                   f"and {tmp_path / 'siteB' / 'case1.nii.gz'}\n")
+    assert prediction.ignores_letter_case(tmp_path / "o" / "deeper") is False  # this file system tells them apart
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".canet")] == []  # the probe is gone
+    code, _, err = run_cli("predict", checkpoint, tmp_path / "siteA", tmp_path / "siteB", "-o", tmp_path / "o",
+                           "--quiet")
+    assert code == 0, err
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["Case1_pred.nii.gz", "case1_pred.nii.gz"]
+    monkeypatch.setattr(prediction, "ignores_letter_case", lambda folder: True)  # as on macOS
+    code, _, err = run_cli("predict", checkpoint, tmp_path / "siteA", tmp_path / "siteB", "-o", tmp_path / "o2")
+    assert code == 2 and not (tmp_path / "o2").exists()
+    assert err == (f"error: two inputs would write output names that differ only in letter case, which the file "
+                   f"system of {tmp_path / 'o2'} takes for one name: {tmp_path / 'siteA' / 'Case1.nii.gz'} and "
+                   f"{tmp_path / 'siteB' / 'case1.nii.gz'}\n")
+
+
+def test_predict_takes_two_links_of_one_scan_as_two_inputs(tmp_path, run_cli, checkpoint) -> None:
+    """Links of one stored scan (a symlink farm, git-annex) are two cases; the same path named twice is one."""
+    import os
+
+    _save_nifti(tmp_path / "store.nii.gz", _scan(), AFFINE)
+    (tmp_path / "in").mkdir()
+    for name in ("caseA", "caseB"):
+        os.symlink(tmp_path / "store.nii.gz", tmp_path / "in" / f"{name}.nii.gz")
+    code, _, err = run_cli("predict", checkpoint, tmp_path / "in", tmp_path / "in" / "caseA.nii.gz", "-o",
+                           tmp_path / "o", "--quiet")
+    assert code == 0, err
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["caseA_pred.nii.gz", "caseB_pred.nii.gz"]
 
 
 def test_score_one_folder_refuses_two_files_of_one_case_and_reads_any_letter_case(tmp_path, run_cli) -> None:
@@ -881,3 +916,16 @@ def test_score_one_folder_refuses_two_files_of_one_case_and_reads_any_letter_cas
     assert sorted(rows) == ["a", "b"]
     assert float(rows["a"]["dice"]) == 1.0
     assert float(rows["b"]["dice"]) == pytest.approx(mb.dc(pred, gt))
+
+
+def test_score_two_folders_read_pred_and_gt_endings_in_any_letter_case(tmp_path, run_cli) -> None:
+    """a_PRED beside a_GT: the endings are stripped in any letter case, as in one-folder mode."""
+    pred, gt = _blob_pair(np.random.default_rng(6), (30, 28, 20))
+    for d in ("p", "g"):
+        (tmp_path / d).mkdir()
+    _save_nifti(tmp_path / "p" / "a_PRED.nii.gz", pred, np.eye(4))
+    _save_nifti(tmp_path / "g" / "a_GT.nii.gz", gt, np.eye(4))
+    code, _, err = run_cli("score", tmp_path / "p", tmp_path / "g", "--out", tmp_path / "s", "--voxels")
+    assert code == 0, err
+    (row,) = _read_csv(tmp_path / "s" / "metrics.csv")
+    assert row["case"] == "a" and float(row["dice"]) == pytest.approx(mb.dc(pred, gt))

@@ -411,7 +411,7 @@ def test_validation_cases_without_labels_are_refused_at_the_start(tiny_data: Pat
         "training": [{"image": f, "label": f} for f in h5[:4]],
         "validation": [{"image": h5[4], "label": h5[4], "id": "v_labeled"}, {"image": h5[5], "id": "v_bare"}],
     }))
-    with pytest.raises(ConfigError, match=r"^validation.every is 2 but 1 of the 2 'validation' cases it scores have "
+    with pytest.raises(ConfigError, match=r"^validation.every is 2 but 1 of the 2 'validation' cases it scores has "
                                           r"no label \('v_bare'\); validation needs ground truth \(give them labels, "
                                           r"or set validation.every: 0\)$"):
         Trainer(make_config("vnet", data__root=str(path), validation__every=2), tmp_path / "run", quiet=True).run()
