@@ -730,7 +730,11 @@ class Trainer:
         """
         self.setup()
         try:
-            return self._run()
+            result = self._run()
+            # every rank finished before any takes the process group down: a peer that closes its
+            # connections while the other still uses them can abort that process at exit
+            barrier(self.dist)
+            return result
         finally:
             self.loader.close()
             cleanup_distributed(self.dist)
