@@ -104,8 +104,9 @@ def predict_files(
     never sits beside another run's map (a warning names those not replaced); masks of other
     scans already in ``out_dir`` are named in a warning. Two inputs whose outputs would be one
     file are refused: the same name, or names that differ only in letter case where the file
-    system of ``out_dir`` does not tell them apart (:func:`ignores_letter_case`). NaN and infinite voxels are set to
-    the scan's smallest finite value (with a warning naming their count).
+    system of ``out_dir`` does not tell them apart (:func:`ignores_letter_case`). NaN and
+    infinite voxels are set to the scan's smallest finite value (with a warning naming their
+    count).
     Images are z-scored over the whole volume when the network was trained on
     z-scored images, and predicted in the training orientation (see the module
     docstring for checkpoints without that record). ``settings`` (an
