@@ -570,7 +570,9 @@ class Comparison:
             rows.append(cells)
         out.append({
             "kind": "groups",
-            "title": "Groups: mean ± std over cases" + (" (with seeds: of each case's mean over the seeds)" if self.has_seeds else ""),
+            "title": "Groups: mean ± std over cases" + (" (with seeds: of each case's mean over the seeds)" if self.has_seeds else "")
+            + ("" if self.distance_penalty is None or not any(m.startswith(DISTANCE_METRICS) for m in self.metrics)
+               else f"; a missed structure's HD95/ASD counted at {_penalty_text(self.distance_penalty)}"),
             "header": header, "rows": rows,
         })
         if self.has_seeds:

@@ -182,7 +182,9 @@ def render_case_png(slices: dict[str, np.ndarray] | str | os.PathLike[str]) -> b
         ax.set_yticks([])
     dice = float(np.asarray(slices.get("dice", np.nan)))
     centroid = [int(v) for v in np.asarray(slices.get("centroid", [0, 0, 0]))]
-    title = f"{str(np.asarray(slices.get('case', '')))}   Dice {dice:.4f}" if math.isfinite(dice) else str(np.asarray(slices.get("case", "")))
+    # a case id from a file name that is not UTF-8 holds surrogates, which the figure cannot draw
+    case = str(np.asarray(slices.get("case", ""))).encode("utf-8", "backslashreplace").decode("utf-8")
+    title = f"{case}   Dice {dice:.4f}" if math.isfinite(dice) else case
     # parse_math off: a case id such as 'a$^$b' is a name, not a formula
     fig.suptitle(f"{title}   slices through ({centroid[0]}, {centroid[1]}, {centroid[2]})", fontsize=12,
                  parse_math=False)
@@ -297,9 +299,11 @@ def _fmt(value: Any, digits: int = 4) -> str:
     return html.escape(str(value))
 
 
-def _dice_key(row: dict[str, str]) -> float:
+def _dice_key(row: dict[str, str]) -> tuple[bool, float]:
+    """Worst Dice first; a case without a Dice (both masks empty: nothing to miss) last."""
     v = _number(row.get("dice"))
-    return -1.0 if v is None else v
+    undefined = v is None or math.isnan(v)
+    return undefined, 0.0 if undefined else float(v)  # type: ignore[arg-type]
 
 
 def write_report(
@@ -402,15 +406,34 @@ def _evaluation_section(eval_dir: Path) -> list[str]:
             f"<td>{_fmt(st.get('n'))}</td><td>{_fmt(st.get('nan'))}</td></tr>"
         )
     parts.append("</table>")
-    info = {k: summary.get(k) for k in ("cases", "empty_pred", "empty_gt", "mode", "tta", "lcc", "patch_size", "checkpoint", "data", "split", "selected_on", "pred", "gt") if summary.get(k) is not None}
+    multi = int(summary.get("num_classes") or 2) > 2
+    if multi:
+        parts.extend(_per_class_table(summary, units))
+    # for multi-class data the two counts are of classes missed or made up, not of empty masks
+    names = {"empty_pred": "cases with a class missed", "empty_gt": "cases with a class not in the ground truth"} \
+        if multi else {}
+    keys = ("cases", "empty_pred", "empty_gt", "mode", "decision", "overlap", "tta", "lcc", "amp", "patch_size",
+            "checkpoint", "data", "split", "selected_on", "pred", "gt", "ignore_affine")
+    info = {names.get(k, k): summary.get(k) for k in keys if summary.get(k) is not None}
     if info:
         parts.append('<p class="meta">' + " &middot; ".join(f"{html.escape(k)}: {html.escape(str(v))}" for k, v in info.items()) + "</p>")
+    notes = [str(w) for w in summary.get("warnings") or [] if w]
+    if summary.get("preprocessing_note"):
+        notes.insert(0, str(summary["preprocessing_note"]))
+    if summary.get("ignore_affine"):
+        notes.append("scored with --ignore-affine: predictions taken in stored voxel order, their placement unchecked")
+    for note in notes:  # what the command said when it scored the cases
+        parts.append(f'<p class="warning">{html.escape(note)}</p>')
     csv_path = eval_dir / "metrics.csv"
     if csv_path.is_file():
         rows = sorted(_read_rows(csv_path), key=_dice_key)
         if rows:
             cols = list(rows[0].keys())
-            parts.append("<h3>Per case (worst Dice first)</h3><table><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in cols) + "</tr>")
+            def head(c: str) -> str:  # distances carry their unit, per class too
+                return f"{c} ({units})" if c.split("_")[0] in ("hd95", "asd") else c
+
+            parts.append("<h3>Per case (worst Dice first)</h3><table><tr>"
+                         + "".join(f"<th>{html.escape(head(c))}</th>" for c in cols) + "</tr>")
             for row in rows:
                 cells = []
                 for c in cols:
@@ -419,6 +442,27 @@ def _evaluation_section(eval_dir: Path) -> list[str]:
                     cells.append(f"<td>{text}</td>")
                 parts.append("<tr>" + "".join(cells) + "</tr>")
             parts.append("</table>")
+    return parts
+
+
+def _per_class_table(summary: dict[str, Any], units: str) -> list[str]:
+    """Per class: mean of each metric over the cases that score it, and the cases where it is in neither mask."""
+    per_class = summary.get("per_class")
+    if not isinstance(per_class, dict) or not per_class:
+        return []
+    absent = summary.get("absent_classes") or {}
+    parts = ["<h3>Per class</h3><table><tr><th>class</th>"
+             + "".join(f"<th>{m} ({units})</th>" if m in ("hd95", "asd") else f"<th>{m}</th>"
+                       for m in ("dice", "jaccard", "hd95", "asd"))
+             + "<th>cases where it is in neither mask</th></tr>"]
+    for c, stats in sorted(per_class.items(), key=lambda kv: int(kv[0]) if str(kv[0]).isdigit() else 0):
+        cells = []
+        for m in ("dice", "jaccard", "hd95", "asd"):
+            st = (stats or {}).get(m) or {}
+            nan = f" ({st.get('nan')} NaN)" if st.get("nan") else ""
+            cells.append(f"<td>{_fmt(st.get('mean'))} &plusmn; {_fmt(st.get('std'))}{nan}</td>")
+        parts.append(f"<tr><td>{html.escape(str(c))}</td>{''.join(cells)}<td>{_fmt(absent.get(str(c), 0))}</td></tr>")
+    parts.append("</table>")
     return parts
 
 
@@ -433,9 +477,9 @@ def _cases_section(eval_dir: Path) -> list[str]:
             dice = float(np.asarray(data["dice"])) if "dice" in data.files else math.nan
             # the case id it was saved for (the file name is a cleaned-up form of it)
             case = str(np.asarray(data["case"])) if "case" in data.files else f.stem
-        cases.append((dice if math.isfinite(dice) else -1.0, f, case))
-    cases.sort(key=lambda t: (t[0], t[1].name))
+        cases.append((not math.isfinite(dice), dice if math.isfinite(dice) else 0.0, f, case))
+    cases.sort(key=lambda t: (t[0], t[1], t[2].name))  # no Dice (both masks empty) last
     parts = ["<h2>Cases (worst Dice first)</h2>", '<p class="meta">green: ground truth, red: prediction</p>']
-    for _, f, case in cases:
+    for _, _, f, case in cases:
         parts.append(f'<div class="case">{_img_tag(render_case_png(f), case)}</div>')
     return parts

@@ -384,6 +384,10 @@ def test_a_missed_structure_is_counted_and_can_weigh_against_the_method(
     assert fixed.group_stats["b"]["hd95"]["mean"] == pytest.approx((4.0 * 3 + 50.0) / 4)
     assert "b vs a, hd95: 1 missed structure(s) in b counted at 50: c3" in fixed.all_notes()
     assert "0 missing, 0 NaN; 1 missed, counted at the penalty |" in fixed.markdown()
+    # the groups' means hold the penalty too: their table says so (it did not, also with one group)
+    assert "Groups: mean ± std over cases; a missed structure's HD95/ASD counted at 50" in fixed.markdown()
+    assert "counted at" not in plain.markdown().split("\n\n")[0]
+    assert "counted at 50" in compare(srcs[1:], resamples=200, distance_penalty=50.0).markdown()
 
     # c5 holds no structure: a predicts one there (missed the other way: Dice 0, hd95 NaN), b predicts
     # nothing (Dice 1, hd95 NaN: nothing to measure). b's NaN leaves c5 out of the pair, so a's penalty

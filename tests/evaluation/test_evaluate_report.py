@@ -149,6 +149,67 @@ def test_case_names_are_drawn_and_labelled_as_given(tmp_path, run_cli, case) -> 
     assert page.count('alt="' + html_escape(case) + '"') == 1
 
 
+def test_a_case_id_from_a_file_name_that_is_not_utf8_is_drawn(tmp_path, run_cli) -> None:
+    """'scan\\udcff' (a file name with the byte 0xff) made the figure title raise after every case was scored."""
+    out = tmp_path / "eval"
+    vol = SimpleNamespace(**{**vars(_volumes(1)[0]), "case_id": "scan\udcff"})
+    evaluate_model(Threshold(), [vol], (16, 16, 8), out_dir=out, mode="fast", spacing="mm", report=True)
+    assert (out / "report.html").is_file()
+    code, _, err = run_cli("report", out)
+    assert code == 0, err
+
+
+def test_worst_cases_first_and_cases_without_a_dice_last(tmp_path) -> None:
+    """A case whose masks are both empty has no Dice (nothing to miss); it sorted before a missed one (Dice 0)."""
+    vols = _volumes(3)
+    vols[0].case_id, vols[0].label, vols[0].image = "both_empty", np.zeros_like(vols[0].label), np.zeros_like(vols[0].image)
+    vols[1].case_id, vols[1].image = "missed", np.zeros_like(vols[1].image)
+    vols[2].case_id = "good"
+    out = tmp_path / "eval"
+    evaluate_model(Threshold(), vols, (16, 16, 8), out_dir=out, mode="fast", spacing="mm", report=True)
+    page = (out / "report.html").read_text(encoding="utf-8")
+    table = page[page.index("Per case (worst Dice first)"):page.index("Cases (worst Dice first)")]
+    images = page[page.index("Cases (worst Dice first)"):]
+    for part in (table, images):
+        order = sorted(("missed", "good", "both_empty"), key=part.index)
+        assert order == ["missed", "good", "both_empty"], part[:200]
+
+
+def test_the_page_shows_what_the_summary_warns_and_each_class(tmp_path, run_cli) -> None:
+    """Warnings of summary.json, and a multi-class evaluation's per-class means, were not on the page."""
+    rows = [{"case": "a", "dice": 0.9, "jaccard": 0.8, "hd95": float("nan"), "asd": float("nan"),
+             "dice_1": 0.8, "jaccard_1": 0.7, "hd95_1": 2.0, "asd_1": 1.0,
+             "dice_2": 0.0, "jaccard_2": 0.0, "hd95_2": float("nan"), "asd_2": float("nan")}]
+    out = tmp_path / "eval"
+    out.mkdir()
+    with open(out / "metrics.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    stat = {"mean": 0.8, "std": 0.0, "n": 1, "nan": 0}
+    summary = {
+        "cases": 1, "num_classes": 3, "spacing": "mm", "distance_unit": "mm", "empty_pred": 1, "empty_gt": 0,
+        "dice": stat, "jaccard": stat, "hd95": {"mean": None, "std": None, "n": 0, "nan": 1}, "asd": stat,
+        "per_class": {"1": {"dice": {"mean": 0.8125, "std": 0.0, "n": 1, "nan": 0}, "jaccard": stat, "hd95": stat,
+                            "asd": stat},
+                      "2": {"dice": {"mean": 0.0, "std": 0.0, "n": 1, "nan": 0}, "jaccard": stat,
+                            "hd95": {"mean": None, "std": None, "n": 0, "nan": 1}, "asd": stat}},
+        "absent_classes": {"1": 0, "2": 3},
+        "warnings": ["case 'a': voxel size (2, 2, 2) mm differs from the training data's by 60 % <check>"],
+    }
+    (out / "summary.json").write_text(json.dumps(summary))
+    code, _, err = run_cli("report", out)
+    assert code == 0, err
+    page = (out / "report.html").read_text(encoding="utf-8")
+    assert '<p class="warning">case &#x27;a&#x27;: voxel size (2, 2, 2) mm differs from the training data&#x27;s by 60 % ' \
+           '&lt;check&gt;</p>' in page
+    assert "<h3>Per class</h3>" in page
+    assert "<tr><td>1</td><td>0.8125 &plusmn; 0.0000</td>" in page
+    assert "<tr><td>2</td><td>0.0000 &plusmn; 0.0000</td>" in page and "<td>3</td></tr>" in page  # absent in 3
+    assert "cases with a class missed: 1" in page and "empty_pred" not in page
+    assert "<th>hd95_2 (mm)</th>" in page
+
+
 def test_report_of_a_folder_whose_name_is_not_utf8(tmp_path, run_cli) -> None:
     out = tmp_path / "ev\udcff"  # the name Python gives a folder called b'ev\xff'
     evaluate_model(Threshold(), _volumes(2), (16, 16, 8), out_dir=out, mode="fast", spacing="mm")
