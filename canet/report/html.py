@@ -249,7 +249,7 @@ def _group(column: str) -> str:
 
 
 def plot_training_curves(metrics: dict[str, tuple[np.ndarray, np.ndarray]]) -> list[tuple[str, bytes]]:
-    """One PNG per group of columns (losses, learning rate, validation, other)."""
+    """One PNG per group of columns (losses, learning rate, validation, other; "other" one panel a column)."""
     plt = _pyplot()
     groups: dict[str, list[str]] = {}
     for column in metrics:
@@ -259,16 +259,21 @@ def plot_training_curves(metrics: dict[str, tuple[np.ndarray, np.ndarray]]) -> l
         cols = groups.get(group)
         if not cols:
             continue
-        fig, ax = plt.subplots(figsize=(6.4, 3.8), dpi=90)
-        for c in cols:
-            x, y = metrics[c]
-            ax.plot(x, y, marker="o" if len(x) < 30 else None, ms=3, lw=1.3, label=c)
-        if group == "learning rate" and all(np.all(metrics[c][1] > 0) for c in cols):
-            ax.set_yscale("log")
-        ax.set_xlabel("iteration")
-        ax.set_title(group)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        # "other" holds unrelated scales (s/it near 10 beside an adversarial weight near 1e-4):
+        # one panel each, or the small ones draw as a flat line at 0
+        panels = [[c] for c in cols] if group == "other" else [cols]
+        fig, axes = plt.subplots(len(panels), 1, figsize=(6.4, 3.8 if len(panels) == 1 else 1.0 + 2.0 * len(panels)),
+                                 dpi=90, sharex=True, squeeze=False)
+        for ax, panel in zip(axes[:, 0], panels):
+            for c in panel:
+                x, y = metrics[c]
+                ax.plot(x, y, marker="o" if len(x) < 30 else None, ms=3, lw=1.3, label=c)
+            if group == "learning rate" and all(np.all(metrics[c][1] > 0) for c in panel):
+                ax.set_yscale("log")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=8)
+        axes[-1, 0].set_xlabel("iteration")
+        axes[0, 0].set_title(group)
         out.append((group, _figure_png(fig)))
     return out
 

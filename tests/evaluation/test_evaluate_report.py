@@ -550,3 +550,21 @@ def test_predict_volume_refuses_nan_input() -> None:
     image[0, 0, 0] = np.inf
     with pytest.raises(DataError, match="image holds 2 NaN or infinite voxel"):
         predict_volume(Threshold(), image, (16, 16, 8))
+
+
+def test_unrelated_training_columns_get_a_panel_each(monkeypatch) -> None:
+    """s/it near 2 and an adversarial weight near 1e-4 on one axis: the weight drew as a flat line at 0."""
+    from canet.report import html as report_html
+
+    figures = []
+    monkeypatch.setattr(report_html, "_figure_png", lambda fig: figures.append(fig) or b"png")
+    x = np.arange(1.0, 11.0)
+    metrics = {"loss": (x, 1 / x), "lr": (x, np.full(10, 0.01)), "sec_per_it": (x, np.full(10, 2.3)),
+               "adv_weight": (x, 1e-4 * x)}
+    groups = [g for g, _ in report_html.plot_training_curves(metrics)]
+    assert groups == ["losses", "learning rate", "other"]
+    other = figures[-1]
+    assert len(other.axes) == 2
+    lows = sorted(ax.get_ylim()[0] for ax in other.axes)
+    assert lows[0] < 2e-4 and lows[1] > 1.0  # each axis spans its own column's values
+    assert [len(f.axes) for f in figures[:2]] == [1, 1]
