@@ -151,7 +151,9 @@ def evaluate_model(
         header = {
             "settings": {k: v for k, v in s.record().items() if k != "device"},
             "patch_size": list(patch), "num_classes": num_classes, "spacing": spacing,
-            "orientation": orientation, "extra": extra_summary or {},
+            "orientation": orientation,
+            # what only describes the weights (the sha256 stays): an older journal still matches
+            "extra": {k: v for k, v in (extra_summary or {}).items() if k not in DESCRIPTIVE_SUMMARY_KEYS},
         }
         # A resumed evaluation must have written for its kept cases the files it writes for the rest
         # (named only when asked for, so journals of evaluations without them read as before).
@@ -281,6 +283,17 @@ def _trained_labeled(
     return None
 
 
+#: summary.json keys that describe the checkpoint without deciding the scores: not part of the
+#: journal's header, so an evaluation journaled before they existed still resumes.
+DESCRIPTIVE_SUMMARY_KEYS: frozenset[str] = frozenset({"checkpoint_iteration"})
+
+
+def _iteration(payload: dict[str, Any]) -> int | None:
+    """The training iteration a checkpoint was saved at (None for imported or hand-made ones)."""
+    value = payload.get("iteration")
+    return int(value) if isinstance(value, int) and not isinstance(value, bool) else None
+
+
 def evaluate(
     checkpoint: str | os.PathLike[str],
     data: str | os.PathLike[str],
@@ -404,6 +417,8 @@ def evaluate(
         warn=warn, resume=resume,
         extra_summary={
             "checkpoint": os.path.abspath(checkpoint), "checkpoint_sha256": weights,
+            # last.pt is rewritten as a run goes on: the report says which iteration was scored
+            "checkpoint_iteration": _iteration(payload),
             "data": os.path.abspath(data), "split": split,
             "lcc_from": "dataset" if s.lcc is None else "option", "normalize": applied,
             "preprocessing_from": recorded["source"], "preprocessing_note": note,

@@ -366,6 +366,14 @@ def write_report(
     if train_csv is not None:
         metrics = load_training_metrics(train_csv)
         parts.append("<h2>Training curves</h2>")
+        scored = _scored_iteration(eval_dir)
+        trained = max((int(x.max()) for x, _ in metrics.values() if x.size), default=None)
+        if scored is not None and trained is not None and trained > scored:
+            # a run resumed or extended after its evaluation: its curves go past the weights scored above
+            parts.append(
+                f'<p class="warning">The metrics above are of the checkpoint of iteration {scored}; the curves '
+                f"go on to iteration {trained}. Evaluate the run again to score its newer weights.</p>"
+            )
         if metrics:
             parts.append('<div class="curves">')
             for group, png in plot_training_curves(metrics):
@@ -384,6 +392,17 @@ def write_report(
     )
     atomic_write_text(target, doc, errors="backslashreplace")  # a path that is not valid UTF-8
     return target
+
+
+def _scored_iteration(eval_dir: Path | None) -> int | None:
+    """The iteration of the checkpoint an evaluation folder scored, where its summary.json records it."""
+    if eval_dir is None:
+        return None
+    try:
+        value = json.loads((eval_dir / "summary.json").read_text(encoding="utf-8")).get("checkpoint_iteration")
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+        return None
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _evaluation_section(eval_dir: Path) -> list[str]:
@@ -418,7 +437,7 @@ def _evaluation_section(eval_dir: Path) -> list[str]:
     names = {"empty_pred": "cases with a class missed", "empty_gt": "cases with a class not in the ground truth"} \
         if multi else {}
     keys = ("cases", "empty_pred", "empty_gt", "mode", "decision", "overlap", "tta", "lcc", "amp", "patch_size",
-            "checkpoint", "data", "split", "selected_on", "pred", "gt", "ignore_affine")
+            "checkpoint", "checkpoint_iteration", "data", "split", "selected_on", "pred", "gt", "ignore_affine")
     info = {names.get(k, k): summary.get(k) for k in keys if summary.get(k) is not None}
     if info:
         parts.append('<p class="meta">' + " &middot; ".join(f"{html.escape(k)}: {html.escape(str(v))}" for k, v in info.items()) + "</p>")

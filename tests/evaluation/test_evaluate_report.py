@@ -246,6 +246,16 @@ def test_run_folder_report_with_training_curves(tmp_path, run_cli) -> None:
     assert code == 2 and err == f"error: the report is an HTML page: -o must name a .html file, got {run / 'eval' / 'metrics.csv'}\n"
     assert (run / "eval" / "metrics.csv").read_text() == table
 
+    # the evaluation scored iteration 20's weights, the curves go on to 40 (a run resumed after it): said
+    summary = json.loads((run / "eval" / "summary.json").read_text())
+    for scored, said in ((20, True), (40, False), (None, False)):
+        (run / "eval" / "summary.json").write_text(json.dumps({**summary, "checkpoint_iteration": scored}))
+        assert run_cli("report", run)[0] == 0
+        page = (run / "report.html").read_text()
+        assert ("The metrics above are of the checkpoint of iteration 20; the curves go on to iteration 40."
+                in page) is said, scored
+    (run / "eval" / "summary.json").write_text(json.dumps(summary))
+
     # an evaluation folder alone also works; a folder with neither fails in one line
     code, _, err = run_cli("report", run / "eval", "-o", tmp_path / "eval.html")
     assert code == 0 and (tmp_path / "eval.html").is_file()

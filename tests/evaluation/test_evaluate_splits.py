@@ -79,3 +79,23 @@ def test_a_split_with_cases_without_labels_is_refused_before_any_prediction(trai
     assert not (tmp_path / "e").exists()  # nothing predicted
     evaluate(ckpt, datalist, out_dir=tmp_path / "e", progress=False, max_cases=1)  # the labeled one alone
     assert _cases(tmp_path / "e") == ["scored"]
+
+
+def test_the_summary_records_the_iteration_of_the_checkpoint_scored(trained_on, tmp_path) -> None:
+    """last.pt is rewritten as a run goes on; the summary (and the report) say which iteration was scored."""
+    import json
+
+    from canet.checkpoint import load_checkpoint
+
+    root, ckpt = trained_on
+    assert evaluate(ckpt, root, out_dir=tmp_path / "e0", progress=False)["checkpoint_iteration"] is None
+    payload = load_checkpoint(ckpt)
+    payload["iteration"] = 1234
+    save_checkpoint(payload, tmp_path / "at1234.pt")
+    summary = evaluate(tmp_path / "at1234.pt", root, out_dir=tmp_path / "e1", progress=False)
+    assert summary["checkpoint_iteration"] == 1234
+    # not in the case journal's header: a journal written before the key existed still resumes
+    header = json.loads((tmp_path / "e1" / "cases.jsonl").read_text().splitlines()[0])
+    assert "checkpoint_iteration" not in json.dumps(header) and header["extra"]["checkpoint_sha256"]
+    again = evaluate(tmp_path / "at1234.pt", root, out_dir=tmp_path / "e1", progress=False, resume=True)
+    assert again["dice"] == summary["dice"] and again["checkpoint_iteration"] == 1234
