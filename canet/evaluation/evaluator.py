@@ -228,7 +228,7 @@ def evaluate_model(
 
                 save_case_slices(
                     out / "report_slices" / f"{name}.npz", vol.case_id, image if image.ndim == 3 else image[0],
-                    label, mask, vol.spacing, row["dice"],
+                    label, mask, vol.spacing, row["dice"], axcodes=_axcodes(vol.affine) if oriented else None,
                 )
             if journal is not None:  # last: a case in the journal has its files written too
                 # with its warnings and turn, so a resumed evaluation writes the same summary
@@ -286,6 +286,17 @@ def _trained_labeled(
 #: summary.json keys that describe the checkpoint without deciding the scores: not part of the
 #: journal's header, so an evaluation journaled before they existed still resumes.
 DESCRIPTIVE_SUMMARY_KEYS: frozenset[str] = frozenset({"checkpoint_iteration"})
+
+
+def _axcodes(affine: Any) -> str | None:
+    """The world directions of an affine's voxel axes (``"RAS"``), or None where it has none."""
+    import nibabel as nib
+
+    try:
+        codes = nib.aff2axcodes(np.asarray(affine, dtype=float))
+    except Exception:  # noqa: BLE001 - a degenerate affine names no plane
+        return None
+    return "".join(str(c) for c in codes) if all(c is not None for c in codes) else None
 
 
 def _iteration(payload: dict[str, Any]) -> int | None:

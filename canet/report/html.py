@@ -80,6 +80,7 @@ def save_case_slices(
     pred: np.ndarray,
     spacing: tuple[float, ...] | None = None,
     dice: float | None = None,
+    axcodes: str | None = None,
 ) -> Path:
     """Keep the three orthogonal slices the report draws for one case (``.npz``).
 
@@ -108,6 +109,8 @@ def save_case_slices(
         "spacing": np.asarray(spacing if spacing is not None else (1.0, 1.0, 1.0), dtype=np.float64),
         "dice": np.asarray(np.nan if dice is None else float(dice)),
     }
+    if axcodes:  # the arrays' voxel axes in the world (e.g. "RAS"), to name the planes anatomically
+        arrays["axcodes"] = np.asarray(str(axcodes))
     for plane, cut in cuts.items():
         arrays[f"image_{plane}"] = image[cut].astype(np.float32)
         arrays[f"gt_{plane}"] = _label_slice(gt[cut])
@@ -144,6 +147,25 @@ def _pyplot() -> Any:
     return plt
 
 
+_ANATOMY = {"S": "axial", "I": "axial", "A": "coronal", "P": "coronal", "L": "sagittal", "R": "sagittal"}
+
+
+def plane_name(plane: str, axcodes: str = "") -> str:
+    """The title of a report slice: ``"axial (x-y)"`` where the volume's orientation names it.
+
+    ``plane`` is the slice's key (``axial`` = the x-y plane of the stored arrays, ``coronal`` = x-z,
+    ``sagittal`` = y-z); which anatomical plane that is depends on the voxel order, told by
+    ``axcodes`` (e.g. ``"RAS"``, ``"PSR"``). Without it (a file that states no orientation)
+    only the array axes are named.
+    """
+    h_axis, v_axis = {"axial": (0, 1), "coronal": (0, 2), "sagittal": (1, 2)}[plane]
+    axes = f"{'xyz'[h_axis]}-{'xyz'[v_axis]}"
+    normal = 3 - h_axis - v_axis  # the axis the slice is cut across
+    if len(axcodes) == 3 and axcodes[normal] in _ANATOMY:
+        return f"{_ANATOMY[axcodes[normal]]} ({axes})"
+    return f"{axes} plane (orientation not stated)"
+
+
 def render_case_png(slices: dict[str, np.ndarray] | str | os.PathLike[str]) -> bytes:
     """PNG of one case's three slices with ground-truth (green) and prediction (red) contours.
 
@@ -158,6 +180,7 @@ def render_case_png(slices: dict[str, np.ndarray] | str | os.PathLike[str]) -> b
 
     spacing = np.asarray(slices.get("spacing", (1.0, 1.0, 1.0)), dtype=float)
     axes_of = {"axial": (0, 1), "coronal": (0, 2), "sagittal": (1, 2)}
+    codes = str(np.asarray(slices["axcodes"])) if "axcodes" in slices else ""
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.7), dpi=90)
     for ax, (plane, _) in zip(axes, PLANES):
         img = np.asarray(slices[f"image_{plane}"], dtype=np.float32)
@@ -175,7 +198,7 @@ def render_case_png(slices: dict[str, np.ndarray] | str | os.PathLike[str]) -> b
                 for v in labels:
                     padded = np.pad((m == v).astype(float), 1)
                     ax.contour(xs, ys, padded.T, levels=[0.5], colors=colour, linewidths=1.4)
-        ax.set_title(f"{plane} ({'xyz'[h_axis]}-{'xyz'[v_axis]})", fontsize=11)
+        ax.set_title(plane_name(plane, codes), fontsize=11)
         ax.set_xlim(-0.5, img.shape[0] - 0.5)
         ax.set_ylim(-0.5, img.shape[1] - 0.5)
         ax.set_xticks([])

@@ -578,3 +578,29 @@ def test_unrelated_training_columns_get_a_panel_each(monkeypatch) -> None:
     lows = sorted(ax.get_ylim()[0] for ax in other.axes)
     assert lows[0] < 2e-4 and lows[1] > 1.0  # each axis spans its own column's values
     assert [len(f.axes) for f in figures[:2]] == [1, 1]
+
+
+def test_slice_titles_name_the_plane_the_voxel_order_makes() -> None:
+    """The x-y slice of a scan stored as sagittal sections (PSR) is sagittal, not axial; without an
+    orientation only the array axes are named."""
+    from canet.report.html import plane_name
+
+    assert [plane_name(p, "RAS") for p in ("axial", "coronal", "sagittal")] == [
+        "axial (x-y)", "coronal (x-z)", "sagittal (y-z)"]
+    # PSR: x runs posterior, y superior, z right: the x-y slice is cut across z (left-right)
+    assert [plane_name(p, "PSR") for p in ("axial", "coronal", "sagittal")] == [
+        "sagittal (x-y)", "axial (x-z)", "coronal (y-z)"]
+    assert plane_name("axial", "") == "x-y plane (orientation not stated)"
+
+
+def test_evaluation_keeps_the_orientation_its_slices_are_named_by(tmp_path) -> None:
+    vol = _volumes(1)[0]
+    vol.affine = np.array([[0, 0, 1.5, 0], [-0.9, 0, 0, 0], [0, 0.8, 0, 0], [0, 0, 0, 1.0]])  # PSR
+    evaluate_model(Threshold(), [vol], (16, 16, 8), out_dir=tmp_path / "e", mode="fast", spacing="mm", report=True)
+    with np.load(tmp_path / "e" / "report_slices" / "case0.npz") as data:
+        assert str(data["axcodes"]) == "PSR"
+    unoriented = SimpleNamespace(**{**vars(_volumes(1)[0]), "oriented": False})
+    evaluate_model(Threshold(), [unoriented], (16, 16, 8), out_dir=tmp_path / "u", mode="fast", spacing="mm",
+                   report=True)
+    with np.load(tmp_path / "u" / "report_slices" / "case0.npz") as data:
+        assert "axcodes" not in data.files
