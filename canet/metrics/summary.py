@@ -307,9 +307,12 @@ class MetricAccumulator:
             mean = "-" if st["mean"] is None else f"{st['mean']:.4f}"
             std = "-" if st["std"] is None else f"{st['std']:.4f}"
             lines.append(f"{m:<8} {mean:>9} {std:>9} {st['n']:>4} {st['nan']:>4}")
+        # multi-class: the counts are of cases with a class missed / predicted where there is none
+        pred_said, gt_said = (("with a class missed", "with a class not in the ground truth") if self.num_classes > 2
+                              else ("empty predictions", "empty ground truths"))
         lines.append(
-            f"cases: {len(self.rows)}  empty predictions: {len(self.empty_pred)}  "
-            f"empty ground truths: {len(self.empty_gt)}  "
+            f"cases: {len(self.rows)}  {pred_said}: {len(self.empty_pred)}  "
+            f"{gt_said}: {len(self.empty_gt)}  "
             f"distances in {self.units}"
         )
         return "\n".join(lines)

@@ -101,6 +101,7 @@ def test_multiclass_rows_are_per_class() -> None:
     assert s["per_class"]["2"]["hd95"]["nan"] == 1
     assert s["hd95"] == {"mean": None, "std": None, "n": 0, "nan": 1}
     assert s["empty_pred"] == 1 and s["empty_gt"] == 0
+    assert "with a class missed: 1  with a class not in the ground truth: 0" in acc.table()  # no empty mask here
 
 
 def test_multiclass_distances_and_empty_counts_one_side_at_a_time() -> None:
