@@ -86,7 +86,7 @@ def _run_predict(args: argparse.Namespace) -> int:
 
     written = predict_files(
         args.checkpoint, args.inputs, args.output, probabilities=args.probabilities,
-        settings=_settings(args), progress=not args.quiet,
+        settings=_settings(args), progress=not args.quiet, resume=args.resume,
     )
     print(f"wrote {len(written)} mask(s) to {args.output}")
     return 0
@@ -145,6 +145,9 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("inputs", nargs="+", help="NIfTI/NRRD/HDF5 files or folders of them")
     p.add_argument("-o", "--output", required=True, help="output folder")
     p.add_argument("--probabilities", action="store_true", help="also write <name>_prob.nii.gz: the foreground probability (K-channel map for multi-class; with --decision relu the mean ReLU(logit) that rule thresholds at 0.5)")
+    p.add_argument("--resume", action="store_true",
+                   help="keep the masks a killed run with the same checkpoint and settings wrote into -o "
+                        "(its predict.json says which); segment the rest")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_inference_options(p)
     p.set_defaults(func=_run_predict)

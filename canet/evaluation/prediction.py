@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
@@ -28,8 +29,47 @@ from canet.evaluation.files import (
 from canet.evaluation.notes import nonfinite_warning, print_warning, spacing_mismatch
 from canet.evaluation.oriented import predict_oriented
 from canet.inferers.settings import InferenceSettings
+from canet.io import atomic_write_text, file_sha256, make_folder
 
 __all__ = ["predict_files"]
+
+
+#: What ``out_dir`` keeps of how its masks were made (checkpoint SHA-256, settings) and of which
+#: scans are finished, for ``--resume``.
+PREDICT_RECORD = "predict.json"
+
+
+def _kept_by_resume(out: Path, record: dict[str, Any], stems: Sequence[str], probabilities: bool) -> list[str]:
+    """The scans an earlier run with the same ``record`` finished in ``out`` (their files still there).
+
+    Only scans the record lists as finished count: a mask of an older run with other weights,
+    not yet segmented again when the last run was killed, is not kept.
+
+    Raises:
+        DataError: ``out`` holds no record, or one of another checkpoint or other settings.
+    """
+    path = out / PREDICT_RECORD
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DataError(f"--resume: {out} holds no {PREDICT_RECORD} of an earlier predict run; run without "
+                        "--resume") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DataError(f"--resume: cannot read {path} ({exc})") from None
+    saved = saved if isinstance(saved, dict) else {}
+    finished = saved.get("finished")
+    if {k: v for k, v in saved.items() if k != "finished"} != record or not isinstance(finished, list):
+        differ = [k for k in record if saved.get(k) != record[k]] or ["its contents"]
+        names = {"checkpoint_sha256": "another checkpoint", "settings": "other inference settings",
+                 "probabilities": "another --probabilities choice"}
+        raise DataError(
+            f"--resume: the masks in {out} were made with {' and '.join(names.get(k, k) for k in differ)}; "
+            "run without --resume to segment every scan again, or write into another -o"
+        )
+    suffixes = ("_pred", "_prob") if probabilities else ("_pred",)
+    done = set(finished)
+    return [stem for stem in stems
+            if stem in done and all((out / f"{stem}{s}.nii.gz").is_file() for s in suffixes)]
 
 
 def ignores_letter_case(folder: Path) -> bool:
@@ -88,6 +128,7 @@ def predict_files(
     settings: InferenceSettings | None = None,
     progress: bool = True,
     warn: Callable[[str], None] | None = None,
+    resume: bool = False,
     **changes: Any,
 ) -> list[Path]:
     """Segment NIfTI / NRRD / HDF5 volumes and write NIfTI masks beside each other in ``out_dir``.
@@ -115,8 +156,13 @@ def predict_files(
     training dataset's post-processing default from the checkpoint (on for
     checkpoints without it); the device defaults to ``auto``.
 
+    ``out_dir/predict.json`` records the checkpoint's SHA-256 and the settings; with
+    ``resume`` (``canet predict --resume``) the scans whose outputs an earlier run with the
+    same record wrote into ``out_dir`` (a killed run) are kept, not segmented again (another
+    record: :class:`~canet.errors.DataError`).
+
     Returns:
-        The mask files written, in input order.
+        The mask files written, in input order (not those kept by ``resume``).
     """
     s = InferenceSettings.make(settings, **changes)
     skipped: list[Path] = []
@@ -170,9 +216,23 @@ def predict_files(
     note = older_checkpoint_note(str(checkpoint), recorded, normalize, use_lcc)
     if note:
         sink(note)
+    record = {"checkpoint_sha256": file_sha256(checkpoint), "settings": {
+        k: v for k, v in s.record().items() if k != "device"}, "probabilities": probabilities}
+    kept = _kept_by_resume(out, record, stems, probabilities) if resume else []
+    if kept:
+        sink(f"kept {len(kept)} mask(s) an earlier run with the same checkpoint and settings wrote into {out} "
+             f"(--resume); segmenting the other {len(stems) - len(kept)}")
+    make_folder(out)
+    finished = list(kept)
+
+    def keep_record() -> None:  # rewritten after every scan: what a --resume may keep
+        atomic_write_text(out / PREDICT_RECORD, json.dumps({**record, "finished": finished}, indent=2) + "\n")
+
+    keep_record()
     written: list[Path] = []
     removed: list[str] = []  # earlier runs' probability maps of the scans segmented again
-    items: Iterable[tuple[Path, str]] = list(zip(files, stems))
+    skip = set(kept)
+    items: Iterable[tuple[Path, str]] = [(f, stem) for f, stem in zip(files, stems) if stem not in skip]
     if progress:
         from tqdm import tqdm
 
@@ -212,6 +272,8 @@ def predict_files(
             save_nifti(out / f"{stem}_prob.nii.gz", prob_out.astype(np.float32), geometry.affine,
                        oriented=geometry.oriented, like=path)
         written.append(target)
+        finished.append(stem)
+        keep_record()
     if removed and not probabilities:  # with --probabilities each was replaced by this run's
         shown = ", ".join(removed[:3]) + (", ..." if len(removed) > 3 else "")
         sink(f"removed {len(removed)} probability map(s) of an earlier run from {out} ({shown}): they were "

@@ -57,7 +57,7 @@ def test_predict_leaves_earlier_outputs_in_a_folder_out(tmp_path, run_cli, check
         nib.save(nib.Nifti1Image(_image(), np.eye(4)), str(folder / name))
     code, _, err = run_cli("predict", checkpoint, folder, "-o", tmp_path / "o", "--quiet")
     assert code == 0, err
-    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["b_pred.nii.gz", "c_pred.nii.gz"]
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["b_pred.nii.gz", "c_pred.nii.gz", "predict.json"]
     assert ("warning: left out 2 file(s) named like canet's outputs (*_pred, *_prob): b_pred.nii.gz, "
             "b_prob.nii.gz; name such a file on its own to segment it") in err
     code, _, err = run_cli("predict", checkpoint, folder / "b_pred.nii.gz", "-o", tmp_path / "o2", "--quiet")

@@ -847,7 +847,7 @@ def test_predict_names_the_folder_entries_it_does_not_read(tmp_path, run_cli, ch
         "warning: left out 4 entries of the input folder(s) that canet does not read: c.nii.gz (a broken link), "
         "f.mha (not a NIfTI, NRRD or HDF5 file), series (a sub-folder: its files are not searched) and 1 more\n"
     )
-    assert sorted(p.name for p in out.iterdir()) == ["a_pred.nii.gz"]
+    assert sorted(p.name for p in out.iterdir()) == ["a_pred.nii.gz", "predict.json"]
     # nothing readable at all: the error says what was there
     (scans / "a.nii.gz").unlink()
     code, _, err = run_cli("predict", checkpoint, scans, "-o", tmp_path / "o3", "--quiet")
@@ -871,7 +871,7 @@ def test_predict_refuses_names_that_differ_only_in_letter_case_where_they_are_on
     code, _, err = run_cli("predict", checkpoint, tmp_path / "siteA", tmp_path / "siteB", "-o", tmp_path / "o",
                            "--quiet")
     assert code == 0, err
-    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["Case1_pred.nii.gz", "case1_pred.nii.gz"]
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["Case1_pred.nii.gz", "case1_pred.nii.gz", "predict.json"]
     monkeypatch.setattr(prediction, "ignores_letter_case", lambda folder: True)  # as on macOS
     code, _, err = run_cli("predict", checkpoint, tmp_path / "siteA", tmp_path / "siteB", "-o", tmp_path / "o2")
     assert code == 2 and not (tmp_path / "o2").exists()
@@ -891,7 +891,7 @@ def test_predict_takes_two_links_of_one_scan_as_two_inputs(tmp_path, run_cli, ch
     code, _, err = run_cli("predict", checkpoint, tmp_path / "in", tmp_path / "in" / "caseA.nii.gz", "-o",
                            tmp_path / "o", "--quiet")
     assert code == 0, err
-    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["caseA_pred.nii.gz", "caseB_pred.nii.gz"]
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["caseA_pred.nii.gz", "caseB_pred.nii.gz", "predict.json"]
 
 
 def test_score_one_folder_refuses_two_files_of_one_case_and_reads_any_letter_case(tmp_path, run_cli) -> None:
@@ -929,3 +929,52 @@ def test_score_two_folders_read_pred_and_gt_endings_in_any_letter_case(tmp_path,
     assert code == 0, err
     (row,) = _read_csv(tmp_path / "s" / "metrics.csv")
     assert row["case"] == "a" and float(row["dice"]) == pytest.approx(mb.dc(pred, gt))
+
+
+def test_predict_resume_keeps_what_a_killed_run_wrote_with_the_same_checkpoint(tmp_path, run_cli, monkeypatch) -> None:
+    """A predict killed half-way kept its finished masks, but the same command redid every scan; --resume
+    segments only the rest, and only when predict.json says the masks are of this checkpoint and settings."""
+    from canet.evaluation import prediction
+
+    _biased_checkpoint(tmp_path / "all.pt", 50.0)
+    _biased_checkpoint(tmp_path / "none.pt", -50.0)
+    (tmp_path / "in").mkdir()
+    for name in ("a", "b", "c"):
+        _save_nifti(tmp_path / "in" / f"{name}.nii.gz", _scan(), AFFINE)
+    out = tmp_path / "out"
+    # an older run with other weights segmented all three: c's mask stays its until segmented again
+    code, _, err = run_cli("predict", tmp_path / "none.pt", tmp_path / "in", "-o", out, "--quiet")
+    assert code == 0, err
+    calls: list[str] = []
+    real = prediction.predict_oriented
+
+    def killed_after_two(*args, **kwargs):
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        calls.append("x")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(prediction, "predict_oriented", killed_after_two)
+    code, _, _ = run_cli("predict", tmp_path / "all.pt", tmp_path / "in", "-o", out, "--quiet")
+    assert code == 130
+    record = json.loads((out / "predict.json").read_text())
+    assert record["probabilities"] is False and len(record["checkpoint_sha256"]) == 64
+    assert record["finished"] == ["a", "b"]  # not c, whose mask is still the older run's
+    kept = {n: (out / n).stat().st_mtime_ns for n in ("a_pred.nii.gz", "b_pred.nii.gz")}
+    calls.clear()
+    monkeypatch.setattr(prediction, "predict_oriented", lambda *a, **k: calls.append("x") or real(*a, **k))
+    # another checkpoint, other settings or --probabilities: the kept masks would not be this run's
+    for extra, said in (((tmp_path / "none.pt",), "another checkpoint"),
+                        ((tmp_path / "all.pt", "--mode", "reference"), "other inference settings"),
+                        ((tmp_path / "all.pt", "--probabilities"), "another --probabilities choice")):
+        code, _, err = run_cli("predict", *extra[:1], tmp_path / "in", "-o", out, "--resume", "--quiet", *extra[1:])
+        err = _without_older_note(err)
+        assert code == 2 and err.count("\n") == 1 and f"were made with {said}; run without --resume" in err, err
+    assert calls == []
+    code, stdout, err = run_cli("predict", tmp_path / "all.pt", tmp_path / "in", "-o", out, "--resume", "--quiet")
+    assert code == 0, err
+    assert "kept 2 mask(s)" in err and "segmenting the other 1" in err and "wrote 1 mask(s)" in stdout
+    assert calls == ["x"] and np.asarray(nib.load(str(out / "c_pred.nii.gz")).dataobj).all()  # this model's
+    assert {n: (out / n).stat().st_mtime_ns for n in kept} == kept  # not written again
+    code, _, err = run_cli("predict", tmp_path / "all.pt", tmp_path / "in", "-o", tmp_path / "fresh", "--resume")
+    assert code == 2 and "holds no predict.json of an earlier predict run" in err
