@@ -19,6 +19,7 @@ from typing import Any, Protocol
 import numpy as np
 from torch import nn
 
+from canet.data.orientation import axcodes_of
 from canet.errors import CanetError, DataError
 from canet.evaluation.checkpoints import (
     checkpoint_selection,
@@ -228,7 +229,7 @@ def evaluate_model(
 
                 save_case_slices(
                     out / "report_slices" / f"{name}.npz", vol.case_id, image if image.ndim == 3 else image[0],
-                    label, mask, vol.spacing, row["dice"], axcodes=_axcodes(vol.affine) if oriented else None,
+                    label, mask, vol.spacing, row["dice"], axcodes=axcodes_of(vol.affine) if oriented else None,
                 )
             if journal is not None:  # last: a case in the journal has its files written too
                 # with its warnings and turn, so a resumed evaluation writes the same summary
@@ -286,17 +287,6 @@ def _trained_labeled(
 #: summary.json keys that describe the checkpoint without deciding the scores: not part of the
 #: journal's header, so an evaluation journaled before they existed still resumes.
 DESCRIPTIVE_SUMMARY_KEYS: frozenset[str] = frozenset({"checkpoint_iteration"})
-
-
-def _axcodes(affine: Any) -> str | None:
-    """The world directions of an affine's voxel axes (``"RAS"``), or None where it has none."""
-    import nibabel as nib
-
-    try:
-        codes = nib.aff2axcodes(np.asarray(affine, dtype=float))
-    except Exception:  # noqa: BLE001 - a degenerate affine names no plane
-        return None
-    return "".join(str(c) for c in codes) if all(c is not None for c in codes) else None
 
 
 def _iteration(payload: dict[str, Any]) -> int | None:
