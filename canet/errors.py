@@ -8,6 +8,8 @@ traceback for these.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 
 class CanetError(Exception):
     """An error caused by user input, reported as one line without a traceback."""
@@ -46,3 +48,10 @@ class PatchSizeError(ConfigError, DataError):
     is a :class:`ConfigError` (a setting) and a :class:`DataError` (the data
     functions refuse it), so callers catching either see it.
     """
+
+
+def first_names(names: Iterable[object], count: int = 3) -> str:
+    """``"a, b, c, ..."``: the first ``count`` of ``names`` (as ``str``) for a one-line message,
+    with ``", ..."`` when there are more."""
+    items = [str(n) for n in names]
+    return ", ".join(items[:count]) + (", ..." if len(items) > count else "")

@@ -36,6 +36,7 @@ with problems into a :class:`~canet.errors.DataError`.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -52,7 +53,7 @@ from canet.data.dataset import (
     open_dataset,
     read_volume,
 )
-from canet.errors import DataError
+from canet.errors import DataError, first_names
 from canet.labels import BINARY_CONVENTIONS, label_value_problem, label_values
 
 
@@ -335,13 +336,14 @@ def _duplicates(spec: DatasetSpec, report: CheckReport) -> None:
     The files are compared by their real path, so one image listed under two ids, or
     once relative and once absolute, is caught like an id listed twice.
     """
+    real = functools.cache(os.path.realpath)  # each file is resolved once, not once per comparison
     seen: dict[str, str] = {}
     files: dict[tuple[str, str], str] = {}  # (group, real path of the image) -> case id
     for split in ("labeled", "unlabeled", "validation", "test"):
         for case in getattr(spec, split):
             group = "train" if split in ("labeled", "unlabeled") else split
             key = f"{group}:{case.case_id}"
-            where = (group, os.path.realpath(case.image))
+            where = (group, real(case.image))
             if key in seen:
                 report.problems.append(f"{case.image}: case {case.case_id!r} is listed twice in {group}")
             elif where in files:  # a warning: two annotations of one scan may be meant
@@ -357,12 +359,12 @@ def _duplicates(spec: DatasetSpec, report: CheckReport) -> None:
     test_files: dict[str, str] = {}
     for by_file, group in ((train_files, spec.train), (test_files, spec.test)):
         for case in group:
-            by_file.setdefault(os.path.realpath(case.image), case.case_id)
+            by_file.setdefault(real(case.image), case.case_id)
     for case in spec.test:
         if case.case_id in train_ids:
             report.warnings.append(f"{case.image}: case {case.case_id!r} is in both training and test")
-        elif os.path.realpath(case.image) in train_files:
-            other = train_files[os.path.realpath(case.image)]
+        elif real(case.image) in train_files:
+            other = train_files[real(case.image)]
             report.warnings.append(
                 f"{case.image}: test case {case.case_id!r} is the image of training case {other!r}"
             )
@@ -370,16 +372,16 @@ def _duplicates(spec: DatasetSpec, report: CheckReport) -> None:
         for ids, by_file, other in ((train_ids, train_files, "training"), (test_ids, test_files, "test")):
             if case.case_id in ids:
                 report.warnings.append(f"{case.image}: case {case.case_id!r} is in both {other} and validation")
-            elif os.path.realpath(case.image) in by_file:
+            elif real(case.image) in by_file:
                 report.warnings.append(
                     f"{case.image}: validation case {case.case_id!r} is the image of {other} case "
-                    f"{by_file[os.path.realpath(case.image)]!r}"
+                    f"{by_file[real(case.image)]!r}"
                 )
     labels: dict[str, tuple[str, str]] = {}  # real path of a label -> (case id, real path of its image)
     for case in [*spec.labeled, *spec.validation, *spec.test]:
         if case.label is None or case.label == case.image:
             continue
-        label, image = os.path.realpath(case.label), os.path.realpath(case.image)
+        label, image = real(case.label), real(case.image)
         first = labels.setdefault(label, (case.case_id, image))
         if first[1] != image:
             report.warnings.append(
@@ -458,7 +460,7 @@ def check_dataset(
         if other:
             where = spec.datalist if spec.datalist is not None else spec.root
             ids = [i for v in other.values() for i in v]
-            shown = ", ".join(ids[:5]) + (", ..." if len(ids) > 5 else "")
+            shown = first_names(ids, 5)
             report.warnings.append(
                 f"{where}: {len(ids)} validation image(s) are stored in another orientation "
                 f"({', '.join(sorted(other))}) than the training images ({trained}): {shown}; validation "

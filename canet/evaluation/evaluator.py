@@ -20,7 +20,7 @@ import numpy as np
 from torch import nn
 
 from canet.data.orientation import axcodes_of
-from canet.errors import CanetError, DataError
+from canet.errors import CanetError, DataError, first_names
 from canet.evaluation.checkpoints import (
     checkpoint_selection,
     checkpoint_settings,
@@ -368,7 +368,7 @@ def evaluate(
         raise DataError(f"split {split!r} of {data} has no cases")
     bare = [c.case_id for c in cases if c.label is None]
     if bare:  # refused before the first prediction, not after the cases before it
-        shown = ", ".join(repr(c) for c in bare[:3]) + (", ..." if len(bare) > 3 else "")
+        shown = first_names(repr(c) for c in bare)
         raise DataError(
             f"{len(bare)} of the {len(cases)} cases of split {split!r} of {data} "
             f"{'has' if len(bare) == 1 else 'have'} no label ({shown}); "

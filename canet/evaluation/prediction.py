@@ -14,7 +14,7 @@ import numpy as np
 from canet.data.dataset import (
     strip_suffix,
 )
-from canet.errors import DataError
+from canet.errors import DataError, first_names
 from canet.evaluation.checkpoints import (
     checkpoint_settings,
     load_for_inference,
@@ -39,11 +39,19 @@ __all__ = ["predict_files"]
 PREDICT_RECORD = "predict.json"
 
 
-def _kept_by_resume(out: Path, record: dict[str, Any], stems: Sequence[str], probabilities: bool) -> list[str]:
+def _kept_by_resume(
+    out: Path, record: dict[str, Any], files: Sequence[Path], stems: Sequence[str], probabilities: bool,
+    sink: Callable[[str], None],
+) -> dict[str, str]:
     """The scans an earlier run with the same ``record`` finished in ``out`` (their files still there).
 
     Only scans the record lists as finished count: a mask of an older run with other weights,
-    not yet segmented again when the last run was killed, is not kept.
+    not yet segmented again when the last run was killed, is not kept. Nor is the mask of a
+    scan whose file is no longer the one segmented (its SHA-256 differs): that scan is
+    segmented again, and ``sink`` says so.
+
+    Returns:
+        ``{stem: SHA-256 of its scan file}`` for the scans kept.
 
     Raises:
         DataError: ``out`` holds no record, or one of another checkpoint or other settings.
@@ -58,7 +66,7 @@ def _kept_by_resume(out: Path, record: dict[str, Any], stems: Sequence[str], pro
         raise DataError(f"--resume: cannot read {path} ({exc})") from None
     saved = saved if isinstance(saved, dict) else {}
     finished = saved.get("finished")
-    if {k: v for k, v in saved.items() if k != "finished"} != record or not isinstance(finished, list):
+    if {k: v for k, v in saved.items() if k != "finished"} != record or not isinstance(finished, (dict, list)):
         differ = [k for k in record if saved.get(k) != record[k]] or ["its contents"]
         names = {"checkpoint_sha256": "another checkpoint", "settings": "other inference settings",
                  "probabilities": "another --probabilities choice"}
@@ -66,10 +74,26 @@ def _kept_by_resume(out: Path, record: dict[str, Any], stems: Sequence[str], pro
             f"--resume: the masks in {out} were made with {' and '.join(names.get(k, k) for k in differ)}; "
             "run without --resume to segment every scan again, or write into another -o"
         )
+    if isinstance(finished, list):  # an earlier canet's record: which file each mask is of is unknown
+        if finished:
+            sink(f"--resume: {path} does not say which files its {len(finished)} mask(s) were made from "
+                 "(an earlier canet wrote it); segmenting every scan again")
+        return {}
     suffixes = ("_pred", "_prob") if probabilities else ("_pred",)
-    done = set(finished)
-    return [stem for stem in stems
-            if stem in done and all((out / f"{stem}{s}.nii.gz").is_file() for s in suffixes)]
+    kept: dict[str, str] = {}
+    changed: list[str] = []
+    for f, stem in zip(files, stems):
+        if stem not in finished or not all((out / f"{stem}{s}.nii.gz").is_file() for s in suffixes):
+            continue
+        digest = file_sha256(f)
+        if finished[stem] == digest:
+            kept[stem] = digest
+        else:
+            changed.append(f.name)
+    if changed:
+        sink(f"--resume: {len(changed)} scan(s) are not the files the earlier run segmented under their names "
+             f"({first_names(changed)}); segmenting them again")
+    return kept
 
 
 def ignores_letter_case(folder: Path) -> bool:
@@ -156,10 +180,11 @@ def predict_files(
     training dataset's post-processing default from the checkpoint (on for
     checkpoints without it); the device defaults to ``auto``.
 
-    ``out_dir/predict.json`` records the checkpoint's SHA-256 and the settings; with
-    ``resume`` (``canet predict --resume``) the scans whose outputs an earlier run with the
-    same record wrote into ``out_dir`` (a killed run) are kept, not segmented again (another
-    record: :class:`~canet.errors.DataError`).
+    ``out_dir/predict.json`` records the checkpoint's SHA-256, the settings and the scans
+    finished, each with its file's SHA-256; with ``resume`` (``canet predict --resume``) the
+    scans whose outputs an earlier run with the same record wrote into ``out_dir`` (a killed
+    run) are kept, not segmented again, unless the scan's file is no longer the one segmented
+    (another record: :class:`~canet.errors.DataError`).
 
     Returns:
         The mask files written, in input order (not those kept by ``resume``).
@@ -195,7 +220,7 @@ def predict_files(
     s = s.replace(lcc=use_lcc, device=str(device))
     sink = warn or print_warning
     if skipped:
-        shown = ", ".join(f.name for f in skipped[:3]) + (", ..." if len(skipped) > 3 else "")
+        shown = first_names(f.name for f in skipped)
         sink(f"left out {len(skipped)} file(s) named like canet's outputs (*_pred, *_prob): {shown}; "
              "name such a file on its own to segment it")
     if unread:
@@ -203,14 +228,14 @@ def predict_files(
              f"canet does not read: {describe_unread(unread)}")
     named_like_outputs = [f for f in files if strip_suffix(f.name).endswith(OUTPUT_STEM_ENDINGS)]
     if named_like_outputs:  # a shell glob names an earlier run's masks one by one
-        shown = ", ".join(f.name for f in named_like_outputs[:3]) + (", ..." if len(named_like_outputs) > 3 else "")
+        shown = first_names(f.name for f in named_like_outputs)
         sink(f"segmenting {len(named_like_outputs)} file(s) named like canet's outputs as scans: {shown}")
     if out.is_dir():  # masks of other scans, from an earlier run: `canet score` of the folder would take them too
         ours = {stem.casefold() for stem in stems}
         others = sorted(f.name for f in out.iterdir() if f.name.endswith("_pred.nii.gz")
                         and f.name[: -len("_pred.nii.gz")].casefold() not in ours)
         if others:
-            shown = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
+            shown = first_names(others)
             sink(f"{out} already holds {len(others)} mask(s) of scans this run does not segment ({shown}); "
                  "a score of the folder would count them too")
     note = older_checkpoint_note(str(checkpoint), recorded, normalize, use_lcc)
@@ -218,12 +243,12 @@ def predict_files(
         sink(note)
     record = {"checkpoint_sha256": file_sha256(checkpoint), "settings": {
         k: v for k, v in s.record().items() if k != "device"}, "probabilities": probabilities}
-    kept = _kept_by_resume(out, record, stems, probabilities) if resume else []
+    kept = _kept_by_resume(out, record, files, stems, probabilities, sink) if resume else {}
     if kept:
         sink(f"kept {len(kept)} mask(s) an earlier run with the same checkpoint and settings wrote into {out} "
              f"(--resume); segmenting the other {len(stems) - len(kept)}")
     make_folder(out)
-    finished = list(kept)
+    finished = dict(kept)  # stem -> SHA-256 of the scan file its mask was made from
 
     def keep_record() -> None:  # rewritten after every scan: what a --resume may keep
         atomic_write_text(out / PREDICT_RECORD, json.dumps({**record, "finished": finished}, indent=2) + "\n")
@@ -272,10 +297,10 @@ def predict_files(
             save_nifti(out / f"{stem}_prob.nii.gz", prob_out.astype(np.float32), geometry.affine,
                        oriented=geometry.oriented, like=path)
         written.append(target)
-        finished.append(stem)
+        finished[stem] = file_sha256(path)
         keep_record()
     if removed and not probabilities:  # with --probabilities each was replaced by this run's
-        shown = ", ".join(removed[:3]) + (", ..." if len(removed) > 3 else "")
+        shown = first_names(removed)
         sink(f"removed {len(removed)} probability map(s) of an earlier run from {out} ({shown}): they were "
              "not of the masks now beside them (--probabilities writes this run's)")
     return written

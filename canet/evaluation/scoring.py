@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from canet.errors import CanetError, DataError
+from canet.errors import CanetError, DataError, first_names
 from canet.evaluation.files import find_score_pairs
 from canet.labels import BINARY_CONVENTIONS
 from canet.metrics.summary import MetricAccumulator
@@ -84,7 +84,7 @@ def _infer_num_classes(pairs: Sequence[tuple[str, Path, Path]]) -> int:
     for value, case in sorted(binary.items()):
         if value >= classes:
             first = next(iter(multi))
-            shown = ", ".join(str(v) for v in multi[first][:6]) + (", ..." if len(multi[first]) > 6 else "")
+            shown = first_names(multi[first], 6)
             raise DataError(
                 f"case {case!r}'s ground truth is a binary mask (object value {value}) but case {first!r}'s "
                 f"holds the classes {{{shown}}}: the set mixes binary and multi-class ground truths; "

@@ -46,7 +46,7 @@ from torch import Tensor, nn
 
 from canet.checkpoint import load_checkpoint, save_checkpoint
 from canet.device import resolve_device, select_device
-from canet.errors import CanetError, ConfigError, DataError
+from canet.errors import CanetError, ConfigError, DataError, first_names
 from canet.inferers.settings import InferenceSettings
 from canet.io import make_folder
 from canet.losses import SDMTargets
@@ -336,7 +336,7 @@ class Trainer:
             used = self.spec.split(cfg.validation.split)[: cfg.validation.max_cases]
             bare = [c.case_id for c in used if c.label is None]
             if bare:
-                shown = ", ".join(repr(c) for c in bare[:3]) + (", ..." if len(bare) > 3 else "")
+                shown = first_names(repr(c) for c in bare)
                 raise ConfigError(
                     f"validation.every is {cfg.validation.every} but {len(bare)} of the {len(used)} "
                     f"{cfg.validation.split!r} cases it scores {'has' if len(bare) == 1 else 'have'} no label "

@@ -14,6 +14,7 @@ from medpy.metric import binary as mb
 from nibabel.orientations import axcodes2ornt, ornt_transform
 
 from canet.checkpoint import make_checkpoint, save_checkpoint
+from canet.io import file_sha256
 from canet.models import create_model
 
 
@@ -959,7 +960,8 @@ def test_predict_resume_keeps_what_a_killed_run_wrote_with_the_same_checkpoint(t
     assert code == 130
     record = json.loads((out / "predict.json").read_text())
     assert record["probabilities"] is False and len(record["checkpoint_sha256"]) == 64
-    assert record["finished"] == ["a", "b"]  # not c, whose mask is still the older run's
+    assert sorted(record["finished"]) == ["a", "b"]  # not c, whose mask is still the older run's
+    assert all(record["finished"][n] == file_sha256(tmp_path / "in" / f"{n}.nii.gz") for n in ("a", "b"))
     kept = {n: (out / n).stat().st_mtime_ns for n in ("a_pred.nii.gz", "b_pred.nii.gz")}
     calls.clear()
     monkeypatch.setattr(prediction, "predict_oriented", lambda *a, **k: calls.append("x") or real(*a, **k))
@@ -978,3 +980,36 @@ def test_predict_resume_keeps_what_a_killed_run_wrote_with_the_same_checkpoint(t
     assert {n: (out / n).stat().st_mtime_ns for n in kept} == kept  # not written again
     code, _, err = run_cli("predict", tmp_path / "all.pt", tmp_path / "in", "-o", tmp_path / "fresh", "--resume")
     assert code == 2 and "holds no predict.json of an earlier predict run" in err
+
+
+def test_predict_resume_segments_again_a_scan_replaced_under_the_same_name(tmp_path, run_cli, monkeypatch) -> None:
+    """--resume kept a mask by the scan's name: a scan replaced by another file of that name (a corrected
+    export, another patient) kept the first file's mask. The record now holds each scan's SHA-256."""
+    from canet.evaluation import prediction
+
+    _biased_checkpoint(tmp_path / "all.pt", 50.0)
+    (tmp_path / "in").mkdir()
+    for name in ("a", "b"):
+        _save_nifti(tmp_path / "in" / f"{name}.nii.gz", _scan(), AFFINE)
+    out = tmp_path / "out"
+    code, _, err = run_cli("predict", tmp_path / "all.pt", tmp_path / "in", "-o", out, "--quiet")
+    assert code == 0, err
+    assert nib.load(str(out / "b_pred.nii.gz")).shape == (36, 34, 20)
+    _save_nifti(tmp_path / "in" / "b.nii.gz", _scan((30, 28, 18)), AFFINE)  # another scan under b's name
+    calls: list[str] = []
+    real = prediction.predict_oriented
+    monkeypatch.setattr(prediction, "predict_oriented", lambda *a, **k: calls.append("x") or real(*a, **k))
+    code, stdout, err = run_cli("predict", tmp_path / "all.pt", tmp_path / "in", "-o", out, "--resume", "--quiet")
+    assert code == 0, err
+    assert "1 scan(s) are not the files the earlier run segmented under their names (b.nii.gz)" in err, err
+    assert "kept 1 mask(s)" in err and calls == ["x"] and "wrote 1 mask(s)" in stdout
+    assert nib.load(str(out / "b_pred.nii.gz")).shape == (30, 28, 18)  # the new file's mask, not the old one
+    record = json.loads((out / "predict.json").read_text())
+    assert record["finished"]["b"] == file_sha256(tmp_path / "in" / "b.nii.gz")
+    # a record of the earlier format (names only) keeps nothing: which file each mask came from is unknown
+    record["finished"] = ["a", "b"]
+    (out / "predict.json").write_text(json.dumps(record))
+    calls.clear()
+    code, _, err = run_cli("predict", tmp_path / "all.pt", tmp_path / "in", "-o", out, "--resume", "--quiet")
+    assert code == 0, err
+    assert "does not say which files its 2 mask(s) were made from" in err and calls == ["x", "x"]
