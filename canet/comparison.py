@@ -61,7 +61,8 @@ SOURCE_KEYS: tuple[str, ...] = ("data", "gt", "checkpoint")
 #: summary.json keys that say how an evaluation was made; differences are noted
 #: (the checkpoint between groups only: the seeds of a group have one each).
 SETTING_KEYS: tuple[str, ...] = (
-    "data", "gt", "checkpoint", "split", "mode", "tta", "lcc", "overlap", "weighting", "patch_size",
+    "data", "gt", "checkpoint", "split", "mode", "decision", "tta", "lcc", "overlap", "weighting", "patch_size",
+    "amp", "normalize",
 )
 #: Keys whose difference means the case ids may name different scans.
 DATA_KEYS: tuple[str, ...] = ("data", "gt")
@@ -305,7 +306,8 @@ class Group:
         member_names: their labels (sub-folder names).
         ignored: sub-folders that held no evaluation.
         notes: remarks about the group (settings that differ between seeds, cases
-            not in every seed ...), added when the group is made.
+            not in every seed ...), added when the group is made; without the group's
+            name, which :meth:`Comparison.all_notes` puts in front of each.
 
     Raises:
         CanetError: the members share no case, or their runs are of different methods.
@@ -476,18 +478,22 @@ def _check_members(group: Group) -> None:
                 if key not in SEED_FREE_KEYS and first.get(key) != c.get(key) and key not in differing:
                     differing.append(key)
         if differing:
-            group.notes.append(f"{group.name}: its seed runs' configs differ in {', '.join(differing)}")
+            group.notes.append(f"its seed runs' configs differ in {', '.join(differing)}")
     for key in SETTING_KEYS:
         if key == "checkpoint":
             continue  # one per seed
         seen = {json.dumps(m.summary.get(key)) for m in group.members}
         if len(seen) > 1:
-            group.notes.append(f"{group.name}: its seeds were evaluated with different {key} ({', '.join(sorted(seen))})")
+            group.notes.append(f"its seeds were evaluated with different {key} ({', '.join(sorted(seen))})")
+    iterations = [m.summary.get("checkpoint_iteration") for m in group.members]
+    if len({json.dumps(i) for i in iterations if i is not None}) > 1:
+        shown = ", ".join(f"{n} {i}" for n, i in zip(group.member_names, iterations) if i is not None)
+        group.notes.append(f"its seeds' checkpoints are of different training iterations ({shown})")
     incomplete = group.incomplete_cases
     if incomplete:
         named = "; ".join(f"{c} (not in {', '.join(m)})" for c, m in incomplete.items())
         group.notes.append(
-            f"{group.name}: {len(incomplete)} case(s) not in every seed, left out of the group: {named}"
+            f"{len(incomplete)} case(s) not in every seed, left out of the group: {named}"
         )
 
 
@@ -644,7 +650,7 @@ class Comparison:
         for g in self.groups:
             if g.ignored:
                 notes.append(f"{g.name}: sub-folders without an evaluation, ignored: {', '.join(g.ignored)}")
-            notes.extend(g.notes)
+            notes.extend(f"{g.name}: {n}" for n in g.notes)
         for pair in self.pairs:
             if pair.only_in_reference:
                 notes.append(f"{pair.other} vs {pair.reference}: {len(pair.only_in_reference)} case(s) only in "
@@ -867,7 +873,8 @@ def compare_groups(
     if unit_note is not None:
         comparison.notes.append(unit_note)
     for pair in pairs:
-        fewest = min(pair.metrics[m].n for m in metrics)
+        # metrics without a shared finite case have a note of their own
+        fewest = min((pair.metrics[m].n for m in metrics if pair.metrics[m].n > 0), default=0)
         if 0 < fewest < FEW_CASES:
             comparison.notes.append(
                 f"{pair.other} vs {pair.reference}: only {fewest} paired case(s); the bootstrap CI and the "
@@ -952,11 +959,19 @@ def _unrecorded_unit_note(groups: Sequence[Group], metrics: Sequence[str], unit:
             f"like the others': {', '.join(unknown)}")
 
 
+def _source_text(summary: dict[str, Any], key: str) -> str:
+    """``summary[key]`` as text; a checkpoint with the training iteration it holds, where recorded
+    (``last.pt`` of a run still going holds another one than the finished run's)."""
+    text = str(summary.get(key))
+    iteration = summary.get("checkpoint_iteration")
+    return f"{text} (iteration {iteration})" if key == "checkpoint" and iteration is not None else text
+
+
 def _sources(group: Group) -> str:
     """What a group scored: its data or ground truth, split and checkpoint(s), as recorded."""
     parts = []
     for key in (*SOURCE_KEYS[:2], "split", "checkpoint"):
-        values = sorted({str(m.summary.get(key)) for m in group.members if m.summary.get(key) is not None})
+        values = sorted({_source_text(m.summary, key) for m in group.members if m.summary.get(key) is not None})
         if values:
             parts.append(f"{key} {', '.join(values)}")
     return "; ".join(parts) if parts else "no data, ground truth or checkpoint recorded"

@@ -461,3 +461,59 @@ def test_a_class_missed_in_a_multiclass_mean_is_a_miss(tmp_path: Path) -> None:
     assert diag.mean_difference == pytest.approx((-1.0 * 3 + ((100.0 + 9.0) / 2 - 8.0)) / 4)
     # Dice needs nothing of this: the missed class's 0 is in the mean already.
     assert plain.pairs[0].metrics["dice"].n == 4
+
+
+def test_other_decision_amp_or_normalisation_is_noted_between_groups_and_seeds(tmp_path: Path) -> None:
+    """The authors' ReLU rule scored against canet's probability rule (or bf16 against fp32, raw
+    against z-scored images) moved Dice with no note, as a mode or lcc difference does not."""
+    rows = dice_rows(dict.fromkeys(CASES, 0.9))
+    base = {"decision": "probability", "amp": "none", "normalize": "zscore"}
+    write_eval(tmp_path / "ours", rows, **base)
+    write_eval(tmp_path / "theirs", rows, **{**base, "decision": "relu", "amp": "bf16", "normalize": "none"})
+    for seed, decision in (("s1", "probability"), ("s2", "relu")):
+        write_eval(tmp_path / "seeds" / seed, rows, **{**base, "decision": decision})
+    notes = compare([tmp_path / "ours", tmp_path / "theirs", tmp_path / "seeds"], metrics=["dice"],
+                    resamples=50).all_notes()
+    for key, values in (("decision", '"probability", theirs="relu", seeds="probability"'),
+                        ("amp", '"none", theirs="bf16", seeds="none"'),
+                        ("normalize", '"zscore", theirs="none", seeds="zscore"')):
+        assert f"evaluation {key} differs: ours={values}" in notes, notes
+    assert 'seeds: its seeds were evaluated with different decision ("probability", "relu")' in notes
+
+
+def test_group_notes_name_the_group_as_the_tables_do(tmp_path: Path) -> None:
+    """Two groups named m (x/m, y/m) are shown by their paths; y/m's own notes still said "m:"."""
+    rows = dice_rows(dict.fromkeys(CASES, 0.8))
+    write_eval(tmp_path / "x" / "m", rows)
+    write_eval(tmp_path / "y" / "m" / "s1", rows, mode="fast", checkpoint_iteration=6000)
+    write_eval(tmp_path / "y" / "m" / "s2", dice_rows(dict.fromkeys(CASES[:-1], 0.8)), checkpoint_iteration=319)
+    c = compare([tmp_path / "x" / "m", tmp_path / "y" / "m"], metrics=["dice"], resamples=50)
+    name = str(tmp_path / "y" / "m")
+    assert [g.name for g in c.groups] == [str(tmp_path / "x" / "m"), name]
+    notes = c.all_notes()
+    assert f'{name}: its seeds were evaluated with different mode ("fast", "reference")' in notes, notes
+    assert f"{name}: 1 case(s) not in every seed, left out of the group: case11 (not in s2)" in notes
+    # a seed scored from a last.pt that a run still going had written: not the finished run's weights
+    assert f"{name}: its seeds' checkpoints are of different training iterations (s1 6000, s2 319)" in notes
+    assert not any(n.startswith("m:") for n in notes)
+
+
+def test_few_cases_are_said_when_another_metric_has_none(tmp_path: Path) -> None:
+    """Five shared cases, one side's HD95 all NaN: the "only 5 paired cases" note vanished (the fewest
+    n over the metrics was 0, which has a note of its own)."""
+    five = CASES[:5]
+    write_eval(tmp_path / "A", dice_rows(dict.fromkeys(five, 0.8), dict.fromkeys(five, math.nan)))
+    write_eval(tmp_path / "B", dice_rows({c: 0.8 + 0.01 * i for i, c in enumerate(five)}))
+    c = compare([tmp_path / "A", tmp_path / "B"], metrics=["dice", "hd95"], resamples=50)
+    assert c.pairs[0].metrics["dice"].n == 5 and c.pairs[0].metrics["hd95"].n == 0
+    notes = c.all_notes()
+    assert "B vs A, hd95: no shared case with finite values" in notes
+    assert any(n.startswith("B vs A: only 5 paired case(s)") for n in notes), notes
+
+
+def test_the_scored_checkpoint_names_its_iteration(tmp_path: Path) -> None:
+    rows = dice_rows(dict.fromkeys(CASES, 0.8))
+    write_eval(tmp_path / "A", rows, checkpoint="/r/a/last.pt", checkpoint_iteration=319)
+    write_eval(tmp_path / "B", rows, checkpoint="/r/b/last.pt")
+    notes = compare([tmp_path / "A", tmp_path / "B"], metrics=["dice"], resamples=50).all_notes()
+    assert "A scored: checkpoint /r/a/last.pt (iteration 319)" in notes and "B scored: checkpoint /r/b/last.pt" in notes
