@@ -123,9 +123,9 @@ def la_subset_root(root: Path, work: Path, n_train: int, n_test: int) -> Path:
 
 def _config(args: argparse.Namespace, name: str, variant: str) -> Any:
     """The training config of one probe run (``variant``: exact, fast, fast+compile)."""
-    from canet.training.config import load_config, parse_override
+    from canet.training.config import load_config, parse_overrides
 
-    sets = dict(parse_override(item) for item in args.set)
+    sets = parse_overrides(args.set)
     sets.update({
         "data.root": str(args.data),
         "train.device": args.device,

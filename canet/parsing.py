@@ -10,6 +10,9 @@ surprises:
 * YAML floats may be written as ``1e-3`` (YAML 1.2, JSON and Python spell them
   so); PyYAML follows YAML 1.1, which needs a dot (``1.0e-3``) and reads
   ``1e-3`` as a string.
+* In configs and ``--set`` values, numbers that YAML 1.1 reads otherwise than
+  they look are refused (:class:`AmbiguousNumberError`): ``010`` is 8 (octal),
+  ``1:00`` is 60 (base 60), where a reader sees 10 and a time.
 """
 
 from __future__ import annotations
@@ -21,11 +24,19 @@ from typing import Any
 
 import yaml
 
-__all__ = ["DuplicateKeyError", "dump_yaml", "parse_json", "parse_yaml"]
+__all__ = ["AmbiguousNumberError", "DuplicateKeyError", "YamlValueError", "dump_yaml", "parse_json", "parse_yaml"]
 
 
-class DuplicateKeyError(ValueError):
+class YamlValueError(ValueError):
+    """Text that parses, but whose reading canet refuses; the message says why and where."""
+
+
+class DuplicateKeyError(YamlValueError):
     """A mapping holds the same key twice; the message names it (and its lines in YAML)."""
+
+
+class AmbiguousNumberError(YamlValueError):
+    """A plain number that YAML 1.1 reads as another value than it looks (``010`` = 8, ``1:00`` = 60)."""
 
 
 class _StrictLoader(yaml.SafeLoader):
@@ -73,7 +84,30 @@ _RETYPED_TAGS = frozenset(f"tag:yaml.org,2002:{t}" for t in ("int", "float", "bo
 
 
 class _Loader(_StrictLoader):
-    """_StrictLoader that also reads ``1e-3`` as a float."""
+    """_StrictLoader that also reads ``1e-3`` as a float and refuses octal and base-60 numbers."""
+
+    def construct_yaml_int(self, node: yaml.ScalarNode) -> int:
+        value: int = super().construct_yaml_int(node)
+        digits = str(node.value).replace("_", "").lstrip("+-")
+        if ":" in digits or (len(digits) > 1 and digits[0] == "0" and digits[1] not in "xXbB"):
+            raise AmbiguousNumberError(
+                f"{node.value!r} (line {node.start_mark.line + 1}) is read by YAML 1.1 as {value}; "
+                f"write {value} if that is meant, or quote it for a string"
+            )
+        return value
+
+    def construct_yaml_float(self, node: yaml.ScalarNode) -> float:
+        value: float = super().construct_yaml_float(node)
+        if ":" in str(node.value):
+            raise AmbiguousNumberError(
+                f"{node.value!r} (line {node.start_mark.line + 1}) is read by YAML 1.1 as {value} (base 60); "
+                f"write {value} if that is meant, or quote it for a string"
+            )
+        return value
+
+
+_Loader.add_constructor("tag:yaml.org,2002:int", _Loader.construct_yaml_int)
+_Loader.add_constructor("tag:yaml.org,2002:float", _Loader.construct_yaml_float)
 
 
 class _Dumper(yaml.SafeDumper):

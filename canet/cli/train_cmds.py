@@ -84,7 +84,7 @@ def add_parser(sub: Any) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from canet.training.config import load_config, parse_override
+    from canet.training.config import load_config, parse_overrides
     from canet.training.trainer import resume, train
 
     if args.resume:
@@ -98,26 +98,22 @@ def _train(args: argparse.Namespace) -> int:
                 ("--seed", args.seed),
                 ("--fast", args.fast),
             )
-            if value
+            if value is not None and value is not False  # --seed 0 and --labeled 0 are given too
         ]
         if clash:
             raise ConfigError(f"{', '.join(clash)} cannot be combined with --resume (the run keeps its config)")
         # --set may change what resume() allows (logging and checkpoint cadence, ...); it refuses the rest
-        overrides: dict[str, Any] = dict(parse_override(item) for item in args.overrides)
-        if args.data:
-            overrides["data.root"] = args.data
-        if args.device:
-            overrides["train.device"] = args.device
-        if args.num_workers is not None:
-            overrides["data.num_workers"] = args.num_workers
-        if args.skip_data_check:
-            overrides["data.check"] = False
+        overrides = _with_flags(parse_overrides(args.overrides), {
+            "data.root": args.data or None,
+            "train.device": args.device or None,
+            "data.num_workers": args.num_workers,
+            "data.check": False if args.skip_data_check else None,
+        })
         result = resume(args.resume, iterations=args.iterations, overrides=overrides, quiet=args.quiet)
     else:
         if not args.config:
             raise ConfigError("give --config NAME_OR_YAML (a new run; `canet configs` lists the names) or --resume RUN_DIR")
-        sets = dict(parse_override(item) for item in args.overrides)
-        flags = {
+        sets = _with_flags(parse_overrides(args.overrides), {
             "data.root": args.data,
             "iterations": args.iterations,
             "data.patch_size": list(args.patch_size) if args.patch_size else None,
@@ -127,8 +123,7 @@ def _train(args: argparse.Namespace) -> int:
             "data.num_workers": args.num_workers,
             "data.check": False if args.skip_data_check else None,
             "train.profile": "fast" if args.fast else None,
-        }
-        sets.update({k: v for k, v in flags.items() if v is not None})
+        })
         cfg = load_config(args.config, sets)
         out = args.out
         if out is None:
@@ -170,3 +165,27 @@ def _configs(args: argparse.Namespace) -> int:
     for line in list_config_lines(paths=args.paths):
         print(line)
     return 0
+
+
+#: The config key each named option of ``canet train`` sets.
+_FLAG_OF_KEY: dict[str, str] = {
+    "data.root": "--data", "iterations": "--iterations", "data.patch_size": "--patch-size",
+    "data.labeled": "--labeled", "seed": "--seed", "train.device": "--device",
+    "data.num_workers": "--num-workers", "data.check": "--skip-data-check", "train.profile": "--fast",
+}
+
+
+def _with_flags(sets: dict[str, Any], flags: dict[str, Any]) -> dict[str, Any]:
+    """``--set`` values and the named options given (not None) in one mapping.
+
+    Raises:
+        ConfigError: a key set both ways (which one was meant is not known).
+    """
+    out = dict(sets)
+    for key, value in flags.items():
+        if value is None:
+            continue
+        if key in sets:
+            raise ConfigError(f"{_FLAG_OF_KEY[key]} and --set {key}=... both set {key}; give one of them")
+        out[key] = value
+    return out

@@ -56,7 +56,7 @@ import yaml
 from canet.configs import find_config
 from canet.errors import ConfigError
 from canet.io import atomic_write_text
-from canet.parsing import DuplicateKeyError, dump_yaml, parse_yaml
+from canet.parsing import YamlValueError, dump_yaml, parse_yaml
 from canet.training.methods.registry import (
     METHOD_CLASSES,
     check_method_config,
@@ -106,6 +106,7 @@ __all__ = [
     "config_from_dict",
     "load_config",
     "parse_override",
+    "parse_overrides",
     "read_yaml",
     "resolve",
     "save_config",
@@ -145,11 +146,26 @@ def parse_override(item: str) -> tuple[str, Any]:
         raise ConfigError(f"--set expects key=value, got {item!r}")
     try:
         value = parse_yaml(raw) if raw.strip() else None
-    except DuplicateKeyError as exc:
+    except YamlValueError as exc:
         raise ConfigError(f"the value of --set {item!r}: {exc}") from None
     except yaml.YAMLError:
         raise ConfigError(f"cannot parse the value of --set {item!r} as YAML") from None
     return key, value
+
+
+def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
+    """``--set`` items as ``{dotted key: value}`` (each as :func:`parse_override` reads it).
+
+    Raises:
+        ConfigError: a malformed item, or a key given twice (the first would be dropped).
+    """
+    out: dict[str, Any] = {}
+    for item in items:
+        key, value = parse_override(item)
+        if key in out:
+            raise ConfigError(f"--set {key} is given twice ({out[key]!r} and {value!r}); keep one")
+        out[key] = value
+    return out
 
 
 def apply_overrides(data: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
@@ -215,7 +231,7 @@ def read_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise ConfigError(f"cannot read {p}: {exc.strerror or exc}") from None
     try:
         data = parse_yaml(text)
-    except DuplicateKeyError as exc:
+    except YamlValueError as exc:
         raise ConfigError(f"{p}: {exc}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
@@ -246,7 +262,7 @@ def load_config(
     data = read_yaml(find_config(path)) if path is not None else {}
     if overrides:
         if not isinstance(overrides, Mapping):
-            overrides = dict(parse_override(item) for item in overrides)
+            overrides = parse_overrides(overrides)
         data = apply_overrides(data, overrides)
     return config_from_dict(data)
 

@@ -62,7 +62,7 @@ from canet.training.distributed import (
     init_distributed,
     rank_device,
 )
-from canet.training.methods import Method, StepContext, build_method
+from canet.training.methods import Method, StepContext, build_method, unused_keys_warning
 from canet.training.profiles import apply_profile, defers_sync, training_flags
 from canet.training.progress import (
     LOCK_FILE,
@@ -768,7 +768,8 @@ class Trainer:
                 self._say(self.split_line())
             if self.dist.distributed:
                 self._say(self.batch.describe())
-            for warning in (*self._notes, self.batch.warning(cfg.data.batch_size), selection_warning(cfg)):
+            for warning in (*self._notes, self.batch.warning(cfg.data.batch_size), selection_warning(cfg),
+                            unused_keys_warning(cfg)):
                 if warning is not None:
                     self._say(warning)
         barrier(self.dist)

@@ -18,6 +18,7 @@ from canet.training.config import (
     save_config,
 )
 from canet.training.demo import demo_config
+from canet.training.methods import unused_keys_warning
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -225,3 +226,42 @@ def test_shipped_configs_fit_the_real_la_data(la_root: Path) -> None:
         spec = open_dataset(cfg.data.root, labeled=cfg.data.labeled)
         assert len(spec.labeled) == labeled and len(spec.labeled) + len(spec.unlabeled) == 80
         assert len(spec.test) == 20 and not spec.validation
+
+
+def test_keys_the_method_never_reads_are_named_at_the_start() -> None:
+    """A uamt config with discriminator.lr set trained without it and without a word; one base config
+    may serve several methods, so it is a warning, not a refusal."""
+    warning = unused_keys_warning(resolve(load_config(None, [
+        "method=uamt", "discriminator.lr=0.1", "loss.adv_weight=1", "teacher.passes=4"])))
+    assert warning == ("warning: method 'uamt' does not use discriminator.lr (0.1), loss.adv_weight (1.0): "
+                       "they have no effect on this run")
+    for sets, named in ((["method=canet", "teacher.passes=4"], "teacher.passes (4)"),
+                        (["method=sassnet", "loss.consistency=0.5"], "loss.consistency (0.5)"),
+                        (["method=vnet", "data.labeled_bs=4", "loss.rampup_length=10"], "loss.rampup_length (10.0)"),
+                        (["method=mt", "discriminator.betas=[0.5, 0.9]"], "discriminator.betas ((0.5, 0.9))")):
+        assert unused_keys_warning(resolve(load_config(None, sets))) == (
+            f"warning: method {sets[0][7:]!r} does not use {named}: it has no effect on this run")
+    # read by the method, an ablation's leftovers, or the defaults written out: nothing to say
+    for sets in (["method=uamt", "teacher.passes=4", "loss.rampup_length=10"],
+                 ["method=sassnet", "loss.adv_weight=0.1", "discriminator.ndf=8"],
+                 ["method=vnet", "data.labeled_bs=4", "discriminator.lr=0.0001", "teacher.passes=8"]):
+        assert unused_keys_warning(resolve(load_config(None, sets))) is None, sets
+    assert unused_keys_warning(resolve(load_config("la_canet_16", ["loss.adversarial=false"]))) is None
+    for name in ("la_canet_16", "la_canet_8", "la_sassnet_16", "la_uamt_16", "la_vnet_16", "la_vnet_8",
+                 "la_vnet_full", "demo"):
+        assert unused_keys_warning(resolve(load_config(name))) is None, name
+
+
+def test_numbers_yaml_11_reads_otherwise_than_they_look_are_refused(tmp_path: Path) -> None:
+    """YAML 1.1 read seed: 010 as 8 and iterations: 1:00 as 60, where a reader sees 10 and a time."""
+    for text, read in (("010", 8), ("1:00", 60), ("-007", -7)):
+        with pytest.raises(ConfigError, match=rf"^the value of --set 'seed={text}': '{text}' \(line 1\) is read by "
+                                              rf"YAML 1.1 as {read}; write {read} if that is meant, or quote it"):
+            load_config(None, [f"seed={text}"])
+    with pytest.raises(ConfigError, match=r"^.*\.yaml: '1:30.5' \(line 2\) is read by YAML 1.1 as 90.5 \(base 60\)"):
+        load_config(write(tmp_path, "method: canet\nloss: {beta: 1:30.5}\n"))
+    # plain, hexadecimal, underscored and quoted numbers read as they look
+    assert parse_override("seed=10") == ("seed", 10) and parse_override("seed=0") == ("seed", 0)
+    assert parse_override("seed=0x10") == ("seed", 16) and parse_override("iterations=6_000") == ("iterations", 6000)
+    assert parse_override("train.device='010'") == ("train.device", "010")
+    assert parse_override("loss.beta=0.30") == ("loss.beta", 0.3)

@@ -31,7 +31,8 @@ CASES = {
 def test_one_iteration(name: str, make_config, tmp_path: Path) -> None:
     method, overrides = CASES[name]
     cfg = make_config(method, **overrides)
-    trainer = Trainer(cfg, tmp_path / "run", quiet=True, log=lambda m: None)
+    lines: list[str] = []
+    trainer = Trainer(cfg, tmp_path / "run", quiet=True, log=lines.append)
     trainer.setup()
     g0 = {k: v.clone() for k, v in trainer.generator.state_dict().items()}
     d0 = None if trainer.discriminator is None else {
@@ -40,6 +41,12 @@ def test_one_iteration(name: str, make_config, tmp_path: Path) -> None:
     t0 = None if trainer.teacher is None else {k: v.clone() for k, v in trainer.teacher.state_dict().items()}
     result = trainer.run()
     assert result.iteration == 1
+    # the tiny config sets discriminator.ndf 4 and teacher.passes 2 for every method: named where unread
+    unused = [k for k, reads in (("discriminator.ndf (4)", method in ("canet", "sassnet")),
+                                 ("teacher.passes (2)", method in ("mt", "uamt"))) if not reads]
+    said = [line for line in lines if "does not use" in line]
+    assert said == [f"warning: method {method!r} does not use {', '.join(unused)}: "
+                    f"{'it has' if len(unused) == 1 else 'they have'} no effect on this run"], lines
 
     # The networks each method should have, and with which options.
     gen = trainer.generator

@@ -283,6 +283,18 @@ def test_cli_train_and_errors(tiny_data: Path, make_config, tmp_path: Path, caps
         ["train", "--config", str(cfg_path), "--patch-size", "100", "112", "80"]
     )
     assert "cannot be combined with --resume" in error_of(["train", "--resume", str(out), "--seed", "1"])
+    # 0 is a value too: --seed 0 and --labeled 0 were dropped without a word, the run kept its own
+    assert "--seed cannot be combined with --resume" in error_of(["train", "--resume", str(out), "--seed", "0"])
+    assert "--labeled cannot be combined" in error_of(["train", "--resume", str(out), "--labeled", "0"])
+    # a key given twice, or by --set and by its option: the one that won was not said
+    assert "--set train.log_every is given twice (5 and 7); keep one" in error_of(
+        ["train", "--resume", str(out), "--set", "train.log_every=5", "--set", "train.log_every=7"])
+    assert "--device and --set train.device=... both set train.device; give one of them" in error_of(
+        ["train", "--resume", str(out), "--device", "cpu", "--set", "train.device=cpu"])
+    assert "--labeled and --set data.labeled=... both set data.labeled" in error_of(
+        ["train", "--config", str(cfg_path), "--labeled", "2", "--set", "data.labeled=3"])
+    assert "--set seed is given twice" in error_of(
+        ["train", "--config", str(cfg_path), "--set", "seed=1", "--set", "seed=2"])
     assert "config key 'optimizer.lr' cannot change when resuming a run (these can: data.check, " in error_of(
         ["train", "--resume", str(out), "--set", "optimizer.lr=0.1"])
     assert "unknown config key 'optimiser.lr'" in error_of(["train", "--resume", str(out), "--set", "optimiser.lr=1"])

@@ -22,6 +22,7 @@ from canet.training.methods.registry import (
     check_method_config,
     method_class,
     resolve,
+    unused_keys_warning,
 )
 from canet.training.methods.supervised import SupervisedMethod
 from canet.training.methods.teacher import MeanTeacherMethod, UAMTMethod, ema_update
@@ -43,4 +44,5 @@ __all__ = [
     "ema_update",
     "method_class",
     "resolve",
+    "unused_keys_warning",
 ]

@@ -78,6 +78,7 @@ class Method:
     arch: ClassVar[str] = "vnet"
     needs_unlabeled: ClassVar[bool] = True
     has_discriminator: ClassVar[bool] = False
+    has_teacher: ClassVar[bool] = False
     defaults: ClassVar[dict[str, Any]] = {
         "model.transformer": False,
         "loss.seg_ce": False,

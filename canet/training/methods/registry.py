@@ -10,6 +10,7 @@ it builds.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -18,7 +19,13 @@ from canet.training.methods.adversarial import CANetMethod, SASSNetMethod
 from canet.training.methods.base import TRANSFORMER_ARCH, Method
 from canet.training.methods.supervised import SupervisedMethod
 from canet.training.methods.teacher import MeanTeacherMethod, UAMTMethod
-from canet.training.schema import Config, build_config, check_values
+from canet.training.schema import (
+    Config,
+    DiscriminatorConfig,
+    TeacherConfig,
+    build_config,
+    check_values,
+)
 
 METHOD_CLASSES: dict[str, type[Method]] = {
     cls.name: cls
@@ -62,6 +69,9 @@ def check_method_config(cfg: Config) -> None:
     - ``loss.adversarial: true`` and any ``discriminator.se``: only for a method
       that can train a discriminator.
 
+    Keys the method never reads are not refused (one base config may serve several
+    methods); a run names them at its start (:func:`unused_keys_warning`).
+
     Raises:
         ConfigError: an unknown method or the first rule broken, in one line.
     """
@@ -86,6 +96,44 @@ def check_method_config(cfg: Config) -> None:
             raise ConfigError(f"loss.adversarial applies to {where} only, got method {cfg.method!r}")
         if cfg.discriminator.se is not None:
             raise ConfigError(f"discriminator.se applies to {where} only, got method {cfg.method!r}")
+
+
+def unused_keys_warning(cfg: Config) -> str | None:
+    """The warning a run prints at its start when ``cfg`` sets keys its method never reads.
+
+    Those are, set to other than their defaults: ``discriminator.*`` and ``loss.adv_weight``
+    for a method without a discriminator, ``teacher.*`` and ``loss.consistency`` for one
+    without a mean teacher, ``loss.rampup_*`` for one with neither (a training change
+    that does nothing, maybe a slip for another method). An ablation's leftovers, such as
+    the discriminator settings of ``loss.adversarial: false``, are not named. None when
+    there are none.
+    """
+    cls = method_class(cfg.method)
+    default = Config()
+    unused = []
+    for dotted in _unread_keys(cls):
+        section, key = dotted.split(".")
+        value = getattr(getattr(cfg, section), key)
+        if value != getattr(getattr(default, section), key):
+            unused.append(f"{dotted} ({value!r})")
+    if not unused:
+        return None
+    return (f"warning: method {cfg.method!r} does not use {', '.join(unused)}: "
+            f"{'it has' if len(unused) == 1 else 'they have'} no effect on this run")
+
+
+def _unread_keys(cls: type[Method]) -> list[str]:
+    """The dotted keys that method ``cls`` never reads, whatever its ablation switches say."""
+    keys: list[str] = []
+    if not cls.has_discriminator:
+        keys += [f"discriminator.{f.name}" for f in dataclasses.fields(DiscriminatorConfig) if f.name != "se"]
+        keys.append("loss.adv_weight")
+    if not cls.has_teacher:
+        keys += [f"teacher.{f.name}" for f in dataclasses.fields(TeacherConfig)]
+        keys.append("loss.consistency")
+    if not (cls.has_discriminator or cls.has_teacher):  # no weight to ramp up
+        keys += ["loss.rampup_length", "loss.rampup_interval"]
+    return keys
 
 
 def resolve(cfg: Config) -> Config:

@@ -64,6 +64,7 @@ class MeanTeacherMethod(Method):
 
     name: ClassVar[str] = "mt"
     arch: ClassVar[str] = "vnet"
+    has_teacher: ClassVar[bool] = True
     defaults: ClassVar[dict[str, Any]] = {
         "model.transformer": False,
         "loss.seg_ce": True,
