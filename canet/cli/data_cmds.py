@@ -33,7 +33,7 @@ def add_parser(sub: Any) -> None:
         "prepare-la",
         help="convert the challenge's raw NRRD cases into the LA h5 layout",
         description=(
-            "Convert RAW_DIR/<id>/lgemri.nrrd + laendo.nrrd (255 = atrium) into "
+            "Convert RAW_DIR/<id>/lgemri.nrrd + laendo.nrrd (255 = atrium; one non-zero value per mask) into "
             "OUT_DIR/2018LA_Seg_Training Set/<id>/mri_norm2.h5: z-score over the whole scan, crop "
             "around the atrium with seeded random margins in x and y (z whole), never smaller than "
             "the patch. Margins and crops are recorded in OUT_DIR/prepare_la.json."

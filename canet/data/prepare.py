@@ -1,8 +1,10 @@
 """``canet prepare-la``: the 2018 challenge's raw NRRD files to the LA h5 layout.
 
 The raw layout is ``RAW_DIR/<id>/lgemri.nrrd`` (the LGE-MRI scan) and
-``RAW_DIR/<id>/laendo.nrrd`` (the atrium mask, 255 = atrium; any nonzero
-value is taken as atrium). Each case is converted as the published
+``RAW_DIR/<id>/laendo.nrrd`` (the atrium mask, 255 = atrium; another single
+value such as 1 is taken as atrium too, but a mask with two non-zero values, or
+masks that mark the atrium with different values beyond 1 and 255, are refused).
+Each case is converted as the published
 ``mri_norm2.h5`` files were made:
 
 1. z-score the image over the **whole** scan (float64 statistics, float32 result);
@@ -57,8 +59,9 @@ from canet.data.dataset import (
     write_list,
     zscore,
 )
-from canet.errors import DataError
+from canet.errors import DataError, first_names
 from canet.io import atomic_write_text, make_folder
+from canet.labels import BINARY_CONVENTIONS, label_value_problem, label_values
 from canet.patch_size import check_patch_size
 
 RAW_IMAGE = "lgemri.nrrd"
@@ -68,11 +71,15 @@ STAGING = ".prepare-la.partial"
 
 
 
-def _atrium(mask: np.ndarray, path: Path) -> np.ndarray:
-    """The atrium of a raw mask as uint8 0/1: every nonzero voxel.
+def _atrium(mask: np.ndarray, path: Path) -> tuple[np.ndarray, int | None]:
+    """The atrium of a raw mask as uint8 0/1 (every nonzero voxel) and the value that marks it.
 
     NaN compares as nonzero and a fractional value is an interpolated mask, so both
-    are refused rather than counted as atrium.
+    are refused rather than counted as atrium; so is a mask with two or more non-zero
+    values (a label map: merging its classes into one atrium would be silent).
+
+    Returns:
+        ``(label, value)``: ``value`` is the mask's one non-zero value (None for an empty mask).
     """
     arr = np.asarray(mask)
     if np.issubdtype(arr.dtype, np.floating):
@@ -82,7 +89,14 @@ def _atrium(mask: np.ndarray, path: Path) -> np.ndarray:
         if fractional.any():
             raise DataError(f"{path}: mask values must be integers (any nonzero one is atrium), "
                             f"got {float(arr[fractional].ravel()[0])}")
-    return (arr != 0).astype(np.uint8)
+    values = label_values(arr)
+    if len(values) > 1:  # reading a label map's classes as one atrium would merge them silently
+        raise DataError(f"{path}: the mask holds values {{{first_names(values, 6)}}}, not one atrium value; "
+                        "prepare-la makes the binary atrium set: give masks with one value (such as 255 or 1)")
+    problem = label_value_problem(values, 2)
+    if problem is not None:
+        raise DataError(f"{path}: the mask {problem}")
+    return (arr != 0).astype(np.uint8), (int(values[0]) if values else None)
 
 def _print_warning(message: str) -> None:
     print(f"warning: {message}", file=sys.stderr, flush=True)
@@ -255,6 +269,7 @@ def prepare_la(
         from tqdm import tqdm
 
         items = tqdm(ids, desc="prepare-la", unit="case")
+    object_values: dict[int, str] = {}  # the value marking the atrium -> the first case with it
     try:
         for case_id in items:
             image_path, label_path = raw / case_id / RAW_IMAGE, raw / case_id / RAW_LABEL
@@ -265,7 +280,16 @@ def prepare_la(
             if nonfinite:
                 warn(f"{image_path}: {nonfinite} NaN or infinite voxel(s) set to the scan's smallest finite "
                      "value before the z-score")
-            label = _atrium(mask, label_path)
+            label, value = _atrium(mask, label_path)
+            if value is not None:
+                object_values.setdefault(value, case_id)
+                if len(object_values) > 1 and not set(object_values) <= BINARY_CONVENTIONS:
+                    (v1, c1), (v2, c2) = sorted(object_values.items())[:2]
+                    raise DataError(
+                        f"the masks mark the atrium with different values ({v1} in case {c1!r}, {v2} in case "
+                        f"{c2!r}): one structure, or classes of one label map? give masks with one atrium value "
+                        "(0/1 beside 0/255 is fine)"
+                    )
             stats = np.asarray(image, dtype=np.float64)
             mean, std = float(stats.mean()), float(stats.std())
             del stats

@@ -211,6 +211,31 @@ def test_prepare_la_refuses_a_mask_with_nan_or_fractional_values(tmp_path: Path,
     assert list((tmp_path / "LA").iterdir()) == []  # nothing written
 
 
+def test_prepare_la_refuses_a_label_map_and_masks_with_different_atrium_values(tmp_path: Path) -> None:
+    """A 0/1/2 mask became one atrium, and 0/1 beside 0/2 one class, without a word (check-data, train and
+    score refuse both); 0/1 beside 0/255 stays fine."""
+    raw = _fake_raw(tmp_path, {"a": {}, "b": {}})
+    mask, header = nrrd.read(str(raw / "a" / "laendo.nrrd"))
+    two = np.where(mask > 0, 2, 0).astype(np.uint8)
+    three = two.copy()
+    three[2:5, 20:28, 7:13] = 1
+    nrrd.write(str(raw / "a" / "laendo.nrrd"), three, header)
+    with pytest.raises(DataError, match=r"a/laendo.nrrd: the mask holds values \{1, 2\}, not one atrium value; "
+                                        r"prepare-la makes the binary atrium set"):
+        prepare_la(raw, tmp_path / "LA", patch_size=(16, 16, 16), progress=False)
+    nrrd.write(str(raw / "a" / "laendo.nrrd"), two, header)  # 0/2 beside b's 0/255
+    with pytest.raises(DataError, match=r"^the masks mark the atrium with different values \(2 in case 'a', 255 in "
+                                        r"case 'b'\): one structure, or classes of one label map\?"):
+        prepare_la(raw, tmp_path / "LA2", patch_size=(16, 16, 16), progress=False)
+    assert not (tmp_path / "LA2").exists() or list((tmp_path / "LA2").iterdir()) == []
+    nrrd.write(str(raw / "a" / "laendo.nrrd"), np.where(mask > 0, 1, 0).astype(np.uint8), header)  # 0/1 and 0/255
+    record = prepare_la(raw, tmp_path / "LA3", patch_size=(16, 16, 16), progress=False)
+    assert sorted(record["cases"]) == ["a", "b"]
+    for case in ("a", "b"):
+        with h5py.File(tmp_path / "LA3" / LA_CASES_DIR / case / LA_FILE_NAME, "r") as fh:
+            assert fh["label"][()].sum() == 8 * 8 * 6
+
+
 def test_prepare_la_writes_all_or_nothing_into_a_new_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     raw = _fake_raw(tmp_path, {"a": {}, "b": {"empty": True}})
     out = tmp_path / "LA"
