@@ -33,6 +33,7 @@ from canet.evaluation.results_folder import PREDICTION_SUFFIX, case_file_stem
 from canet.inferers.predict import model_device
 from canet.inferers.settings import InferenceSettings
 from canet.io import file_sha256
+from canet.labels import BINARY_CONVENTIONS, label_values
 from canet.metrics.journal import CaseJournal
 from canet.metrics.summary import MetricAccumulator
 from canet.patch_size import check_patch_size
@@ -70,6 +71,7 @@ def evaluate_model(
     train_spacing: Sequence[float] | None = None,
     warn: Callable[[str], None] | None = None,
     resume: bool = False,
+    fingerprint: Callable[[Any], str | None] | None = None,
     **changes: Any,
 ) -> dict[str, Any]:
     """Predict and score labelled volumes with a model in memory.
@@ -104,6 +106,9 @@ def evaluate_model(
             ``out_dir`` already scored (its ``cases.jsonl``, see
             :mod:`canet.metrics.journal`; refused if it was made with other
             settings) and predict the rest.
+        fingerprint: what identifies a volume's files (:func:`case_fingerprint`); it is
+            journaled with each case, and ``resume`` scores again, with a warning, a kept
+            case whose fingerprint has changed since (None: cases are kept by id only).
 
     Returns:
         The summary dict (also written to ``summary.json``), with ``"rows"``
@@ -172,6 +177,12 @@ def evaluate_model(
                     "(its file states no voxel size); evaluate with --spacing voxels"
                 )
             units.setdefault(unit, vol.case_id)
+            files = fingerprint(vol) if fingerprint is not None else None
+            if vol.case_id in done and files is not None and done[vol.case_id].get("fingerprint") not in (None, files):
+                del done[vol.case_id]  # its image or label is not the one scored: scored again below
+                journaled -= 1
+                sink(f"case {vol.case_id!r}: its image or label file has changed since it was scored; "
+                     "scored again (--resume)")
             if vol.case_id in done:  # scored before a kill: counted again, not predicted
                 kept = done[vol.case_id]
                 acc.restore(kept)
@@ -234,7 +245,8 @@ def evaluate_model(
             if journal is not None:  # last: a case in the journal has its files written too
                 # with its warnings and turn, so a resumed evaluation writes the same summary
                 moved = bool(turn is not None and not turn.identity)
-                journal.add({**acc.entry(vol.case_id), "warnings": notes, "reoriented": moved})
+                journal.add({**acc.entry(vol.case_id), "warnings": notes, "reoriented": moved,
+                             **({"fingerprint": files} if files is not None else {})})
                 journaled += 1
     except KeyboardInterrupt:
         if journal is None:
@@ -261,6 +273,39 @@ def evaluate_model(
     summary["rows"] = acc.rows
     summary["table"] = acc.table()
     return summary
+
+
+def case_fingerprint(case: Any) -> str:
+    """The SHA-256 of a case's image file and, where it is another file, of its label file.
+
+    ``case``: a :class:`canet.data.CaseSpec` (``image``, ``label`` paths). Two hex digests
+    joined by ``+`` when the label is its own file.
+    """
+    parts = [file_sha256(case.image)]
+    if case.label is not None and os.path.realpath(case.label) != os.path.realpath(case.image):
+        parts.append(file_sha256(case.label))
+    return "+".join(parts)
+
+
+def _refuse_mixed_object_values(cases: Sequence[Any], datalist: Any, split: str) -> None:
+    """Refuse binary ground truths of a datalist that does not state num_classes and whose masks mark
+    their object with different values beyond 1 and 255 (0/1 beside 0/2), before any prediction:
+    ``check-data``, training and ``canet score`` ask which is meant, so evaluate does too."""
+    from canet.data.dataset import as_label, read_volume
+
+    seen: dict[int, str] = {}
+    for case in cases:
+        values = label_values(as_label(read_volume(case.label, "label")[0], case.label))
+        if len(values) != 1:
+            continue  # empty, or a label map: scoring refuses or handles it case by case
+        seen.setdefault(int(values[0]), case.case_id)
+        if len(seen) > 1 and not set(seen) <= BINARY_CONVENTIONS:
+            (v1, c1), (v2, c2) = sorted(seen.items())[:2]
+            raise DataError(
+                f"{datalist}: the labels of split {split!r} mark their object with different values ({v1} in "
+                f"case {c1!r}, {v2} in case {c2!r}): one structure, or classes of one label map? state "
+                "num_classes: 2 in the datalist to score any non-zero value as the object"
+            )
 
 
 def _trained_labeled(
@@ -379,6 +424,8 @@ def evaluate(
         raise DataError(
             f"the dataset has {num_classes} classes but the checkpoint's model predicts {recorded['num_classes']}"
         )
+    if num_classes == 2 and spec.kind == "datalist" and not spec.num_classes_stated:
+        _refuse_mixed_object_values(cases, spec.datalist, split)
     if spacing == "mm" and getattr(spec, "kind", None) == "la":
         raise DataError(f"--spacing mm: the LA volumes of {data} state no voxel size, so distances can only be in "
                         "voxels; use --spacing voxels (or auto)")
@@ -411,11 +458,12 @@ def evaluate(
             for case in cases:
                 yield load_case(case, with_label=True, normalize=normalize)
 
+    by_id = {c.case_id: c for c in cases}
     return evaluate_model(
         model, _Lazy(), recorded["patch_size"], out_dir=out_dir, num_classes=num_classes,
         settings=s.replace(lcc=use_lcc, device=str(device)), spacing=spacing, save_predictions=save_predictions,
         report=report, progress=progress, orientation=recorded["orientation"], train_spacing=recorded["spacing"],
-        warn=warn, resume=resume,
+        warn=warn, resume=resume, fingerprint=lambda vol: case_fingerprint(by_id[vol.case_id]),
         extra_summary={
             "checkpoint": os.path.abspath(checkpoint), "checkpoint_sha256": weights,
             # last.pt is rewritten as a run goes on: the report says which iteration was scored
