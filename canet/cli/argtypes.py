@@ -24,3 +24,11 @@ def positive_int(text: str) -> int:
 def nonnegative_int(text: str) -> int:
     """An integer >= 0 (a seed), else argparse's one-line usage error quoting ``text``."""
     return _int_at_least(text, 0, "an integer >= 0")
+
+
+def output_path(text: str) -> str:
+    """A path to write to; an empty one (``--out ''``, which would mean the current folder) is
+    argparse's usage error."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"expected a path, got {text!r}")
+    return text

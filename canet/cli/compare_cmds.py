@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from canet.cli.argtypes import nonnegative_int, positive_int
+from canet.cli.argtypes import nonnegative_int, output_path, positive_int
 from canet.metrics.paired import DEFAULT_RESAMPLES
 
 
@@ -59,6 +59,6 @@ def add_parser(subparsers: Any) -> None:
                    help="count HD95/ASD of a missed structure (one mask empty: Dice 0, distance NaN) as this "
                         "distance instead of leaving the case out: 'diagonal' (the volume's diagonal, from "
                         "metrics.csv) or a number in the distance unit")
-    p.add_argument("--out", default=None, metavar="DIR", help="also write DIR/compare.md and DIR/compare.json")
+    p.add_argument("--out", type=output_path, default=None, metavar="DIR", help="also write DIR/compare.md and DIR/compare.json")
     p.add_argument("--report", action="store_true", help="with --out: also write DIR/compare.html")
     p.set_defaults(func=_run_compare)

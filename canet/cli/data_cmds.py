@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from canet.cli.argtypes import nonnegative_int, output_path, positive_int
 from canet.errors import CanetError
 
 
@@ -40,7 +41,7 @@ def add_parser(sub: Any) -> None:
         ),
     )
     p.add_argument("raw_dir", metavar="RAW_DIR", help="folder of <id>/lgemri.nrrd and <id>/laendo.nrrd")
-    p.add_argument("out_dir", metavar="OUT_DIR", help="LA folder to write")
+    p.add_argument("out_dir", type=output_path, metavar="OUT_DIR", help="LA folder to write")
     p.add_argument("--seed", type=int, default=0, help="seed of the crop margins (default 0)")
     p.add_argument("--patch-size", nargs=3, type=int, default=[112, 112, 80], metavar=("X", "Y", "Z"),
                    help="smallest crop: the training patch (default 112 112 80)")
@@ -59,10 +60,10 @@ def add_parser(sub: Any) -> None:
             "with their labels, in the LA layout (train.list, test.list, h5 files). Same seed, same files."
         ),
     )
-    p.add_argument("out_dir", metavar="OUT_DIR", help="folder to write")
-    p.add_argument("--cases", type=int, default=20, metavar="N", help="training cases (default 20)")
-    p.add_argument("--test", type=int, default=4, metavar="N", help="test cases (default 4)")
-    p.add_argument("--seed", type=int, default=0, help="seed (default 0)")
+    p.add_argument("out_dir", type=output_path, metavar="OUT_DIR", help="folder to write")
+    p.add_argument("--cases", type=positive_int, default=20, metavar="N", help="training cases (default 20)")
+    p.add_argument("--test", type=nonnegative_int, default=4, metavar="N", help="test cases (default 4)")
+    p.add_argument("--seed", type=nonnegative_int, default=0, help="seed (default 0)")
     p.add_argument("--shape", nargs=3, type=int, default=[96, 96, 64], metavar=("X", "Y", "Z"),
                    help="volume shape (default 96 96 64)")
     p.set_defaults(func=_make_synthetic)

@@ -9,7 +9,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from canet.cli.argtypes import positive_int
+from canet.cli.argtypes import output_path, positive_int
 from canet.inferers.settings import AMP_CHOICES, DECISIONS, InferenceSettings
 from canet.inferers.sliding_window import MODES, WEIGHTINGS
 
@@ -123,7 +123,7 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--split", default="test", choices=("test", "validation", "labeled", "unlabeled", "train"),
                    help="which cases (default test); labeled/unlabeled: as the checkpoint's run split its "
                         "training cases (its data.labeled), when --data is the data it was trained on")
-    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--out", type=output_path, required=True, help="output folder")
     p.add_argument("--save-predictions", action="store_true", help="write <case>_pred.nii.gz per case")
     p.add_argument("--report", action="store_true", help="also write report.html (keeps report_slices/)")
     p.add_argument("--spacing", choices=("auto", "voxels", "mm"), default="auto",
@@ -143,7 +143,7 @@ def add_parser(subparsers: Any) -> None:
     )
     p.add_argument("checkpoint", help="canet checkpoint (.pt)")
     p.add_argument("inputs", nargs="+", help="NIfTI/NRRD/HDF5 files or folders of them")
-    p.add_argument("-o", "--output", required=True, help="output folder")
+    p.add_argument("-o", "--output", type=output_path, required=True, help="output folder")
     p.add_argument("--probabilities", action="store_true", help="also write <name>_prob.nii.gz: the foreground probability (K-channel map for multi-class; with --decision relu the mean ReLU(logit) that rule thresholds at 0.5)")
     p.add_argument("--resume", action="store_true",
                    help="keep the masks a killed run with the same checkpoint and settings wrote into -o "
@@ -159,7 +159,7 @@ def add_parser(subparsers: Any) -> None:
     )
     p.add_argument("pred", help="folder of predictions (or of <case>_pred/<case>_gt pairs)")
     p.add_argument("gt", nargs="?", default=None, help="folder of ground truths with matching names")
-    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--out", type=output_path, required=True, help="output folder")
     p.add_argument("--spacing-from", choices=("gt", "pred"), default="gt",
                    help="whose header gives the voxel spacing (default gt)")
     p.add_argument("--voxels", action="store_true", help="distances in voxels instead of mm")
@@ -176,5 +176,5 @@ def add_parser(subparsers: Any) -> None:
         description="Write report.html: metrics table, training curves and per-case slices.",
     )
     p.add_argument("folder", help="run folder or evaluation folder")
-    p.add_argument("-o", "--output", default=None, help="output file (default FOLDER/report.html)")
+    p.add_argument("-o", "--output", type=output_path, default=None, help="output file (default FOLDER/report.html)")
     p.set_defaults(func=_run_report)

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from canet.cli.argtypes import output_path
 from canet.errors import ConfigError
 
 
@@ -25,7 +26,7 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from checkpoints/last.pt")
     p.add_argument("--data", metavar="ROOT_OR_DATALIST", help="LA root folder or datalist (data.root)")
-    p.add_argument("--out", metavar="RUN_DIR", help="run folder (default runs/<config name>_<time>)")
+    p.add_argument("--out", type=output_path, metavar="RUN_DIR", help="run folder (default runs/<config name>_<time>)")
     p.add_argument(
         "--iterations", type=int, metavar="N", help="training iterations (with --resume: the new total)"
     )
@@ -67,7 +68,7 @@ def add_parser(sub: Any) -> None:
             "beside those of the untrained network."
         ),
     )
-    p.add_argument("--out", metavar="DIR", default="runs/demo", help="demo folder (default runs/demo)")
+    p.add_argument("--out", type=output_path, metavar="DIR", default="runs/demo", help="demo folder (default runs/demo)")
     p.add_argument("--iterations", type=int, metavar="N", help="training iterations (default: the demo config's)")
     p.add_argument("--quick", action="store_true", help="a short smoke run: a fifth of the iterations, at least 10 (at most all of them)")
     p.add_argument("--device", default="cpu", metavar="DEVICE", help="cpu (default), cuda or auto")

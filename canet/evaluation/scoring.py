@@ -203,6 +203,8 @@ def score(
         raise CanetError(f"spacing_from must be 'gt' or 'pred', got {spacing_from!r}")
     if num_classes is not None and num_classes < 2:
         raise CanetError(f"num_classes must be at least 2, got {num_classes}")
+    if num_classes is not None and num_classes > 256:  # as a datalist's num_classes
+        raise CanetError(f"num_classes must be at most 256 (masks are read as values 0..255), got {num_classes}")
     if gt is not None and Path(pred).resolve() == Path(gt).resolve():
         raise DataError(f"the predictions and the ground truths are the same folder ({gt}); every case would score Dice 1")
     pairs = find_score_pairs(pred, gt)

@@ -98,13 +98,15 @@ def run_demo(
         ``{"run_dir", "report", "dice", "untrained_dice", "summary", "seconds"}``.
     """
     from canet.data import load_case
+    from canet.device import resolve_device
     from canet.evaluation import evaluate_model
     from canet.models import load_model
     from canet.report import write_report
     from canet.training.trainer import Trainer
 
     folder = Path(out)
-    demo_config(folder / "data", iterations, device, overrides)  # bad settings refused before data is written
+    checked = demo_config(folder / "data", iterations, device, overrides)  # bad settings refused before data
+    resolve_device(checked.train.device)  # and a device this machine lacks (is written)
     data_root = ensure_synthetic_data(folder / "data", **(data_kwargs or {}))
     cfg = demo_config(data_root, iterations, device, overrides)
     if quick:

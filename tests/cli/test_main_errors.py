@@ -94,3 +94,28 @@ def test_canet_debug_shows_the_traceback(monkeypatch, capsys) -> None:
     monkeypatch.setenv(cli_main.DEBUG_ENV, "1")
     with pytest.raises(PermissionError):
         _run_with(monkeypatch, capsys, PermissionError(errno.EACCES, "Permission denied", "/data/ck.pt"))
+
+
+@pytest.mark.parametrize("argv", [
+    ["score", "p", "g", "--out", ""], ["evaluate", "c.pt", "--data", "d", "--out", " "],
+    ["predict", "c.pt", "x", "-o", ""], ["compare", "a", "b", "--out", ""], ["report", "f", "-o", ""],
+    ["train", "--config", "demo", "--out", ""], ["demo", "--out", ""], ["make-synthetic", ""],
+    ["prepare-la", "raw", ""],
+])
+def test_an_empty_output_path_is_refused_not_the_current_folder(argv, tmp_path, monkeypatch, capsys) -> None:
+    """`score --out ''` wrote metrics.csv and summary.json into the current folder."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as info:
+        cli_main.main(argv)
+    assert info.value.code == 2
+    assert "expected a path, got " in capsys.readouterr().err.splitlines()[-1]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_make_synthetic_counts_are_checked_by_their_options(capsys) -> None:
+    """`--cases 0` was refused as "n_train must be ...", a name the command does not have."""
+    for option, value, wanted in (("--cases", "0", "a positive integer"), ("--test", "-1", "an integer >= 0"),
+                                  ("--seed", "-3", "an integer >= 0")):
+        with pytest.raises(SystemExit):
+            cli_main.main(["make-synthetic", "out", option, value])
+        assert capsys.readouterr().err.splitlines()[-1].endswith(f"argument {option}: expected {wanted}, got '{value}'")

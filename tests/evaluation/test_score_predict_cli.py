@@ -191,6 +191,9 @@ def test_score_asks_when_binary_ground_truths_use_different_small_values(tmp_pat
     code, _, err = run_cli("score", tmp_path / "p", tmp_path / "g", "--out", tmp_path / "o4", "--quiet")
     assert code == 0, err
     assert json.loads((tmp_path / "o4" / "summary.json").read_text())["dice"]["mean"] == 1.0
+    # more classes than a byte holds: ~1200 metric columns of nothing, now one line as for a datalist
+    code, _, err = run_cli("score", tmp_path / "p", tmp_path / "g", "--out", tmp_path / "o5", "--num-classes", "300")
+    assert code == 2 and err == "error: num_classes must be at most 256 (masks are read as values 0..255), got 300\n"
 
 
 def test_score_asks_when_a_prediction_marks_another_value_than_its_ground_truth(tmp_path, run_cli) -> None:

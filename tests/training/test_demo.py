@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from canet.errors import ConfigError
 from canet.training.demo import run_demo
@@ -49,3 +50,10 @@ def test_bad_demo_settings_are_refused_before_any_data_is_written(tmp_path: Path
         with pytest.raises(ConfigError, match=why):  # 51 MB of synthetic volumes were written first
             run_demo(tmp_path / "demo", quiet=True, data_kwargs=TINY_DATA, log=lambda m: None, **kwargs)
         assert not (tmp_path / "demo").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_a_device_this_machine_lacks_is_refused_before_any_data_is_written(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="train.device is 'cuda' but CUDA is not available"):
+        run_demo(tmp_path / "demo", quiet=True, data_kwargs=TINY_DATA, log=lambda m: None, device="cuda")
+    assert not (tmp_path / "demo").exists()
