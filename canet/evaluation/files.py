@@ -162,6 +162,13 @@ def _probability_map(key: str, path: Path, preds: dict[str, Path], gts: dict[str
     return mask is not None and strip_suffix(mask.name).lower().endswith("_pred")
 
 
+def _refuse_broken_link(entry: Path) -> None:
+    """Refuse a link named like a mask whose target is gone: scoring without it would drop its case
+    (or call it a case without partner) without saying why."""
+    if entry.name.lower().endswith(IMAGE_SUFFIXES) and entry.is_symlink() and not entry.exists():
+        raise DataError(f"{entry} is a broken link (its target {os.readlink(entry)} does not exist)")
+
+
 def find_score_pairs(
     pred: str | os.PathLike[str], gt: str | os.PathLike[str] | None = None
 ) -> list[tuple[str, Path, Path]]:
@@ -186,6 +193,7 @@ def find_score_pairs(
     def index(folder: Path, strip: Sequence[str]) -> dict[str, Path]:
         found: dict[str, Path] = {}
         for f in sorted(folder.iterdir()):
+            _refuse_broken_link(f)
             if not _is_image(f):
                 continue
             key = strip_suffix(f.name)
@@ -200,6 +208,7 @@ def find_score_pairs(
         preds: dict[str, Path] = {}
         gts: dict[str, Path] = {}
         for f in sorted(pred_dir.iterdir()):
+            _refuse_broken_link(f)
             if not _is_image(f):
                 continue
             stem = strip_suffix(f.name)

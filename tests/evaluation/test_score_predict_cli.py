@@ -1016,3 +1016,26 @@ def test_predict_resume_segments_again_a_scan_replaced_under_the_same_name(tmp_p
     code, _, err = run_cli("predict", tmp_path / "all.pt", tmp_path / "in", "-o", out, "--resume", "--quiet")
     assert code == 0, err
     assert "does not say which files its 2 mask(s) were made from" in err and calls == ["x", "x"]
+
+
+def test_score_refuses_a_broken_link_named_like_a_mask(tmp_path, run_cli) -> None:
+    """A broken link pred/c.nii.gz was skipped without a word when gt/ had no c (and, when it had, the
+    message said only that c had no prediction)."""
+    pred, gt = _blob_pair(np.random.default_rng(7), (30, 28, 20))
+    for d in ("p", "g"):
+        (tmp_path / d).mkdir()
+    _save_nifti(tmp_path / "p" / "a.nii.gz", pred, np.eye(4))
+    _save_nifti(tmp_path / "g" / "a.nii.gz", gt, np.eye(4))
+    (tmp_path / "p" / "c.nii.gz").symlink_to(tmp_path / "gone.nii.gz")
+    code, _, err = run_cli("score", tmp_path / "p", tmp_path / "g", "--out", tmp_path / "s")
+    assert code == 2
+    assert err == f"error: {tmp_path / 'p' / 'c.nii.gz'} is a broken link (its target {tmp_path / 'gone.nii.gz'} " \
+                  "does not exist)\n"
+    (tmp_path / "p" / "c.nii.gz").rename(tmp_path / "p" / "c_gt.nii.gz")  # one-folder mode too
+    (tmp_path / "g" / "a.nii.gz").rename(tmp_path / "p" / "a_gt.nii.gz")
+    (tmp_path / "p" / "a.nii.gz").rename(tmp_path / "p" / "a_pred.nii.gz")
+    code, _, err = run_cli("score", tmp_path / "p", "--out", tmp_path / "s1")
+    assert code == 2 and "c_gt.nii.gz is a broken link" in err, err
+    (tmp_path / "p" / "c_gt.nii.gz").unlink()
+    code, _, err = run_cli("score", tmp_path / "p", "--out", tmp_path / "s2", "--voxels")
+    assert code == 0, err
