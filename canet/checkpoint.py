@@ -75,6 +75,22 @@ def torch_file_kind(path: str | os.PathLike[str]) -> str | None:
     return None
 
 
+def _crc_mismatch(path: Path) -> str | None:
+    """Why a zip-format checkpoint's bytes are not those written (a CRC-32 mismatch), or None.
+
+    ``torch.load`` does not check the CRC-32 that ``torch.save`` writes for each record,
+    so a file damaged inside a tensor would load as other weights without a word.
+    """
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            member = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+        return f"its zip records cannot be read: {exc}"
+    return None if member is None else f"the bytes of record {member} do not match their CRC-32"
+
+
 def read_torch_file(path: str | os.PathLike[str], map_location: str = "cpu") -> Any:
     """``torch.load(path, weights_only=True)`` with one-line errors.
 
@@ -83,7 +99,8 @@ def read_torch_file(path: str | os.PathLike[str], map_location: str = "cpu") -> 
             PyTorch checkpoint`` (text, empty, an image, any file ``torch.save``
             did not write); ``<path> holds objects that safe loading refuses
             (<name>)`` (a genuine PyTorch file with pickled classes or
-            functions); ``cannot read checkpoint <path>: <reason>`` (damaged).
+            functions); ``cannot read checkpoint <path>: <reason>`` (damaged:
+            truncated, or bytes that do not match the CRC-32 ``torch.save`` wrote).
     """
     p = Path(path)
     if p.is_dir():
@@ -95,6 +112,10 @@ def read_torch_file(path: str | os.PathLike[str], map_location: str = "cpu") -> 
         raise CheckpointError(f"{p} is not a PyTorch checkpoint")
     if kind == "damaged":
         raise CheckpointError(f"cannot read checkpoint {p}: a damaged or truncated file (no zip directory)")
+    if kind == "zip":
+        bad = _crc_mismatch(p)
+        if bad is not None:
+            raise CheckpointError(f"cannot read checkpoint {p}: a damaged file ({bad})")
     try:
         return torch.load(p, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -145,6 +166,17 @@ def save_checkpoint(payload: dict[str, Any], path: str | os.PathLike[str]) -> No
         torch.save(payload, tmp)
 
 
+def _looks_original(payload: Any) -> bool:
+    """Whether ``payload`` looks like a state dict of the authors' CA-Net code: its keys, or those
+    of a ``state_dict`` / ``model`` entry in it, start with ``block_one`` (after any ``module.``)."""
+    if not isinstance(payload, dict):
+        return False
+    for found in (payload, payload.get("state_dict"), payload.get("model")):
+        if isinstance(found, dict) and any(str(k).removeprefix("module.").startswith("block_one") for k in found):
+            return True
+    return False
+
+
 def load_checkpoint(path: str | os.PathLike[str], map_location: str = "cpu") -> dict[str, Any]:
     """Read a canet checkpoint with ``weights_only=True`` and check its format.
 
@@ -155,9 +187,8 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str = "cpu") -> 
     p = Path(path)
     payload = read_torch_file(p, map_location=map_location)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        hint = ""
-        if isinstance(payload, dict) and any(str(k).startswith("block_one") for k in payload):
-            hint = " (it looks like an original CA-Net state dict: run `canet import-checkpoint` first)"
+        hint = " (it looks like an original CA-Net state dict: run `canet import-checkpoint` first)" \
+            if _looks_original(payload) else ""
         raise CheckpointError(f"{p} is not a canet checkpoint{hint}")
     if payload.get("version") != VERSION:
         raise CheckpointError(

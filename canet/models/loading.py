@@ -47,9 +47,10 @@ def build_generator(payload: dict[str, Any], source: str | os.PathLike[str] | No
             f"arguments ({first})"
         ) from None
     if missing or unexpected:
+        first = f"missing {missing[0]!r}" if missing else f"unexpected {unexpected[0]!r}"
         raise CheckpointError(
-            f"checkpoint weights do not fit model {spec['name']!r}: "
-            f"{len(missing)} missing keys, {len(unexpected)} unexpected keys"
+            f"{source or 'the checkpoint'}: weights do not fit model {spec['name']!r} with its recorded "
+            f"arguments ({len(missing)} missing keys, {len(unexpected)} unexpected keys; {first})"
         )
     bad = nonfinite_tensors(weights)
     if bad:

@@ -151,6 +151,33 @@ def test_a_truncated_checkpoint_is_damaged_not_foreign(tmp_path: Path) -> None:
     assert str(err.value) == f"cannot read checkpoint {cut}: a damaged or truncated file (no zip directory)"
 
 
+def test_a_checkpoint_damaged_inside_a_tensor_is_refused_not_loaded(tmp_path: Path) -> None:
+    """One flipped byte in a tensor's record: its zip directory is whole, torch.load does not check
+    the CRC-32, and the model loaded with one weight changed, without a word."""
+    from canet.models import load_model
+
+    good = tmp_path / "good.pt"
+    model = create_model("vnet", n_filters=4)
+    save_checkpoint(make_checkpoint(model, "test"), good)
+    with zipfile.ZipFile(good) as archive:  # the largest tensor record and where its bytes start
+        info = max((i for i in archive.infolist() if "/data/" in i.filename), key=lambda i: i.file_size)
+        with archive.open(info) as fh:
+            fh.read(1)
+            start = info.header_offset + 30 + len(info.filename.encode()) + len(info.extra)
+    data = bytearray(good.read_bytes())
+    data[start + info.file_size // 2] ^= 0xFF
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(bytes(data))
+    assert torch_file_kind(bad) == "zip"
+    loaded = torch.load(bad, weights_only=True)  # what read_torch_file would have returned
+    assert any(not torch.equal(v, model.state_dict()[k]) for k, v in loaded["generator"].items())
+    with pytest.raises(CheckpointError) as err:
+        load_model(bad)
+    assert str(err.value) == (f"cannot read checkpoint {bad}: a damaged file (the bytes of record "
+                              f"{info.filename} do not match their CRC-32)")
+    assert load_model(good) is not None
+
+
 def test_zip_and_legacy_checkpoints_still_load(tmp_path: Path) -> None:
     model = create_model("vnet", n_filters=4)
     payload = make_checkpoint(model, "test")
@@ -170,3 +197,20 @@ def test_zip_and_legacy_checkpoints_still_load(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError) as err:
         load_checkpoint(other)
     assert str(err.value) == f"{other} is not a PyTorch checkpoint"
+
+
+def test_an_original_state_dict_is_pointed_to_import_checkpoint_also_when_wrapped(tmp_path: Path) -> None:
+    """A plain original state dict got the hint; one saved as {"state_dict": {"module.block_one...": ...}}
+    (how training scripts often save) was only "not a canet checkpoint"."""
+    weights = {"block_one.conv.conv.0.weight": torch.zeros(1)}
+    for name, payload in (("plain", weights), ("wrapped", {"state_dict": {f"module.{k}": v for k, v in weights.items()}}),
+                          ("model", {"model": weights, "epoch": 3})):
+        path = tmp_path / f"{name}.pth"
+        torch.save(payload, path)
+        with pytest.raises(CheckpointError) as err:
+            load_checkpoint(path)
+        assert str(err.value) == (f"{path} is not a canet checkpoint (it looks like an original CA-Net state dict: "
+                                  "run `canet import-checkpoint` first)")
+    torch.save({"state_dict": {"encoder.weight": torch.zeros(1)}}, tmp_path / "other.pth")
+    with pytest.raises(CheckpointError, match=r"other.pth is not a canet checkpoint$"):
+        load_checkpoint(tmp_path / "other.pth")

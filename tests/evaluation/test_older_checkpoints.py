@@ -18,7 +18,7 @@ from canet.checkpoint import load_checkpoint, save_checkpoint
 from canet.data import zscore
 from canet.evaluation import checkpoint_settings, evaluate, predict_files
 from canet.inferers import largest_connected_component, predict_volume
-from canet.models import build_generator
+from canet.models import build_generator, create_model
 
 OLD = Path(__file__).parent / "data" / "vnet_1474f7d_no_record.pt"
 OLD_ROOT = "/tmp/oldrun/data/dataset.json"  # the training datalist the older run named
@@ -126,6 +126,14 @@ def test_weights_that_do_not_fit_their_recorded_model_or_diverged_are_one_line(t
     code, _, err = run_cli("predict", tmp_path / "wider.pt", tmp_path / "s.nii.gz", "-o", tmp_path / "o", "--quiet")
     assert code == 2 and err.count("\n") == 1, err
     assert f"error: {tmp_path / 'wider.pt'}: weights do not fit model 'vnet' with its recorded arguments (" in err
+    # a canet checkpoint recorded as a V-Net: keys of another architecture, the file and a key named
+    canet = create_model("canet", n_filters=2, patch_size=(32, 32, 16))
+    other = {**payload, "generator": canet.state_dict()}
+    save_checkpoint(other, tmp_path / "other.pt")
+    code, _, err = run_cli("predict", tmp_path / "other.pt", tmp_path / "s.nii.gz", "-o", tmp_path / "o", "--quiet")
+    assert code == 2 and err.count("\n") == 1, err
+    assert err.startswith(f"error: {tmp_path / 'other.pt'}: weights do not fit model 'vnet' with its recorded "
+                          "arguments (0 missing keys, ") and "unexpected keys; unexpected 'transformer." in err, err
     # NaN weights gave an empty mask, exit 0 and no word
     key = next(k for k, v in payload["generator"].items() if v.is_floating_point() and v.numel() > 1)
     nan = {**payload, "generator": {**payload["generator"], key: payload["generator"][key] * float("nan")}}
