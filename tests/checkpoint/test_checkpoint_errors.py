@@ -176,6 +176,15 @@ def test_a_checkpoint_damaged_inside_a_tensor_is_refused_not_loaded(tmp_path: Pa
     assert str(err.value) == (f"cannot read checkpoint {bad}: a damaged file (the bytes of record "
                               f"{info.filename} do not match their CRC-32)")
     assert load_model(good) is not None
+    # saved without CRC-32s (torch.serialization.set_crc32_options(False)): every record says 0, not damage
+    torch.serialization.set_crc32_options(False)
+    try:
+        save_checkpoint(make_checkpoint(model, "test"), tmp_path / "nocrc.pt")
+    finally:
+        torch.serialization.set_crc32_options(True)
+    with zipfile.ZipFile(tmp_path / "nocrc.pt") as archive:
+        assert {i.CRC for i in archive.infolist()} == {0}
+    assert load_model(tmp_path / "nocrc.pt") is not None
 
 
 def test_zip_and_legacy_checkpoints_still_load(tmp_path: Path) -> None:
