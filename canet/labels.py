@@ -22,13 +22,13 @@ The byte range (values up to 255, whole numbers) is the data layer's concern
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
 from canet.errors import DataError
 
-__all__ = ["BINARY_CONVENTIONS", "check_label_values", "label_value_problem", "label_values"]
+__all__ = ["BINARY_CONVENTIONS", "check_label_values", "label_value_problem", "label_values", "mixed_object_values"]
 
 _SHOWN = 6
 
@@ -105,3 +105,16 @@ def check_label_values(values: Sequence[int | float], num_classes: int, what: st
     problem = label_value_problem(values, num_classes)
     if problem is not None:
         raise DataError(f"{what} {problem}")
+
+
+def mixed_object_values(seen: Mapping[int, str]) -> tuple[tuple[int, str], tuple[int, str]] | None:
+    """The first two ``(value, where)`` of binary masks that mark their object with values beyond
+    :data:`BINARY_CONVENTIONS` mixed (1 and 2), or None when they may be one set of binary masks.
+
+    Args:
+        seen: each mask's one object value -> where it was first seen (a case id, a file).
+    """
+    if len(seen) < 2 or set(seen) <= BINARY_CONVENTIONS:
+        return None
+    first, second = sorted(seen.items())[:2]
+    return first, second

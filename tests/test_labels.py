@@ -140,3 +140,12 @@ def test_scoring_refuses_a_float_mask_that_is_not_whole_numbers() -> None:
         MetricAccumulator(num_classes=3).add("a", pred, gt)
     with pytest.raises(DataError, match=r"^case 'b': prediction holds values \{-0.5\} that are not whole numbers"):
         MetricAccumulator(num_classes=2).add("b", (gt == 1) * -0.5, gt == 1)
+
+
+def test_mixed_object_values_asks_only_beyond_the_binary_conventions() -> None:
+    from canet.labels import mixed_object_values
+
+    assert mixed_object_values({}) is None and mixed_object_values({2: "a"}) is None
+    assert mixed_object_values({1: "a", 255: "b"}) is None  # 0/1 beside 0/255: two tools' binary masks
+    assert mixed_object_values({255: "b", 2: "c", 1: "a"}) == ((1, "a"), (2, "c"))  # the two smallest values
+    assert mixed_object_values({2: "a", 3: "b"}) == ((2, "a"), (3, "b"))

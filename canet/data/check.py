@@ -54,7 +54,7 @@ from canet.data.dataset import (
     read_volume,
 )
 from canet.errors import DataError, first_names
-from canet.labels import BINARY_CONVENTIONS, label_value_problem, label_values
+from canet.labels import label_value_problem, label_values, mixed_object_values
 
 
 @dataclass
@@ -467,8 +467,9 @@ def check_dataset(
                 "during training sees them in stored voxel order, so reorient them to the training orientation"
             )
     values = stats.object_values
-    if spec.kind == "datalist" and not spec.num_classes_stated and len(values) > 1 and not set(values) <= BINARY_CONVENTIONS:
-        (v1, c1), (v2, c2) = sorted(values.items())[:2]
+    mixed = mixed_object_values(values) if spec.kind == "datalist" and not spec.num_classes_stated else None
+    if mixed is not None:
+        (v1, c1), (v2, c2) = mixed
         consecutive = sorted(values) == list(range(1, len(values) + 1))
         classes = (
             f"{max(values) + 1} to learn each value as its own class" if consecutive

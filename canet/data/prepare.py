@@ -61,7 +61,7 @@ from canet.data.dataset import (
 )
 from canet.errors import DataError, first_names
 from canet.io import atomic_write_text, make_folder
-from canet.labels import BINARY_CONVENTIONS, label_value_problem, label_values
+from canet.labels import label_value_problem, label_values, mixed_object_values
 from canet.patch_size import check_patch_size
 
 RAW_IMAGE = "lgemri.nrrd"
@@ -283,8 +283,9 @@ def prepare_la(
             label, value = _atrium(mask, label_path)
             if value is not None:
                 object_values.setdefault(value, case_id)
-                if len(object_values) > 1 and not set(object_values) <= BINARY_CONVENTIONS:
-                    (v1, c1), (v2, c2) = sorted(object_values.items())[:2]
+                mixed = mixed_object_values(object_values)
+                if mixed is not None:
+                    (v1, c1), (v2, c2) = mixed
                     raise DataError(
                         f"the masks mark the atrium with different values ({v1} in case {c1!r}, {v2} in case "
                         f"{c2!r}): one structure, or classes of one label map? give masks with one atrium value "

@@ -18,7 +18,7 @@ import numpy as np
 
 from canet.errors import CanetError, DataError, first_names
 from canet.evaluation.files import find_score_pairs
-from canet.labels import BINARY_CONVENTIONS
+from canet.labels import mixed_object_values
 from canet.metrics.summary import MetricAccumulator
 
 __all__ = ["score"]
@@ -34,7 +34,7 @@ def _read_label(path: Path) -> tuple[np.ndarray, Any]:
 
 
 def _refuse_mixed_object_values(seen: dict[int, str], masks: str) -> None:
-    """Refuse binary ``masks`` that mark their object with different values beyond :data:`BINARY_CONVENTIONS`.
+    """Refuse binary ``masks`` that mark their object with different values beyond :data:`~canet.labels.BINARY_CONVENTIONS`.
 
     Args:
         seen: object value -> where it was first seen (``"case 'a'"``, ``"the prediction of case 'b'"``).
@@ -43,8 +43,9 @@ def _refuse_mixed_object_values(seen: dict[int, str], masks: str) -> None:
     Raises:
         DataError: two such values, e.g. 1 and 2: one structure, or two classes of one label map?
     """
-    if len(seen) > 1 and not set(seen) <= BINARY_CONVENTIONS:
-        (v1, w1), (v2, w2) = sorted(seen.items())[:2]
+    mixed = mixed_object_values(seen)
+    if mixed is not None:
+        (v1, w1), (v2, w2) = mixed
         raise DataError(
             f"the {masks} mark their object with different values ({v1} in {w1}, {v2} in {w2}): binary "
             f"masks, or classes of one label map? pass --num-classes 2 to score them as binary masks, or "
@@ -64,7 +65,7 @@ def _infer_num_classes(pairs: Sequence[tuple[str, Path, Path]]) -> int:
         DataError: a binary mask whose object value is no class of the label
             maps (0/255 beside 0/1/2): the set mixes binary and multi-class ground truths;
             or all are binary but mark their object with different values beyond
-            :data:`BINARY_CONVENTIONS` (0/1 beside 0/2): which is meant cannot be told.
+            :data:`~canet.labels.BINARY_CONVENTIONS` (0/1 beside 0/2): which is meant cannot be told.
     """
     from canet.metrics import label_values
 
