@@ -96,8 +96,9 @@ def test_make_synthetic_command(tmp_path: Path, capsys: pytest.CaptureFixture[st
     image, label = _read(out, "synth_003")
     np.testing.assert_array_equal(image, direct[0])
     np.testing.assert_array_equal(label, direct[1])
-    assert main(["make-synthetic", str(tmp_path / "x"), "--cases", "0"]) == 2
-    assert "n_train must be a whole number >= 1, got 0" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # named by its option, not as n_train
+        main(["make-synthetic", str(tmp_path / "x"), "--cases", "0"])
+    assert "argument --cases: expected a positive integer, got '0'" in capsys.readouterr().err
     # a folder that holds a dataset (here the one just written): refused, its lists are kept
     lists = (out / "train.list").read_text()
     assert main(["make-synthetic", str(out), "--cases", "5"]) == 2
