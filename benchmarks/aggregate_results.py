@@ -94,7 +94,7 @@ def distance_label(groups: list[Group]) -> str:
 
 def group_notes(groups: list[Group]) -> list[str]:
     """The groups' own notes (cases not in every seed, seeds evaluated differently), as list items."""
-    return [f"- {note}" for g in groups for note in g.notes]
+    return [f"- {note}" for g in groups for note in g.named_notes()]
 
 
 def load_groups(out_dir: Path) -> tuple[list[Group], list[str]]:

@@ -307,7 +307,7 @@ class Group:
         ignored: sub-folders that held no evaluation.
         notes: remarks about the group (settings that differ between seeds, cases
             not in every seed ...), added when the group is made; without the group's
-            name, which :meth:`Comparison.all_notes` puts in front of each.
+            name, which may change later (:meth:`named_notes` puts it in front of each).
 
     Raises:
         CanetError: the members share no case, or their runs are of different methods.
@@ -322,6 +322,10 @@ class Group:
 
     def __post_init__(self) -> None:
         _check_members(self)
+
+    def named_notes(self) -> list[str]:
+        """:attr:`notes`, each after the group's name as the tables show it (``"name: note"``)."""
+        return [f"{self.name}: {note}" for note in self.notes]
 
     @property
     def n_seeds(self) -> int:
@@ -650,7 +654,7 @@ class Comparison:
         for g in self.groups:
             if g.ignored:
                 notes.append(f"{g.name}: sub-folders without an evaluation, ignored: {', '.join(g.ignored)}")
-            notes.extend(f"{g.name}: {n}" for n in g.notes)
+            notes.extend(g.named_notes())
         for pair in self.pairs:
             if pair.only_in_reference:
                 notes.append(f"{pair.other} vs {pair.reference}: {len(pair.only_in_reference)} case(s) only in "
