@@ -177,7 +177,7 @@ def evaluate_model(
                     "(its file states no voxel size); evaluate with --spacing voxels"
                 )
             units.setdefault(unit, vol.case_id)
-            files = fingerprint(vol) if fingerprint is not None else None
+            files = fingerprint(vol) if fingerprint is not None and journal is not None else None  # journaled only
             if vol.case_id in done and files is not None and done[vol.case_id].get("fingerprint") not in (None, files):
                 del done[vol.case_id]  # its image or label is not the one scored: scored again below
                 journaled -= 1
