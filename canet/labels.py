@@ -28,7 +28,8 @@ import numpy as np
 
 from canet.errors import DataError
 
-__all__ = ["BINARY_CONVENTIONS", "check_label_values", "label_value_problem", "label_values", "mixed_object_values"]
+__all__ = ["BINARY_CONVENTIONS", "check_label_values", "label_value_problem", "label_values", "mixed_object_values",
+           "refuse_mixed_object_values"]
 
 _SHOWN = 6
 
@@ -118,3 +119,22 @@ def mixed_object_values(seen: Mapping[int, str]) -> tuple[tuple[int, str], tuple
         return None
     first, second = sorted(seen.items())[:2]
     return first, second
+
+
+def refuse_mixed_object_values(seen: Mapping[int, str], masks: str, advice: str, marked: str = "their object") -> None:
+    """Refuse binary ``masks`` that mark ``marked`` with values beyond :data:`BINARY_CONVENTIONS`
+    mixed (:func:`mixed_object_values`), in one line ending with ``advice``.
+
+    Args:
+        seen: each mask's one object value -> where it was first seen (``"case 'a'"``).
+        masks: what the masks are, as the message starts (``"the ground truths"``).
+        advice: what the user may do, after the values and where they were seen.
+        marked: what the values mark (``"their object"``, ``"the atrium"``).
+
+    Raises:
+        DataError: ``<masks> mark <marked> with different values (1 in <where>, 2 in <where>): <advice>``.
+    """
+    mixed = mixed_object_values(seen)
+    if mixed is not None:
+        (v1, w1), (v2, w2) = mixed
+        raise DataError(f"{masks} mark {marked} with different values ({v1} in {w1}, {v2} in {w2}): {advice}")

@@ -149,3 +149,16 @@ def test_mixed_object_values_asks_only_beyond_the_binary_conventions() -> None:
     assert mixed_object_values({1: "a", 255: "b"}) is None  # 0/1 beside 0/255: two tools' binary masks
     assert mixed_object_values({255: "b", 2: "c", 1: "a"}) == ((1, "a"), (2, "c"))  # the two smallest values
     assert mixed_object_values({2: "a", 3: "b"}) == ((2, "a"), (3, "b"))
+
+
+def test_refuse_mixed_object_values_says_the_two_values_and_where() -> None:
+    import pytest
+
+    from canet.errors import DataError
+    from canet.labels import refuse_mixed_object_values
+
+    refuse_mixed_object_values({1: "case 'a'", 255: "case 'b'"}, "the masks", "never said")  # fine: no raise
+    with pytest.raises(DataError) as err:
+        refuse_mixed_object_values({2: "case 'b'", 1: "case 'a'"}, "the masks", "state num_classes", "the atrium")
+    assert str(err.value) == "the masks mark the atrium with different values (1 in case 'a', 2 in case 'b'): " \
+                             "state num_classes"

@@ -61,7 +61,7 @@ from canet.data.dataset import (
 )
 from canet.errors import DataError, first_names
 from canet.io import atomic_write_text, make_folder
-from canet.labels import label_value_problem, label_values, mixed_object_values
+from canet.labels import label_value_problem, label_values, refuse_mixed_object_values
 from canet.patch_size import check_patch_size
 
 RAW_IMAGE = "lgemri.nrrd"
@@ -269,7 +269,7 @@ def prepare_la(
         from tqdm import tqdm
 
         items = tqdm(ids, desc="prepare-la", unit="case")
-    object_values: dict[int, str] = {}  # the value marking the atrium -> the first case with it
+    object_values: dict[int, str] = {}  # the value marking the atrium -> the first case with it ("case 'a'")
     try:
         for case_id in items:
             image_path, label_path = raw / case_id / RAW_IMAGE, raw / case_id / RAW_LABEL
@@ -282,15 +282,11 @@ def prepare_la(
                      "value before the z-score")
             label, value = _atrium(mask, label_path)
             if value is not None:
-                object_values.setdefault(value, case_id)
-                mixed = mixed_object_values(object_values)
-                if mixed is not None:
-                    (v1, c1), (v2, c2) = mixed
-                    raise DataError(
-                        f"the masks mark the atrium with different values ({v1} in case {c1!r}, {v2} in case "
-                        f"{c2!r}): one structure, or classes of one label map? give masks with one atrium value "
-                        "(0/1 beside 0/255 is fine)"
-                    )
+                object_values.setdefault(value, f"case {case_id!r}")
+                refuse_mixed_object_values(
+                    object_values, "the masks", "one structure, or classes of one label map? give masks with one "
+                    "atrium value (0/1 beside 0/255 is fine)", marked="the atrium",
+                )
             stats = np.asarray(image, dtype=np.float64)
             mean, std = float(stats.mean()), float(stats.std())
             del stats

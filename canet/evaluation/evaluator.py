@@ -33,7 +33,7 @@ from canet.evaluation.results_folder import PREDICTION_SUFFIX, case_file_stem
 from canet.inferers.predict import model_device
 from canet.inferers.settings import InferenceSettings
 from canet.io import file_sha256
-from canet.labels import label_values, mixed_object_values
+from canet.labels import label_values, refuse_mixed_object_values
 from canet.metrics.journal import CaseJournal
 from canet.metrics.summary import MetricAccumulator
 from canet.patch_size import check_patch_size
@@ -298,15 +298,11 @@ def _refuse_mixed_object_values(cases: Sequence[Any], datalist: Any, split: str)
         values = label_values(as_label(read_volume(case.label, "label")[0], case.label))
         if len(values) != 1:
             continue  # empty, or a label map: scoring refuses or handles it case by case
-        seen.setdefault(int(values[0]), case.case_id)
-        mixed = mixed_object_values(seen)
-        if mixed is not None:
-            (v1, c1), (v2, c2) = mixed
-            raise DataError(
-                f"{datalist}: the labels of split {split!r} mark their object with different values ({v1} in "
-                f"case {c1!r}, {v2} in case {c2!r}): one structure, or classes of one label map? state "
-                "num_classes: 2 in the datalist to score any non-zero value as the object"
-            )
+        seen.setdefault(int(values[0]), f"case {case.case_id!r}")
+        refuse_mixed_object_values(
+            seen, f"{datalist}: the labels of split {split!r}", "one structure, or classes of one label map? "
+            "state num_classes: 2 in the datalist to score any non-zero value as the object",
+        )
 
 
 def _trained_labeled(

@@ -18,7 +18,7 @@ import numpy as np
 
 from canet.errors import CanetError, DataError, first_names
 from canet.evaluation.files import find_score_pairs
-from canet.labels import mixed_object_values
+from canet.labels import refuse_mixed_object_values
 from canet.metrics.summary import MetricAccumulator
 
 __all__ = ["score"]
@@ -43,14 +43,10 @@ def _refuse_mixed_object_values(seen: dict[int, str], masks: str) -> None:
     Raises:
         DataError: two such values, e.g. 1 and 2: one structure, or two classes of one label map?
     """
-    mixed = mixed_object_values(seen)
-    if mixed is not None:
-        (v1, w1), (v2, w2) = mixed
-        raise DataError(
-            f"the {masks} mark their object with different values ({v1} in {w1}, {v2} in {w2}): binary "
-            f"masks, or classes of one label map? pass --num-classes 2 to score them as binary masks, or "
-            f"--num-classes {max(seen) + 1} to score each value as its own class"
-        )
+    refuse_mixed_object_values(
+        seen, f"the {masks}", "binary masks, or classes of one label map? pass --num-classes 2 to score them as "
+        f"binary masks, or --num-classes {max(seen, default=0) + 1} to score each value as its own class",
+    )
 
 
 def _infer_num_classes(pairs: Sequence[tuple[str, Path, Path]]) -> int:
