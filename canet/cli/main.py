@@ -13,6 +13,7 @@ import importlib
 import os
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from canet import __version__
 from canet.errors import CanetError
@@ -39,8 +40,20 @@ COMMAND_MODULES: tuple[str, ...] = (
 )
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line on stderr and exit status 2.
+
+    argparse's own ``error`` prints the whole usage block (ten lines for ``evaluate``) before the
+    message; here the message names the command and points to its ``--help`` instead. Sub-parsers
+    are of this class too (``add_subparsers`` makes them of the parent's type).
+    """
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="canet",
         description="CA-Net: semi-supervised 3D segmentation (Trans-V generator + DAM discriminator).",
     )

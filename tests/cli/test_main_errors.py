@@ -118,4 +118,20 @@ def test_make_synthetic_counts_are_checked_by_their_options(capsys) -> None:
                                   ("--seed", "-3", "an integer >= 0")):
         with pytest.raises(SystemExit):
             cli_main.main(["make-synthetic", "out", option, value])
-        assert capsys.readouterr().err.splitlines()[-1].endswith(f"argument {option}: expected {wanted}, got '{value}'")
+        assert capsys.readouterr().err == (f"canet make-synthetic: error: argument {option}: expected {wanted}, "
+                                           f"got '{value}' (see canet make-synthetic --help)\n")
+
+
+@pytest.mark.parametrize(("argv", "expected"), [
+    (["evaluate", "ck.pt", "--data", "d", "--out", "o", "--overlap", "7"],
+     "canet evaluate: error: argument --overlap: overlap must be in [0, 1), got '7' (see canet evaluate --help)\n"),
+    (["evaluate", "ck.pt"],
+     "canet evaluate: error: the following arguments are required: --data, --out (see canet evaluate --help)\n"),
+    (["--bogus"], "canet: error: unrecognized arguments: --bogus (see canet --help)\n"),
+])
+def test_bad_arguments_are_one_line_not_the_usage_block(argv, expected, capsys) -> None:
+    # argparse's own error() prints the whole usage block (ten lines for evaluate) first
+    with pytest.raises(SystemExit) as exc:
+        cli_main.main(argv)
+    assert exc.value.code == 2
+    assert capsys.readouterr().err == expected

@@ -323,7 +323,7 @@ def test_evaluate_fast_mode_records_its_weighting(tmp_path, run_cli) -> None:
         summary = json.loads((out / "summary.json").read_text())
         assert summary["mode"] == "fast" and summary["weighting"] == weighting and summary["overlap"] == 0.25
 
-    with pytest.raises(SystemExit) as exc:  # argparse: usage line + one error line, status 2
+    with pytest.raises(SystemExit) as exc:  # argparse: one error line, status 2
         run_cli("evaluate", ckpt, "--data", root, "--out", tmp_path / "x", "--weighting", "cosine")
     assert exc.value.code == 2
 
