@@ -20,7 +20,13 @@ import pytest
 from canet.data import check_dataset, open_dataset
 from canet.data.loader import PatchSource
 from canet.errors import DataError
-from canet.labels import check_label_values, label_value_problem, label_values
+from canet.labels import (
+    check_label_values,
+    label_value_problem,
+    label_values,
+    mixed_object_values,
+    refuse_mixed_object_values,
+)
 from canet.metrics import MetricAccumulator
 
 
@@ -143,8 +149,6 @@ def test_scoring_refuses_a_float_mask_that_is_not_whole_numbers() -> None:
 
 
 def test_mixed_object_values_asks_only_beyond_the_binary_conventions() -> None:
-    from canet.labels import mixed_object_values
-
     assert mixed_object_values({}) is None and mixed_object_values({2: "a"}) is None
     assert mixed_object_values({1: "a", 255: "b"}) is None  # 0/1 beside 0/255: two tools' binary masks
     assert mixed_object_values({255: "b", 2: "c", 1: "a"}) == ((1, "a"), (2, "c"))  # the two smallest values
@@ -152,11 +156,6 @@ def test_mixed_object_values_asks_only_beyond_the_binary_conventions() -> None:
 
 
 def test_refuse_mixed_object_values_says_the_two_values_and_where() -> None:
-    import pytest
-
-    from canet.errors import DataError
-    from canet.labels import refuse_mixed_object_values
-
     refuse_mixed_object_values({1: "case 'a'", 255: "case 'b'"}, "the masks", "never said")  # fine: no raise
     with pytest.raises(DataError) as err:
         refuse_mixed_object_values({2: "case 'b'", 1: "case 'a'"}, "the masks", "state num_classes", "the atrium")
