@@ -7,7 +7,9 @@ post-processing and in ``fast`` mode, and writes
 ``--results/<config>_seed<seed>.json`` (``--results`` defaults to
 ``benchmarks/results``): per-case and mean Dice, Jaccard, 95HD and ASD of both
 modes, iterations, training seconds, seconds per iteration, the GPU, torch and
-CUDA versions and the settings the run used. A run that fails still writes its
+CUDA versions and the settings the run used (``wall_seconds_train``: the training
+command's wall seconds over all invocations, a killed one counted up to the file's
+last write before the kill). A run that fails still writes its
 file, with ``"status": "failed"`` and the error, so that every run is reported.
 A result file whose run folder is gone (a new machine) starts over from
 iteration 0, its lost attempt recorded under ``lost_runs``, unless training had
@@ -561,8 +563,17 @@ def _train_and_evaluate(
         if warning is not None:
             print(warning, file=sys.stderr, flush=True)
             r["disk_warning"] = f"{_now()}: {warning}"
-        wall = _run(cmd, log, poll=lambda: result.update_progress(run_dir), poll_seconds=poll_seconds)
-        r["wall_seconds_train"] = float(r.get("wall_seconds_train") or 0.0) + wall
+        # Earlier invocations' seconds plus this one's so far, kept current at every poll, so that an
+        # invocation killed mid-run is counted up to the result file's last write, not dropped.
+        before = float(r.get("wall_seconds_train") or 0.0)
+        start = time.perf_counter()
+
+        def poll() -> None:
+            r["wall_seconds_train"] = before + (time.perf_counter() - start)
+            result.update_progress(run_dir)
+
+        wall = _run(cmd, log, poll=poll, poll_seconds=poll_seconds)
+        r["wall_seconds_train"] = before + wall
     result.update_progress(run_dir)  # iteration, sec_per_it, ... as the finished run left them
     progress = r.get("progress") or {}
     r["iterations"] = progress.get("iteration")

@@ -310,6 +310,38 @@ def test_a_result_file_whose_run_folder_is_gone_starts_over_and_records_the_lost
     assert (lost["sec_per_it"], lost["sec_per_it_median"]) == (15.4, 11.2)
 
 
+class _Killed(BaseException):
+    """Stands for a SIGKILL: nothing after it runs, not even ``except Exception``."""
+
+
+def test_killed_invocations_count_their_training_wall_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two invocations killed after 100 and 50 seconds of training: the result file says 150, not 0."""
+    clock = {"t": 1000.0}
+    monkeypatch.setattr(pr.time, "perf_counter", lambda: clock["t"])
+    run_dir = tmp_path / "runs" / "la_canet_8" / "seed1"
+
+    def killed_after(seconds: float, iteration: int):
+        def fake_run(cmd, log, poll=None, poll_seconds=15.0):
+            run_dir.mkdir(parents=True, exist_ok=True)
+            (run_dir / "config.yaml").write_text("iterations: 6000\n")  # as `canet train` leaves it
+            clock["t"] += seconds
+            progress = {"iteration": iteration, "total": 6000, "sec_per_it": 10.0, "projected_total_hours": 16.7,
+                        "expected_end": "x", "restarts": 0, "redone_iterations": 0}
+            (run_dir / "progress.json").write_text(json.dumps(progress))
+            poll()  # the result file is rewritten as the run's progress changes
+            raise _Killed
+        return fake_run
+
+    results = tmp_path / "results"
+    for seconds, iteration, total in ((100.0, 10, 100.0), (50.0, 15, 150.0)):
+        monkeypatch.setattr(pr, "_run", killed_after(seconds, iteration))
+        with pytest.raises(_Killed):
+            pr.run_one("la_canet_8", 1, "/no/data", tmp_path / "runs", results, device="cpu", exact=True)
+        saved = json.loads((results / "la_canet_8_seed1.json").read_text())
+        assert saved["iteration"] == iteration and saved["status"] == "running"
+        assert saved["wall_seconds_train"] == pytest.approx(total)
+
+
 def test_a_result_file_whose_run_folder_exists_carries_over(tmp_path: Path) -> None:
     run_dir = tmp_path / "runs" / "la_canet_8" / "seed1"
     (run_dir / "checkpoints").mkdir(parents=True)
