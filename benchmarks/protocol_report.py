@@ -9,7 +9,8 @@ optionally, the run's ``metrics.csv``, and prints:
 * the fast-minus-reference Dice gap against its 0.3-point target, and the
   seconds per volume of each evaluation;
 * the kept checkpoints' reference-mode Dice, the best of them marked as
-  chosen on the test set (optimistic);
+  chosen on the test set (optimistic), and where the result file holds their
+  per-case scores, how the last checkpoint differs from each case by case;
 * the per-case table (Dice and 95HD of every rule), worst reference Dice first;
 * the loss curves: the mean of each logged loss over consecutive windows of
   ``--every`` iterations (for a resumed run, the rows of redone iterations
@@ -110,16 +111,37 @@ def gap_line(result: dict[str, Any]) -> str:
 
 
 def kept_table(result: dict[str, Any]) -> str:
+    """The kept checkpoints' reference-mode Dice in iteration order, the best one marked optimistic.
+
+    Where the result file holds a kept checkpoint's per-case scores (files written since they were
+    added), three more columns compare the last checkpoint with it case by case, in Dice points:
+    the median of last minus kept, the case furthest from zero, and on how many cases the last
+    checkpoint scores lower.
+    """
     kept = result.get("kept_checkpoints") or {}
     if not kept:
         return ""
     best = (result.get("best_kept_on_test") or {}).get("iteration")
-    lines = ["| kept checkpoint (iteration) | reference Dice % |", "|---|---|"]
+    last = (result.get("evaluations") or {}).get("reference")
+    per_case = last is not None and any(v.get("cases") for v in kept.values())
+    head, rule = "| kept checkpoint (iteration) | reference Dice % |", "|---|---|"
+    if per_case:
+        head += " last minus kept: median per case | largest per case | cases where the last is lower |"
+        rule += "---|---|---|"
+    lines = [head, rule]
     for it in sorted(kept, key=int):
         dice = kept[it]["mean"].get("dice")
         mark = " (the last checkpoint)" if kept[it].get("same_as") == "last.pt" else ""
         mark += " (best on the test set: optimistic)" if best is not None and int(it) == int(best) else ""
-        lines.append(f"| {it}{mark} | {'-' if dice is None else f'{100 * dice:.2f}'} |")
+        row = f"| {it}{mark} | {'-' if dice is None else f'{100 * dice:.2f}'} |"
+        if per_case:
+            d = dice_differences(last, kept[it]) if kept[it].get("cases") else None
+            if d is None:
+                row += " - | - | - |"
+            else:
+                case, largest = d["largest"]
+                row += f" {d['median']:+.2f} | {largest:+.2f} ({case}) | {d['lower']} of {d['cases']} |"
+        lines.append(row)
     return "\n".join(lines)
 
 
@@ -305,7 +327,8 @@ def dice_differences(entry: dict[str, Any], baseline: dict[str, Any]) -> dict[st
     Returns ``mean`` (difference of the two means), ``median`` (of the per-case
     differences), ``largest`` (the per-case difference furthest from zero, and
     its case), ``over_1`` (cases differing by more than one point) and
-    ``cases`` (those both scored); None when no case has a Dice in both.
+    ``lower`` (cases where ``entry`` scores below ``baseline``) and ``cases``
+    (those both scored); None when no case has a Dice in both.
     """
     diffs = {}
     for case, row in (baseline.get("cases") or {}).items():
@@ -318,7 +341,8 @@ def dice_differences(entry: dict[str, Any], baseline: dict[str, Any]) -> dict[st
     ma, mb = (entry.get("mean") or {}).get("dice"), (baseline.get("mean") or {}).get("dice")
     return {"mean": None if ma is None or mb is None else 100.0 * (ma - mb),
             "median": statistics.median(diffs.values()), "largest": (worst, diffs[worst]),
-            "over_1": sum(abs(d) > 1.0 for d in diffs.values()), "cases": len(diffs)}
+            "over_1": sum(abs(d) > 1.0 for d in diffs.values()), "lower": sum(d < 0 for d in diffs.values()),
+            "cases": len(diffs)}
 
 
 def interim_gaps_table(content: dict[str, Any]) -> str:

@@ -321,7 +321,8 @@ def run_one(
     run's ``progress.json`` while it trains; it ends ``done`` with the metrics or
     ``failed`` with the reason. A run whose result file is ``done`` is not run
     again. ``kept``: also evaluate the kept checkpoints (``iter_<N>.pt``) in
-    reference mode and name the best of them (optimistic: picked on the test set).
+    reference mode (means and per-case values under ``kept_checkpoints``) and name
+    the best of them (optimistic: picked on the test set).
 
     Raises:
         canet.training.progress.RunLockedError: another process is running this
@@ -613,7 +614,8 @@ def _train_and_evaluate(
             else:
                 entry = _evaluate(ckpt, run_dir / f"eval_kept_{ckpt.stem}", "reference", data, device, log,
                                   eval_args)
-                table[ckpt.stem[5:]] = {"mean": entry["mean"], "command": entry["command"]}
+                # Per case too, so the result file alone says how the last checkpoint differs case by case.
+                table[ckpt.stem[5:]] = {"mean": entry["mean"], "cases": entry["cases"], "command": entry["command"]}
             result.write()
         scored = {k: v["mean"]["dice"] for k, v in table.items() if v["mean"]["dice"] is not None}
         if scored:

@@ -64,6 +64,18 @@ def test_kept_checkpoints_in_iteration_order_with_the_optimistic_one_marked() ->
     assert lines[3] == "| 2000 (the last checkpoint) (best on the test set: optimistic) | 85.00 |"
 
 
+def test_kept_checkpoints_with_cases_compare_the_last_one_case_by_case() -> None:
+    result = _result(0.0)
+    # the last checkpoint (reference): c1 0.80, c2 0.90; kept 1000: c1 0.85, c2 0.88, c3 not in the last one.
+    result["kept_checkpoints"]["1000"]["cases"] = {"c1": {"dice": 0.85}, "c2": {"dice": 0.88}, "c3": {"dice": 0.5}}
+    lines = rep.kept_table(result).splitlines()
+    assert lines[0].endswith("| last minus kept: median per case | largest per case | cases where the last is lower |")
+    assert lines[1] == "|---|---|---|---|---|"
+    # last minus kept: c1 -5.00, c2 +2.00 -> median -1.50, largest -5.00 (c1), lower on 1 of 2
+    assert lines[2] == "| 1000 | 80.00 | -1.50 | -5.00 (c1) | 1 of 2 |"
+    assert lines[3] == "| 2000 (the last checkpoint) (best on the test set: optimistic) | 85.00 | - | - | - |"
+
+
 def test_per_case_table_puts_the_worst_reference_case_first() -> None:
     lines = rep.per_case_table(_result(0.0)).splitlines()
     assert lines[0] == ("| case | Dice % reference | Dice % authors_relu | Dice % fast "

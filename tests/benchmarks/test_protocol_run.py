@@ -66,6 +66,9 @@ def test_run_writes_a_complete_result_file(finished) -> None:
     assert kept["2"]["same_as"] == "last.pt" and kept["2"]["mean"] == saved["evaluations"]["reference"]["mean"]
     assert "same_as" not in kept["1"] and not (run / "eval_kept_iter_2").exists()
     assert (run / "eval_kept_iter_1" / "summary.json").is_file()
+    # An evaluated kept checkpoint carries its per-case scores, those of its own evaluation folder.
+    assert kept["1"]["cases"] == json.loads(json.dumps(pr.read_evaluation(run / "eval_kept_iter_1")["cases"]))
+    assert sorted(kept["1"]["cases"]) == ["synth_006", "synth_007"]
     ckpts = run / "checkpoints"
     assert pr.same_generator(ckpts / "iter_2.pt", ckpts / "last.pt")
     assert not pr.same_generator(ckpts / "iter_1.pt", ckpts / "last.pt")
