@@ -326,8 +326,8 @@ def dice_differences(entry: dict[str, Any], baseline: dict[str, Any]) -> dict[st
 
     Returns ``mean`` (difference of the two means), ``median`` (of the per-case
     differences), ``largest`` (the per-case difference furthest from zero, and
-    its case), ``over_1`` (cases differing by more than one point) and
-    ``lower`` (cases where ``entry`` scores below ``baseline``) and ``cases``
+    its case), ``over_1`` (cases differing by more than one point), ``lower``
+    (cases where ``entry`` scores below ``baseline``) and ``cases``
     (those both scored); None when no case has a Dice in both.
     """
     diffs = {}
