@@ -135,7 +135,7 @@ def kept_table(result: dict[str, Any]) -> str:
         mark += " (best on the test set: optimistic)" if best is not None and int(it) == int(best) else ""
         row = f"| {it}{mark} | {'-' if dice is None else f'{100 * dice:.2f}'} |"
         if per_case:
-            d = dice_differences(last, kept[it]) if kept[it].get("cases") else None
+            d = dice_differences(last, kept[it])  # None for an entry without cases (the last one's)
             if d is None:
                 row += " - | - | - |"
             else:
